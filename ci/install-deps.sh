@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Install everything Kindling needs on Debian 12 (run as root). Idempotent:
+# packages already present and a Python environment already set up are kept.
+set -euo pipefail
+
+APT_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libhdf5-dev hdf5-tools
+              libcjson-dev zlib1g-dev dataset-fashion-mnist openmpi-bin libopenmpi-dev
+              python3 python3-venv python3-pip)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "ci/install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Python tools in their own virtual environment (Debian's Python refuses
+# system-wide pip installs). torch is only a test reference (CPU use).
+VENV="${KD_VENV:-/opt/kindling-venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+if ! "$VENV/bin/python" -c "import numpy, h5py, pytest, torch" 2>/dev/null; then
+  echo "ci/install-deps: installing Python packages into $VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q numpy h5py pytest torch
+fi

@@ -1,0 +1,312 @@
+/* Kindling: a C engine that trains neural networks, alone or across a cluster.
+ *
+ * The one public header. Everything (the CLI, the MPI ranks, the Python
+ * package) goes through it. Conventions:
+ *   - every fallible call returns kd_status; KD_OK is 0. On failure the
+ *     calling thread's message is in kd_last_error().
+ *   - every object has one owner and one *_free (NULL is accepted).
+ *   - a network keeps ALL its trainable parameters in one flat float32
+ *     buffer and all gradients in a second buffer of the same length, so a
+ *     whole model travels as one vector (parameter server shards, allreduce).
+ *   - weight layouts match PyTorch: dense [out, in], conv2d [out_c, in_c, kh, kw].
+ */
+#ifndef KINDLING_H
+#define KINDLING_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KD_VERSION_MAJOR 0
+#define KD_VERSION_MINOR 1
+#define KD_VERSION_PATCH 0
+#define KD_VERSION_STRING "0.1.0"
+
+#define KD_MAX_RANK 4 /* per-sample shapes have at most 3 dims; weights at most 4 */
+
+typedef enum kd_status {
+    KD_OK = 0,
+    KD_ERR_INVALID = 1,  /* bad argument, flag, spec or setting */
+    KD_ERR_IO = 2,       /* file missing, unreadable, write failed */
+    KD_ERR_FORMAT = 3,   /* file present but malformed / truncated / not ours */
+    KD_ERR_SHAPE = 4,    /* shapes do not fit */
+    KD_ERR_NOMEM = 5,    /* allocation failed */
+    KD_ERR_NUMERIC = 6,  /* NaN / Inf where a number was needed */
+    KD_ERR_STATE = 7,    /* call out of order (e.g. backward before forward) */
+    KD_ERR_UNSUPPORTED = 8
+} kd_status;
+
+/* Message of the last failure on this thread ("" if none). Never NULL. */
+const char *kd_last_error(void);
+const char *kd_status_name(kd_status s);
+const char *kd_version(void);
+
+/* Threads used by BLAS and Kindling's own loops. 0 = library default. */
+void kd_set_threads(int n);
+/* The OpenBLAS kernel family in use ("SkylakeX", "Haswell", "Prescott", ...). */
+const char *kd_blas_corename(void);
+/* When OpenBLAS fell back to its generic kernels on a CPU that supports
+ * better ones: the OPENBLAS_CORETYPE value to use (it is read only when
+ * OpenBLAS loads, so a program sets it and restarts); otherwise NULL. */
+const char *kd_blas_better_coretype(void);
+
+/* ------------------------------------------------------------------ shapes */
+typedef struct kd_shape {
+    int rank;               /* 1 (features) or 3 (channels, height, width) */
+    int dim[KD_MAX_RANK];
+} kd_shape;
+
+size_t kd_shape_size(const kd_shape *s);
+/* "1x28x28" into buf; returns buf. */
+const char *kd_shape_str(const kd_shape *s, char *buf, size_t len);
+
+/* ---------------------------------------------------------------- datasets */
+/* An in-memory labelled data set: n samples of `shape` float32 features
+ * (row-major, sample after sample) and int32 labels. */
+typedef struct kd_dataset {
+    int64_t n;
+    kd_shape shape;
+    float *x;        /* n * kd_shape_size(&shape) */
+    int32_t *y;      /* n labels; -1 where the source had no label */
+    int num_classes; /* 1 + max label seen (0 if unlabelled) */
+} kd_dataset;
+
+kd_status kd_dataset_alloc(int64_t n, const kd_shape *shape, kd_dataset **out);
+void kd_dataset_free(kd_dataset *ds);
+
+/* IDX (MNIST format), plain or gzip (detected by magic bytes, not name).
+ * uint8 images are scaled to [0,1]. labels_path may be NULL. */
+kd_status kd_dataset_load_idx(const char *images_path, const char *labels_path,
+                              kd_dataset **out);
+/* CSV: one sample per line, `label_col` (0-based; -1 = no label) holds the
+ * class, every other column a feature. has_header skips the first line.
+ * shape may be NULL (then rank-1 of the column count). */
+kd_status kd_dataset_load_csv(const char *path, int label_col, int has_header,
+                              const kd_shape *shape, kd_dataset **out);
+/* LibSVM: "label idx:val idx:val ..." with 1-based ascending indices.
+ * num_features 0 = infer from the largest index. */
+kd_status kd_dataset_load_libsvm(const char *path, int num_features,
+                                 kd_dataset **out);
+/* Reject NaN/Inf features and labels outside [0, num_classes). The
+ * message names the first bad sample. */
+kd_status kd_dataset_validate(const kd_dataset *ds, int num_classes);
+
+/* --------------------------------------------------------------- networks */
+typedef struct kd_net kd_net;
+
+/* `spec` is either a preset name ("mlp", "lenet") or JSON text:
+ *   {"input": [1,28,28], "layers": [{"type": "conv2d", "filters": 20,
+ *    "kernel": 5}, {"type": "tanh"}, ..., {"type": "softmax"}]}
+ * Shapes are inferred; an error names the layer at fault. The network is
+ * created with parameters initialised from `seed`. */
+kd_status kd_net_create(const char *spec, uint64_t seed, kd_net **out);
+kd_status kd_net_create_from_file(const char *spec_path, uint64_t seed, kd_net **out);
+void kd_net_free(kd_net *net);
+/* JSON text of the fully resolved spec (every default filled in). Owned by net. */
+const char *kd_net_spec_json(const kd_net *net);
+/* The preset's JSON text, or NULL if no such preset. */
+const char *kd_preset_json(const char *name);
+
+kd_shape kd_net_input_shape(const kd_net *net);
+int kd_net_num_classes(const kd_net *net);
+/* Re-initialise every parameter (Xavier/He per layer) from seed. */
+kd_status kd_net_init_params(kd_net *net, uint64_t seed);
+
+/* The flat buffers. Length kd_net_param_count(). Writable: the parameter
+ * server and allreduce write into them directly. */
+size_t kd_net_param_count(const kd_net *net);
+float *kd_net_params(kd_net *net);
+float *kd_net_grads(kd_net *net);
+/* Non-trainable state (batch-norm running mean/var), also one flat buffer. */
+size_t kd_net_state_count(const kd_net *net);
+float *kd_net_state(kd_net *net);
+
+typedef struct kd_layer_info {
+    int index;
+    const char *name;          /* unique, e.g. "conv1" or "dense_2" */
+    const char *type;          /* "dense", "conv2d", ... */
+    kd_shape in, out;          /* per-sample shapes */
+    size_t weight_offset, weight_count; /* into kd_net_params */
+    int weight_rank;
+    int weight_dims[KD_MAX_RANK];
+    size_t bias_offset, bias_count;
+    size_t state_offset, state_count;   /* into kd_net_state: running mean, then var */
+} kd_layer_info;
+
+int kd_net_num_layers(const kd_net *net);
+kd_status kd_net_layer_info(const kd_net *net, int i, kd_layer_info *out);
+
+/* Forward a batch of `batch` samples (x is batch * input size floats).
+ * training != 0 enables dropout and batch statistics. Afterwards the class
+ * probabilities (batch * classes) are at kd_net_output(). */
+kd_status kd_net_forward(kd_net *net, const float *x, int batch, int training);
+const float *kd_net_output(const kd_net *net);
+/* Softmax cross-entropy of the last forward against labels; mean over the
+ * batch. Writes loss and the number of correct argmax predictions. */
+kd_status kd_net_loss(kd_net *net, const int32_t *labels, double *loss, int *correct);
+/* Backward from the loss of the last forward: gradients (mean over the
+ * batch) are WRITTEN (not accumulated) into kd_net_grads(). */
+kd_status kd_net_backward(kd_net *net, const int32_t *labels);
+/* Dropout and other random layers draw from this seed + the given step
+ * (so a run is reproducible and a resumed run continues identically). */
+void kd_net_set_noise_seed(kd_net *net, uint64_t seed, int64_t step);
+
+/* Probabilities for n samples (inference mode), in batches. */
+kd_status kd_net_predict(kd_net *net, const float *x, int64_t n, float *probs_out);
+
+/* -------------------------------------------------------------- optimizers */
+typedef enum kd_optim_kind {
+    KD_OPT_SGD = 0,      /* momentum 0 */
+    KD_OPT_MOMENTUM = 1, /* heavy ball, PyTorch convention; nesterov flag */
+    KD_OPT_ADAM = 2,     /* L2 weight decay added to the gradient (PyTorch Adam) */
+    KD_OPT_ADAMW = 3     /* decoupled weight decay */
+} kd_optim_kind;
+
+typedef enum kd_schedule_kind {
+    KD_SCHED_CONSTANT = 0,
+    KD_SCHED_STEP = 1,   /* lr * gamma^(floor(step / step_size)) */
+    KD_SCHED_COSINE = 2  /* lr_min + (lr-lr_min)(1+cos(pi*min(step,total)/total))/2 */
+} kd_schedule_kind;
+
+typedef struct kd_optim_config {
+    kd_optim_kind kind;
+    double lr;
+    double momentum;      /* MOMENTUM */
+    int nesterov;         /* MOMENTUM */
+    double beta1, beta2, eps; /* ADAM / ADAMW */
+    double weight_decay;
+    kd_schedule_kind schedule;
+    int64_t step_size;    /* STEP: in optimizer steps */
+    double gamma;         /* STEP */
+    int64_t total_steps;  /* COSINE */
+    double lr_min;        /* COSINE */
+} kd_optim_config;
+
+/* Defaults: SGD lr 0.01, momentum 0.9, beta1 0.9, beta2 0.999, eps 1e-8,
+ * constant schedule, gamma 0.1. */
+kd_optim_config kd_optim_config_default(void);
+kd_status kd_optim_config_validate(const kd_optim_config *cfg);
+const char *kd_optim_kind_name(kd_optim_kind k);
+kd_status kd_optim_kind_parse(const char *name, kd_optim_kind *out);
+const char *kd_schedule_kind_name(kd_schedule_kind k);
+kd_status kd_schedule_kind_parse(const char *name, kd_schedule_kind *out);
+
+/* An optimizer for a vector of n parameters: owns its state (0, n or 2n
+ * floats). It does not know the network, so a parameter-server rank can run
+ * one on its shard of the flat vector. */
+typedef struct kd_optim kd_optim;
+kd_status kd_optim_create(const kd_optim_config *cfg, size_t n, kd_optim **out);
+void kd_optim_free(kd_optim *opt);
+const kd_optim_config *kd_optim_get_config(const kd_optim *opt);
+/* One update: params -= f(grads). Increments the step counter. */
+kd_status kd_optim_step(kd_optim *opt, float *params, const float *grads);
+/* Learning rate the next step will use. */
+double kd_optim_current_lr(const kd_optim *opt);
+int64_t kd_optim_steps(const kd_optim *opt);
+void kd_optim_set_steps(kd_optim *opt, int64_t steps);
+size_t kd_optim_param_count(const kd_optim *opt);
+/* State buffer (for checkpoints): slots * n floats, slot-major. */
+float *kd_optim_state(kd_optim *opt, size_t *count);
+int kd_optim_state_slots(const kd_optim *opt);
+const char *kd_optim_state_slot_name(const kd_optim *opt, int slot); /* "velocity", "m", "v" */
+
+/* ------------------------------------------------------------- evaluation */
+typedef struct kd_eval_result {
+    int64_t count;
+    double loss;
+    double accuracy;
+    int num_classes;
+    double *per_class_accuracy; /* num_classes entries, owned by the result */
+    int64_t *per_class_count;
+} kd_eval_result;
+
+kd_status kd_evaluate(kd_net *net, const kd_dataset *ds, int batch_size, kd_eval_result *out);
+void kd_eval_result_clear(kd_eval_result *r);
+
+/* ------------------------------------------------------------- training */
+typedef struct kd_epoch_record {
+    int32_t epoch;       /* 1-based */
+    double train_loss, train_accuracy;
+    double test_loss, test_accuracy;  /* NaN when no test set */
+    double seconds;
+    double learning_rate;              /* at the end of the epoch */
+} kd_epoch_record;
+
+typedef struct kd_train_state {
+    int32_t epoch;        /* completed epochs */
+    int64_t step;         /* completed optimizer steps */
+    uint64_t seed;        /* data order and dropout derive from (seed, epoch, step) */
+    int32_t batch_size;
+    int32_t history_len;
+    kd_epoch_record *history; /* owned; use kd_train_state_clear */
+} kd_train_state;
+
+void kd_train_state_init(kd_train_state *st);
+void kd_train_state_clear(kd_train_state *st);
+kd_status kd_train_state_append(kd_train_state *st, const kd_epoch_record *rec);
+
+typedef struct kd_progress {
+    int32_t epoch, epochs;
+    int64_t step, steps_per_epoch;
+    int64_t samples_done, samples_per_epoch;
+    double loss, accuracy;      /* running mean over this epoch */
+    double samples_per_sec;
+    double seconds_left;        /* estimate for the whole run */
+    int epoch_done;             /* 1 on the end-of-epoch call */
+    const kd_epoch_record *record; /* on the end-of-epoch call */
+} kd_progress;
+/* Return non-zero to stop training (it stops cleanly, KD_OK). */
+typedef int (*kd_progress_fn)(const kd_progress *p, void *user);
+
+/* How gradients become new parameters. "local" runs the optimizer in this
+ * process; the MPI parameter server and allreduce provide their own. */
+typedef struct kd_exchange {
+    const char *name;
+    void *ctx;
+    /* Called after backward with the batch's gradients in kd_net_grads();
+     * must leave updated parameters in kd_net_params(). */
+    kd_status (*step)(void *ctx, kd_net *net, kd_optim *opt);
+} kd_exchange;
+
+typedef struct kd_train_config {
+    int32_t epochs;            /* total epochs (a resumed run continues to this) */
+    int32_t batch_size;
+    uint64_t seed;
+    int shuffle;               /* 1 = reshuffle every epoch from (seed, epoch) */
+    const kd_dataset *test;    /* optional, evaluated after each epoch */
+    const char *checkpoint_path; /* optional */
+    int64_t checkpoint_every;  /* steps; 0 = only at epoch ends */
+    kd_progress_fn progress;   /* optional */
+    void *progress_user;
+    double progress_interval;  /* seconds between mid-epoch calls; 0 = epoch ends only */
+    const kd_exchange *exchange; /* NULL = local */
+    /* Which samples this process trains on: this rank's share of each
+     * epoch's shuffled order (part_index of part_count). 0/1 = all. */
+    int32_t part_index, part_count;
+} kd_train_config;
+
+kd_train_config kd_train_config_default(void);
+/* Train until cfg->epochs are done, starting from state (epoch/step of a
+ * resumed run). state->history gains one record per epoch. */
+kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
+                   const kd_train_config *cfg, kd_train_state *state);
+
+/* ------------------------------------------------------------- checkpoints */
+/* HDF5, self-describing (see io/checkpoint.c for the layout). Written to a
+ * temporary file beside `path`, closed, fsynced and renamed, so a failed
+ * save leaves any previous checkpoint intact. opt and state may be NULL. */
+kd_status kd_checkpoint_save(const char *path, const kd_net *net,
+                             const kd_optim *opt, const kd_train_state *state);
+/* Rebuilds the network from the spec stored in the file and loads every
+ * tensor, validating its shape. opt_out/state_out may be NULL; *opt_out is
+ * NULL if the file holds no optimizer. */
+kd_status kd_checkpoint_load(const char *path, kd_net **net_out,
+                             kd_optim **opt_out, kd_train_state *state_out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KINDLING_H */

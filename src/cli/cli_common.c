@@ -1,0 +1,335 @@
+/* Shared helpers of the command-line tool; see cli_common.h. */
+#include "cli_common.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ----------------------------------------------------------------- errors */
+int cli_usage_error(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "kindling %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\ntry 'kindling %s --help'\n", cmd);
+    return CLI_USAGE;
+}
+
+int cli_library_error(void)
+{
+    const char *msg = kd_last_error();
+    fprintf(stderr, "kindling: %s\n", msg[0] ? msg : "unknown error");
+    return CLI_FAIL;
+}
+
+int cli_fail(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("kindling: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return CLI_FAIL;
+}
+
+int cli_getopt_error(const char *cmd, int c, char *const argv[])
+{
+    const char *arg = optind > 0 ? argv[optind - 1] : "";
+    if (c == ':')
+        return cli_usage_error(cmd, "%s: missing value", arg);
+    if (strncmp(arg, "--", 2) != 0 && optopt > 0 && optopt < 256)
+        return cli_usage_error(cmd, "unknown option '-%c'", optopt);
+    /* A flag that takes no value was given one ("--header=1"): getopt
+     * reports it as '?' with optopt set to the flag's id. */
+    const char *eq = strchr(arg, '=');
+    if (optopt != 0 && eq)
+        return cli_usage_error(cmd, "%.*s: takes no value", (int)(eq - arg), arg);
+    return cli_usage_error(cmd, "unknown option '%.*s'", eq ? (int)(eq - arg) : (int)strlen(arg), arg);
+}
+
+/* ---------------------------------------------------------------- numbers */
+int cli_parse_int(const char *cmd, const char *flag, const char *text,
+                  long long min, long long max, long long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = 0;
+    int ok = text[0] != '\0' && !isspace((unsigned char)text[0]);
+    if (ok) {
+        v = strtoll(text, &end, 10);
+        ok = errno == 0 && *end == '\0' && v >= min && v <= max;
+    }
+    if (!ok) {
+        /* A huge maximum is only a type limit: name it only to a value above it. */
+        int above_max = errno == ERANGE || (end && *end == '\0' && v > max);
+        if (max >= INT_MAX && !above_max)
+            return cli_usage_error(cmd, "%s: must be an integer >= %lld, got '%s'", flag, min, text);
+        return cli_usage_error(cmd, "%s: must be an integer in [%lld, %lld], got '%s'", flag, min, max, text);
+    }
+    *out = v;
+    return CLI_OK;
+}
+
+int cli_parse_double(const char *cmd, const char *flag, const char *text,
+                     double lo, int lo_closed, double hi, int hi_closed, double *out)
+{
+    char *end = NULL;
+    double v = 0;
+    int ok = text[0] != '\0' && !isspace((unsigned char)text[0]);
+    if (ok) {
+        errno = 0;
+        v = strtod(text, &end);
+        ok = *end == '\0' && isfinite(v) && errno == 0;
+        ok = ok && (lo_closed ? v >= lo : v > lo) && (hi_closed ? v <= hi : v < hi);
+    }
+    if (ok) {
+        *out = v;
+        return CLI_OK;
+    }
+    char range[96];
+    if (isinf(lo) && isinf(hi))
+        snprintf(range, sizeof range, "a number");
+    else if (isinf(hi))
+        snprintf(range, sizeof range, "a number %s %g", lo_closed ? ">=" : ">", lo);
+    else if (isinf(lo))
+        snprintf(range, sizeof range, "a number %s %g", hi_closed ? "<=" : "<", hi);
+    else
+        snprintf(range, sizeof range, "a number in %c%g, %g%c", lo_closed ? '[' : '(', lo, hi,
+                 hi_closed ? ']' : ')');
+    return cli_usage_error(cmd, "%s: must be %s, got '%s'", flag, range, text);
+}
+
+/* ------------------------------------------------------------ data flags */
+void cli_data_opts_init(cli_data_opts *d)
+{
+    memset(d, 0, sizeof *d);
+    d->label_col = 0;
+}
+
+int cli_data_option(const char *cmd, cli_data_opts *d, int opt, const char *arg)
+{
+    long long v = 0;
+    int rc;
+    switch (opt) {
+    case CLI_OPT_DATASET:
+        if (strcmp(arg, "fashion-mnist") != 0)
+            return cli_usage_error(cmd, "--dataset: unknown data set '%s' (known: fashion-mnist)", arg);
+        d->dataset = arg;
+        return CLI_OK;
+    case CLI_OPT_TRAIN_IMAGES: d->train_images = arg; return CLI_OK;
+    case CLI_OPT_TRAIN_LABELS: d->train_labels = arg; return CLI_OK;
+    case CLI_OPT_TEST_IMAGES: d->test_images = arg; return CLI_OK;
+    case CLI_OPT_TEST_LABELS: d->test_labels = arg; return CLI_OK;
+    case CLI_OPT_TRAIN_CSV: d->train_csv = arg; return CLI_OK;
+    case CLI_OPT_TEST_CSV: d->test_csv = arg; return CLI_OK;
+    case CLI_OPT_TRAIN_LIBSVM: d->train_libsvm = arg; return CLI_OK;
+    case CLI_OPT_TEST_LIBSVM: d->test_libsvm = arg; return CLI_OK;
+    case CLI_OPT_HEADER: d->header = 1; return CLI_OK;
+    case CLI_OPT_LABEL_COL:
+        if ((rc = cli_parse_int(cmd, "--label-col", arg, -1, INT_MAX, &v)) != CLI_OK)
+            return rc;
+        d->label_col = (int)v;
+        return CLI_OK;
+    case CLI_OPT_FEATURES:
+        if ((rc = cli_parse_int(cmd, "--features", arg, 1, INT_MAX, &v)) != CLI_OK)
+            return rc;
+        d->features = (int)v;
+        return CLI_OK;
+    case CLI_OPT_INPUT: {
+        /* The format follows the extension; anything else is taken as IDX. */
+        const char *dot = strrchr(arg, '.');
+        const char *ext = dot ? dot + 1 : "";
+        if (strcmp(ext, "csv") == 0)
+            d->test_csv = arg;
+        else if (strcmp(ext, "svm") == 0 || strcmp(ext, "libsvm") == 0)
+            d->test_libsvm = arg;
+        else
+            d->test_images = arg;
+        return CLI_OK;
+    }
+    default:
+        return -1;
+    }
+}
+
+/* One set's sources, with the flag names used to talk about them. */
+typedef struct set_source {
+    const char *images, *labels, *csv, *libsvm;
+    const char *flag_prefix; /* "--train-", "--test-" or "--" */
+} set_source;
+
+static int source_count(const set_source *s)
+{
+    return (s->images || s->labels) + (s->csv != NULL) + (s->libsvm != NULL);
+}
+
+/* Load one set from its single source, fit it to the network's input and
+ * check it. Flag names in messages use the set's prefix. */
+static int load_set(const char *cmd, const set_source *s, const cli_data_opts *d, const kd_net *net,
+                    int need_labels, kd_dataset **out)
+{
+    const char *p = s->flag_prefix;
+    const char *path = NULL;
+    kd_dataset *ds = NULL;
+    kd_shape in = kd_net_input_shape(net);
+    size_t want = kd_shape_size(&in);
+    int is_csv = 0;
+
+    *out = NULL;
+    if (s->images || s->labels) {
+        if (!s->images)
+            return cli_usage_error(cmd, "%slabels needs %simages", p, p);
+        if (!s->labels && need_labels)
+            return cli_usage_error(cmd, "%simages needs %slabels", p, p);
+        path = s->images;
+        if (kd_dataset_load_idx(s->images, s->labels, &ds) != KD_OK)
+            return cli_library_error();
+    } else if (s->csv) {
+        path = s->csv;
+        is_csv = 1;
+        if (kd_dataset_load_csv(s->csv, d->label_col, d->header, NULL, &ds) != KD_OK)
+            return cli_library_error();
+    } else {
+        path = s->libsvm;
+        /* Default width is the network's input, so a file whose last
+         * features are all zero still lines up with it. */
+        int features = d->features ? d->features : (int)want;
+        if (kd_dataset_load_libsvm(s->libsvm, features, &ds) != KD_OK)
+            return cli_library_error();
+    }
+
+    size_t have = kd_shape_size(&ds->shape);
+    if (have != want) {
+        char shape[64];
+        kd_shape_str(&in, shape, sizeof shape);
+        kd_dataset_free(ds);
+        return cli_fail("%s: samples have %zu features but the network expects %zu (%s)%s", path, have, want,
+                        shape, is_csv ? "; check --label-col" : "");
+    }
+    ds->shape = in; /* same row-major floats, seen with the network's shape */
+
+    /* Labels are checked only where they are used; num_classes 0 makes
+     * validate check just that every feature is finite. */
+    if (kd_dataset_validate(ds, need_labels ? kd_net_num_classes(net) : 0) != KD_OK) {
+        kd_dataset_free(ds);
+        return cli_fail("%s: %s", path, kd_last_error());
+    }
+    *out = ds;
+    return CLI_OK;
+}
+
+int cli_load_data(const char *cmd, const cli_data_opts *d, const kd_net *net,
+                  int want_train, int need_labels, kd_dataset **train, kd_dataset **test)
+{
+    set_source tr = {d->train_images, d->train_labels, d->train_csv, d->train_libsvm, "--train-"};
+    set_source te = {d->test_images, d->test_labels, d->test_csv, d->test_libsvm, want_train ? "--test-" : "--"};
+    char fm_dir[4096], tr_img[4400], tr_lab[4400], te_img[4400], te_lab[4400];
+    int rc;
+
+    if (train)
+        *train = NULL;
+    *test = NULL;
+
+    /* Which sets come from Fashion-MNIST: the one(s) no file flag names. */
+    int fm_train = want_train && source_count(&tr) == 0;
+    int fm_test = source_count(&te) == 0 && (!want_train || fm_train || d->dataset);
+    if (d->dataset && ((want_train && source_count(&tr)) || (!want_train && source_count(&te))))
+        return cli_usage_error(cmd, "--dataset cannot be combined with %s files", want_train ? "training" : "data");
+    if (source_count(&tr) > 1)
+        return cli_usage_error(cmd, "choose one source for the training data (--train-images, --train-csv or --train-libsvm)");
+    if (source_count(&te) > 1)
+        return cli_usage_error(cmd, "choose one source for the %s data (%simages, %scsv or %slibsvm)",
+                               want_train ? "test" : "input", te.flag_prefix, te.flag_prefix, te.flag_prefix);
+    if (!want_train && (tr.images || tr.labels || tr.csv || tr.libsvm))
+        return cli_usage_error(cmd, "training-data flags do not apply here");
+
+    if (fm_train || fm_test) {
+        const char *dir = getenv("KD_FASHION_MNIST_DIR");
+        if (!dir || !dir[0])
+            dir = CLI_DEFAULT_FASHION_MNIST_DIR;
+        snprintf(fm_dir, sizeof fm_dir, "%s", dir);
+        snprintf(tr_img, sizeof tr_img, "%s/train-images-idx3-ubyte.gz", fm_dir);
+        snprintf(tr_lab, sizeof tr_lab, "%s/train-labels-idx1-ubyte.gz", fm_dir);
+        snprintf(te_img, sizeof te_img, "%s/t10k-images-idx3-ubyte.gz", fm_dir);
+        snprintf(te_lab, sizeof te_lab, "%s/t10k-labels-idx1-ubyte.gz", fm_dir);
+        if (fm_train) {
+            tr.images = tr_img;
+            tr.labels = tr_lab;
+        }
+        if (fm_test) {
+            te.images = te_img;
+            te.labels = te_lab;
+        }
+    }
+
+    if (want_train) {
+        if ((rc = load_set(cmd, &tr, d, net, need_labels, train)) != CLI_OK)
+            return rc;
+    }
+    if (source_count(&te) == 1) {
+        if ((rc = load_set(cmd, &te, d, net, need_labels, test)) != CLI_OK) {
+            if (train) {
+                kd_dataset_free(*train);
+                *train = NULL;
+            }
+            return rc;
+        }
+    }
+    return CLI_OK;
+}
+
+/* ------------------------------------------------------------- progress */
+const char *cli_format_seconds(double s, char *buf, size_t len)
+{
+    if (!isfinite(s) || s < 0)
+        snprintf(buf, len, "?");
+    else if (s < 60)
+        snprintf(buf, len, "%.1fs", s);
+    else if (s < 3600)
+        snprintf(buf, len, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+    else
+        snprintf(buf, len, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+    return buf;
+}
+
+int cli_progress_print(const kd_progress *p, void *user)
+{
+    cli_progress *pr = user;
+    char eta[32], took[32];
+
+    if (!p->epoch_done) {
+        if (!pr->live)
+            return 0;
+        /* \033[K clears what a longer previous line left behind. */
+        fprintf(stderr, "\repoch %d/%d  %lld/%lld  loss %.4f  acc %.4f  %.0f samples/s  eta %s\033[K", p->epoch,
+                p->epochs, (long long)p->samples_done, (long long)p->samples_per_epoch, p->loss, p->accuracy,
+                p->samples_per_sec, cli_format_seconds(p->seconds_left, eta, sizeof eta));
+        fflush(stderr);
+        pr->line_open = 1;
+        return 0;
+    }
+
+    if (pr->line_open) {
+        fputs("\r\033[K", stderr);
+        pr->line_open = 0;
+    }
+    const kd_epoch_record *r = p->record;
+    fprintf(stderr, "epoch %d/%d  loss %.4f  acc %.4f", p->epoch, p->epochs, r ? r->train_loss : p->loss,
+            r ? r->train_accuracy : p->accuracy);
+    if (r && !isnan(r->test_loss))
+        fprintf(stderr, "  test_loss %.4f  test_acc %.4f", r->test_loss, r->test_accuracy);
+    fprintf(stderr, "  %.0f samples/s", p->samples_per_sec);
+    if (r)
+        fprintf(stderr, "  %s", cli_format_seconds(r->seconds, took, sizeof took));
+    fprintf(stderr, "  eta %s\n", cli_format_seconds(p->seconds_left, eta, sizeof eta));
+    fflush(stderr);
+    return 0;
+}

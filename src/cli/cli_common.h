@@ -1,0 +1,101 @@
+/* Shared pieces of the `kindling` command-line tool: error reporting with
+ * the tool's exit codes, flag value parsing, the data-set flags used by
+ * train/eval/predict, and the progress printer. Built only on kindling.h. */
+#ifndef KD_CLI_COMMON_H
+#define KD_CLI_COMMON_H
+
+#include <getopt.h>
+#include <stdint.h>
+
+#include "kindling.h"
+
+/* Exit codes: 0 success, 1 runtime failure, 2 usage error. */
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
+
+#define CLI_DEFAULT_FASHION_MNIST_DIR "/usr/share/datasets/fashion-mnist"
+
+#if defined(__GNUC__)
+#define CLI_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define CLI_PRINTF(a, b)
+#endif
+
+/* "kindling <cmd>: <problem>" and the --help hint on stderr; returns 2. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) CLI_PRINTF(2, 3);
+/* "kindling: <kd_last_error()>" on stderr; returns 1. */
+int cli_library_error(void);
+/* "kindling: <problem>" on stderr for failures found by the tool itself; returns 1. */
+int cli_fail(const char *fmt, ...) CLI_PRINTF(1, 2);
+/* Report getopt_long's '?' (unknown flag) or ':' (missing value); returns 2.
+ * `c` is what getopt_long returned, argv/optind as after that call. */
+int cli_getopt_error(const char *cmd, int c, char *const argv[]);
+
+/* Number flags. On a bad value they print a usage error naming the flag
+ * ("--batch-size: must be an integer >= 1, got '0'") and return 2. */
+int cli_parse_int(const char *cmd, const char *flag, const char *text,
+                  long long min, long long max, long long *out);
+/* Accepts finite numbers in the range; lo/hi are open or closed as given. */
+int cli_parse_double(const char *cmd, const char *flag, const char *text,
+                     double lo, int lo_closed, double hi, int hi_closed, double *out);
+
+/* ------------------------------------------------------------ data flags */
+/* Option ids for the data flags (long-only options use ids above 255). */
+enum {
+    CLI_OPT_DATASET = 1000,
+    CLI_OPT_TRAIN_IMAGES,
+    CLI_OPT_TRAIN_LABELS,
+    CLI_OPT_TEST_IMAGES,
+    CLI_OPT_TEST_LABELS,
+    CLI_OPT_TRAIN_CSV,
+    CLI_OPT_TEST_CSV,
+    CLI_OPT_TRAIN_LIBSVM,
+    CLI_OPT_TEST_LIBSVM,
+    CLI_OPT_LABEL_COL,
+    CLI_OPT_HEADER,
+    CLI_OPT_FEATURES,
+    CLI_OPT_INPUT, /* predict: any one file, format from its extension */
+    CLI_OPT_FIRST_COMMAND_ID /* commands number their own flags from here */
+};
+
+/* Where the data comes from. eval and predict work on a single set, which
+ * is stored in the test_* fields (their --images/--csv/--libsvm flags map
+ * there), so one loader serves all three commands. */
+typedef struct cli_data_opts {
+    const char *dataset; /* "fashion-mnist" or NULL */
+    const char *train_images, *train_labels, *test_images, *test_labels;
+    const char *train_csv, *test_csv;
+    const char *train_libsvm, *test_libsvm;
+    int label_col;       /* CSV label column; -1 = none */
+    int header;          /* CSV has a header line */
+    int features;        /* LibSVM width; 0 = the network's input size */
+} cli_data_opts;
+
+void cli_data_opts_init(cli_data_opts *d);
+/* Handle one data flag. Returns 0 if handled, 2 on a bad value, -1 if `opt`
+ * is not a data flag. */
+int cli_data_option(const char *cmd, cli_data_opts *d, int opt, const char *arg);
+
+/* Load the data the flags describe, reshape its features to the network's
+ * input shape and validate labels against its class count.
+ * want_train: load *train (train) or only the single evaluation set
+ * (eval/predict, into *test). need_labels: reject sets without labels.
+ * With no file flags the Fashion-MNIST set is used. *test may stay NULL
+ * for training without a test set. Returns an exit code; on failure
+ * nothing is left allocated. */
+int cli_load_data(const char *cmd, const cli_data_opts *d, const kd_net *net,
+                  int want_train, int need_labels, kd_dataset **train, kd_dataset **test);
+
+/* ------------------------------------------------------------- progress */
+typedef struct cli_progress {
+    int live;            /* stderr is a TTY: redraw a live line mid-epoch */
+    int line_open;       /* a live line is on screen without its newline */
+} cli_progress;
+
+/* kd_progress_fn that prints one line per epoch to stderr (and a live
+ * line on a TTY); `user` is a cli_progress. */
+int cli_progress_print(const kd_progress *p, void *user);
+
+/* Seconds as "2.1s", "3m05s" or "1h02m". */
+const char *cli_format_seconds(double s, char *buf, size_t len);
+
+#endif

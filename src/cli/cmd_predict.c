@@ -1,0 +1,173 @@
+/* `kindling predict`: class probabilities of a saved model as CSV. */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli_common.h"
+#include "commands.h"
+
+static const char *const CMD = "predict";
+
+static void predict_help(void)
+{
+    printf(
+        "usage: kindling predict --model M.h5 [data options] [--output OUT.csv]\n"
+        "\n"
+        "Write class probabilities as CSV: a header \"index,class,p0,...,p{K-1}\", then one\n"
+        "row per sample (class is the most probable one).\n"
+        "\n"
+        "  --model PATH           checkpoint written by 'kindling train' (required)\n"
+        "  -o, --output PATH      output file (default stdout); written to PATH.tmp and\n"
+        "                         renamed, so a failure never leaves a partial file\n"
+        "  --threads N            threads (default 1; 0 = library default)\n"
+        "\n"
+        "Data (default: the Fashion-MNIST t10k test set from $KD_FASHION_MNIST_DIR or\n"
+        "      " CLI_DEFAULT_FASHION_MNIST_DIR "); labels are not needed:\n"
+        "  --input F              a .csv, .svm/.libsvm or (otherwise) IDX file\n"
+        "  --dataset fashion-mnist\n"
+        "  --images F [--labels F]  IDX files, plain or gzip\n"
+        "  --csv F                one sample per line\n"
+        "  --label-col N          CSV column holding a label to skip (default 0; -1 = none)\n"
+        "  --header               the CSV file starts with a header line\n"
+        "  --libsvm F\n"
+        "  --features N           LibSVM feature count (default: the network's input size)\n"
+        "  -h, --help             this help\n");
+}
+
+enum { OPT_MODEL = CLI_OPT_FIRST_COMMAND_ID, OPT_THREADS };
+
+static const struct option PREDICT_OPTIONS[] = {
+    {"model", required_argument, NULL, OPT_MODEL},
+    {"output", required_argument, NULL, 'o'},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"help", no_argument, NULL, 'h'},
+    {"input", required_argument, NULL, CLI_OPT_INPUT},
+    {"dataset", required_argument, NULL, CLI_OPT_DATASET},
+    {"images", required_argument, NULL, CLI_OPT_TEST_IMAGES},
+    {"labels", required_argument, NULL, CLI_OPT_TEST_LABELS},
+    {"csv", required_argument, NULL, CLI_OPT_TEST_CSV},
+    {"libsvm", required_argument, NULL, CLI_OPT_TEST_LIBSVM},
+    {"label-col", required_argument, NULL, CLI_OPT_LABEL_COL},
+    {"header", no_argument, NULL, CLI_OPT_HEADER},
+    {"features", required_argument, NULL, CLI_OPT_FEATURES},
+    {NULL, 0, NULL, 0},
+};
+
+/* Write the CSV; returns 0 or errno of the first failed write. */
+static int write_predictions(FILE *f, const float *probs, int64_t n, int k)
+{
+    fputs("index,class", f);
+    for (int j = 0; j < k; j++)
+        fprintf(f, ",p%d", j);
+    fputc('\n', f);
+    for (int64_t i = 0; i < n; i++) {
+        const float *p = probs + (size_t)i * (size_t)k;
+        int best = 0;
+        for (int j = 1; j < k; j++)
+            if (p[j] > p[best])
+                best = j;
+        fprintf(f, "%lld,%d", (long long)i, best);
+        for (int j = 0; j < k; j++)
+            fprintf(f, ",%.6g", p[j]);
+        if (fputc('\n', f) == EOF)
+            return errno ? errno : EIO;
+    }
+    if (fflush(f) != 0 || ferror(f))
+        return errno ? errno : EIO;
+    return 0;
+}
+
+static int write_output(const char *path, const float *probs, int64_t n, int k)
+{
+    if (!path) {
+        int err = write_predictions(stdout, probs, n, k);
+        return err ? cli_fail("writing predictions: %s", strerror(err)) : CLI_OK;
+    }
+    size_t len = strlen(path) + 5;
+    char *tmp = malloc(len);
+    if (!tmp)
+        return cli_fail("out of memory");
+    snprintf(tmp, len, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        int rc = cli_fail("cannot create %s: %s", tmp, strerror(errno));
+        free(tmp);
+        return rc;
+    }
+    int err = write_predictions(f, probs, n, k);
+    if (!err && fsync(fileno(f)) != 0)
+        err = errno;
+    if (fclose(f) != 0 && !err)
+        err = errno ? errno : EIO;
+    if (!err && rename(tmp, path) != 0)
+        err = errno;
+    int rc = CLI_OK;
+    if (err) {
+        rc = cli_fail("writing %s: %s", path, strerror(err));
+        remove(tmp);
+    }
+    free(tmp);
+    return rc;
+}
+
+int cmd_predict(int argc, char **argv)
+{
+    const char *model = NULL, *output = NULL;
+    long long threads = 1;
+    cli_data_opts data;
+    int c, rc;
+
+    cli_data_opts_init(&data);
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":ho:", PREDICT_OPTIONS, NULL)) != -1) {
+        switch (c) {
+        case 'h': predict_help(); return CLI_OK;
+        case 'o': output = optarg; break;
+        case OPT_MODEL: model = optarg; break;
+        case OPT_THREADS:
+            if ((rc = cli_parse_int(CMD, "--threads", optarg, 0, 1024, &threads)) != CLI_OK)
+                return rc;
+            break;
+        case '?':
+        case ':': return cli_getopt_error(CMD, c, argv);
+        default:
+            if ((rc = cli_data_option(CMD, &data, c, optarg)) != CLI_OK)
+                return rc < 0 ? cli_usage_error(CMD, "unhandled option") : rc;
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
+    if (!model)
+        return cli_usage_error(CMD, "--model is required");
+
+    kd_set_threads((int)threads);
+    kd_net *net = NULL;
+    kd_dataset *ds = NULL;
+    float *probs = NULL;
+
+    if (kd_checkpoint_load(model, &net, NULL, NULL) != KD_OK)
+        return cli_library_error();
+    if ((rc = cli_load_data(CMD, &data, net, 0, 0, NULL, &ds)) != CLI_OK)
+        goto done;
+    int k = kd_net_num_classes(net);
+    probs = malloc((size_t)(ds->n > 0 ? ds->n : 1) * (size_t)k * sizeof *probs);
+    if (!probs) {
+        rc = cli_fail("out of memory for %lld x %d probabilities", (long long)ds->n, k);
+        goto done;
+    }
+    if (ds->n > 0 && kd_net_predict(net, ds->x, ds->n, probs) != KD_OK) {
+        rc = cli_library_error();
+        goto done;
+    }
+    rc = write_output(output, probs, ds->n, k);
+
+done:
+    free(probs);
+    kd_dataset_free(ds);
+    kd_net_free(net);
+    return rc;
+}

@@ -1,0 +1,471 @@
+/* `kindling train`: build (or resume) a network, load the data, train it
+ * with kd_train and report progress and the final accuracy. */
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli_common.h"
+#include "commands.h"
+
+static const char *const CMD = "train";
+
+static void train_help(void)
+{
+    printf(
+        "usage: kindling train [options]\n"
+        "\n"
+        "Train a network and optionally save checkpoints.\n"
+        "\n"
+        "Network:\n"
+        "  --net NAME|FILE        preset (mlp, lenet) or a JSON spec file (default mlp);\n"
+        "                         an existing file is read, anything else is a preset name\n"
+        "\n"
+        "Data (default: Fashion-MNIST from $KD_FASHION_MNIST_DIR or\n"
+        "      " CLI_DEFAULT_FASHION_MNIST_DIR ", with its t10k test set):\n"
+        "  --dataset fashion-mnist\n"
+        "  --train-images F --train-labels F   IDX files, plain or gzip\n"
+        "  --test-images F --test-labels F\n"
+        "  --train-csv F [--test-csv F]         one sample per line\n"
+        "  --label-col N          CSV column with the class (default 0; -1 = none)\n"
+        "  --header               CSV files start with a header line\n"
+        "  --train-libsvm F [--test-libsvm F]\n"
+        "  --features N           LibSVM feature count (default: the network's input size)\n"
+        "  Features are reshaped to the network's input shape when the sizes agree.\n"
+        "\n"
+        "Training:\n"
+        "  --epochs N             total epochs (default 5)\n"
+        "  --batch-size N         (default 64)\n"
+        "  --seed N               initialisation, data order and dropout (default 42)\n"
+        "  --threads N            threads for BLAS and Kindling loops (default 1, so runs\n"
+        "                         are reproducible; 0 = library default)\n"
+        "\n"
+        "Optimizer:\n"
+        "  --optimizer NAME       sgd, momentum, adam or adamw (default adam)\n"
+        "  --lr X                 learning rate (default 0.01 for sgd/momentum, 0.001 for adam/adamw)\n"
+        "  --momentum X           momentum only (default 0.9)\n"
+        "  --nesterov             momentum only: Nesterov update\n"
+        "  --beta1 X --beta2 X --eps X   adam/adamw only (defaults 0.9, 0.999, 1e-8)\n"
+        "  --weight-decay X       (default 0)\n"
+        "  --schedule NAME        constant, step or cosine (default cosine)\n"
+        "  --step-size N          step: decay every N epochs\n"
+        "  --gamma X              step: decay factor (default 0.1)\n"
+        "  --lr-min X             cosine: final learning rate (default 0); the cosine\n"
+        "                         runs over all --epochs\n"
+        "\n"
+        "Checkpoints:\n"
+        "  --checkpoint PATH      save network, optimizer and history (HDF5) after every\n"
+        "                         epoch and at the end; a failed run leaves it untouched\n"
+        "  --checkpoint-every N   also save every N optimizer steps\n"
+        "  --resume PATH          continue from a checkpoint up to --epochs in total. The\n"
+        "                         network, optimizer settings, seed and batch size come from\n"
+        "                         the checkpoint (--net, optimizer flags, --seed and\n"
+        "                         --batch-size are ignored); saves go back to PATH unless\n"
+        "                         --checkpoint names another file\n"
+        "\n"
+        "Output:\n"
+        "  -q, --quiet            no per-epoch progress on stderr\n"
+        "  -h, --help             this help\n"
+        "\n"
+        "Progress goes to stderr (one line per epoch, plus a live line on a terminal);\n"
+        "the final accuracy goes to stdout.\n");
+}
+
+enum {
+    OPT_NET = CLI_OPT_FIRST_COMMAND_ID,
+    OPT_EPOCHS,
+    OPT_BATCH,
+    OPT_OPTIMIZER,
+    OPT_LR,
+    OPT_MOMENTUM,
+    OPT_NESTEROV,
+    OPT_BETA1,
+    OPT_BETA2,
+    OPT_EPS,
+    OPT_WEIGHT_DECAY,
+    OPT_SCHEDULE,
+    OPT_STEP_SIZE,
+    OPT_GAMMA,
+    OPT_LR_MIN,
+    OPT_SEED,
+    OPT_THREADS,
+    OPT_CHECKPOINT,
+    OPT_CHECKPOINT_EVERY,
+    OPT_RESUME,
+};
+
+static const struct option TRAIN_OPTIONS[] = {
+    {"net", required_argument, NULL, OPT_NET},
+    {"epochs", required_argument, NULL, OPT_EPOCHS},
+    {"batch-size", required_argument, NULL, OPT_BATCH},
+    {"optimizer", required_argument, NULL, OPT_OPTIMIZER},
+    {"lr", required_argument, NULL, OPT_LR},
+    {"momentum", required_argument, NULL, OPT_MOMENTUM},
+    {"nesterov", no_argument, NULL, OPT_NESTEROV},
+    {"beta1", required_argument, NULL, OPT_BETA1},
+    {"beta2", required_argument, NULL, OPT_BETA2},
+    {"eps", required_argument, NULL, OPT_EPS},
+    {"weight-decay", required_argument, NULL, OPT_WEIGHT_DECAY},
+    {"schedule", required_argument, NULL, OPT_SCHEDULE},
+    {"step-size", required_argument, NULL, OPT_STEP_SIZE},
+    {"gamma", required_argument, NULL, OPT_GAMMA},
+    {"lr-min", required_argument, NULL, OPT_LR_MIN},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
+    {"checkpoint-every", required_argument, NULL, OPT_CHECKPOINT_EVERY},
+    {"resume", required_argument, NULL, OPT_RESUME},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {"dataset", required_argument, NULL, CLI_OPT_DATASET},
+    {"train-images", required_argument, NULL, CLI_OPT_TRAIN_IMAGES},
+    {"train-labels", required_argument, NULL, CLI_OPT_TRAIN_LABELS},
+    {"test-images", required_argument, NULL, CLI_OPT_TEST_IMAGES},
+    {"test-labels", required_argument, NULL, CLI_OPT_TEST_LABELS},
+    {"train-csv", required_argument, NULL, CLI_OPT_TRAIN_CSV},
+    {"test-csv", required_argument, NULL, CLI_OPT_TEST_CSV},
+    {"train-libsvm", required_argument, NULL, CLI_OPT_TRAIN_LIBSVM},
+    {"test-libsvm", required_argument, NULL, CLI_OPT_TEST_LIBSVM},
+    {"label-col", required_argument, NULL, CLI_OPT_LABEL_COL},
+    {"header", no_argument, NULL, CLI_OPT_HEADER},
+    {"features", required_argument, NULL, CLI_OPT_FEATURES},
+    {NULL, 0, NULL, 0},
+};
+
+typedef struct train_args {
+    const char *net;
+    long long epochs, batch, seed, threads, step_size_epochs, checkpoint_every;
+    kd_optim_config opt;     /* step_size/total_steps filled once the data size is known */
+    int lr_given, quiet;
+    int given[OPT_RESUME + 1 - OPT_NET]; /* which command flags appeared */
+    const char *checkpoint, *resume;
+    cli_data_opts data;
+} train_args;
+
+#define GIVEN(a, id) ((a)->given[(id) - OPT_NET])
+
+/* "sgd, momentum, adam, adamw": the names come from the library so the list stays true. */
+static void kind_list(char *buf, size_t len, int optimizers)
+{
+    int last = optimizers ? KD_OPT_ADAMW : KD_SCHED_COSINE;
+    size_t used = 0;
+    buf[0] = '\0';
+    for (int k = 0; k <= last && used < len; k++) {
+        const char *name = optimizers ? kd_optim_kind_name((kd_optim_kind)k) : kd_schedule_kind_name((kd_schedule_kind)k);
+        used += (size_t)snprintf(buf + used, len - used, "%s%s", k ? ", " : "", name);
+    }
+}
+
+static int parse_train_args(int argc, char **argv, train_args *a, int *help)
+{
+    long long v;
+    int c, rc;
+    char names[128];
+
+    memset(a, 0, sizeof *a);
+    a->net = "mlp";
+    a->epochs = 5;
+    a->batch = 64;
+    a->seed = 42;
+    a->threads = 1;
+    a->opt = kd_optim_config_default();
+    /* Adam with a cosine schedule trains both presets well without tuning. */
+    a->opt.kind = KD_OPT_ADAM;
+    a->opt.schedule = KD_SCHED_COSINE;
+    cli_data_opts_init(&a->data);
+    *help = 0;
+
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":hq", TRAIN_OPTIONS, NULL)) != -1) {
+        if (c >= OPT_NET && c <= OPT_RESUME)
+            GIVEN(a, c) = 1;
+        switch (c) {
+        case 'h': *help = 1; return CLI_OK;
+        case 'q': a->quiet = 1; break;
+        case OPT_NET: a->net = optarg; break;
+        case OPT_EPOCHS:
+            if ((rc = cli_parse_int(CMD, "--epochs", optarg, 1, INT_MAX, &a->epochs)) != CLI_OK)
+                return rc;
+            break;
+        case OPT_BATCH:
+            if ((rc = cli_parse_int(CMD, "--batch-size", optarg, 1, INT_MAX, &a->batch)) != CLI_OK)
+                return rc;
+            break;
+        case OPT_SEED:
+            if ((rc = cli_parse_int(CMD, "--seed", optarg, 0, LLONG_MAX, &a->seed)) != CLI_OK)
+                return rc;
+            break;
+        case OPT_THREADS:
+            if ((rc = cli_parse_int(CMD, "--threads", optarg, 0, 1024, &a->threads)) != CLI_OK)
+                return rc;
+            break;
+        case OPT_OPTIMIZER:
+            if (kd_optim_kind_parse(optarg, &a->opt.kind) != KD_OK) {
+                kind_list(names, sizeof names, 1);
+                return cli_usage_error(CMD, "--optimizer: unknown optimizer '%s' (choose %s)", optarg, names);
+            }
+            break;
+        case OPT_SCHEDULE:
+            if (kd_schedule_kind_parse(optarg, &a->opt.schedule) != KD_OK) {
+                kind_list(names, sizeof names, 0);
+                return cli_usage_error(CMD, "--schedule: unknown schedule '%s' (choose %s)", optarg, names);
+            }
+            break;
+        case OPT_LR:
+            if ((rc = cli_parse_double(CMD, "--lr", optarg, 0, 0, INFINITY, 0, &a->opt.lr)) != CLI_OK)
+                return rc;
+            a->lr_given = 1;
+            break;
+        case OPT_MOMENTUM:
+            if ((rc = cli_parse_double(CMD, "--momentum", optarg, 0, 1, 1, 0, &a->opt.momentum)) != CLI_OK)
+                return rc;
+            break;
+        case OPT_NESTEROV: a->opt.nesterov = 1; break;
+        case OPT_BETA1:
+            if ((rc = cli_parse_double(CMD, "--beta1", optarg, 0, 1, 1, 0, &a->opt.beta1)) != CLI_OK)
+                return rc;
+            break;
+        case OPT_BETA2:
+            if ((rc = cli_parse_double(CMD, "--beta2", optarg, 0, 1, 1, 0, &a->opt.beta2)) != CLI_OK)
+                return rc;
+            break;
+        case OPT_EPS:
+            if ((rc = cli_parse_double(CMD, "--eps", optarg, 0, 0, INFINITY, 0, &a->opt.eps)) != CLI_OK)
+                return rc;
+            break;
+        case OPT_WEIGHT_DECAY:
+            if ((rc = cli_parse_double(CMD, "--weight-decay", optarg, 0, 1, INFINITY, 0, &a->opt.weight_decay)) != CLI_OK)
+                return rc;
+            break;
+        case OPT_STEP_SIZE:
+            if ((rc = cli_parse_int(CMD, "--step-size", optarg, 1, INT_MAX, &a->step_size_epochs)) != CLI_OK)
+                return rc;
+            break;
+        case OPT_GAMMA:
+            if ((rc = cli_parse_double(CMD, "--gamma", optarg, 0, 0, 1, 1, &a->opt.gamma)) != CLI_OK)
+                return rc;
+            break;
+        case OPT_LR_MIN:
+            if ((rc = cli_parse_double(CMD, "--lr-min", optarg, 0, 1, INFINITY, 0, &a->opt.lr_min)) != CLI_OK)
+                return rc;
+            break;
+        case OPT_CHECKPOINT: a->checkpoint = optarg; break;
+        case OPT_CHECKPOINT_EVERY:
+            if ((rc = cli_parse_int(CMD, "--checkpoint-every", optarg, 1, LLONG_MAX, &v)) != CLI_OK)
+                return rc;
+            a->checkpoint_every = v;
+            break;
+        case OPT_RESUME: a->resume = optarg; break;
+        case '?':
+        case ':': return cli_getopt_error(CMD, c, argv);
+        default:
+            if ((rc = cli_data_option(CMD, &a->data, c, optarg)) != CLI_OK)
+                return rc < 0 ? cli_usage_error(CMD, "unhandled option") : rc;
+        }
+    }
+    if (optind < argc)
+        return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
+
+    /* Flag combinations that would silently do nothing. A resumed run takes
+     * these settings from the checkpoint, so they are only noted there. */
+    if (a->checkpoint_every && !a->checkpoint && !a->resume)
+        return cli_usage_error(CMD, "--checkpoint-every needs --checkpoint");
+    kd_optim_kind k = a->opt.kind;
+    if (!a->lr_given)
+        a->opt.lr = (k == KD_OPT_ADAM || k == KD_OPT_ADAMW) ? 0.001 : 0.01;
+    if (a->resume)
+        return CLI_OK;
+    if (k != KD_OPT_MOMENTUM && (GIVEN(a, OPT_MOMENTUM) || GIVEN(a, OPT_NESTEROV)))
+        return cli_usage_error(CMD, "%s: only applies to --optimizer momentum",
+                               GIVEN(a, OPT_MOMENTUM) ? "--momentum" : "--nesterov");
+    if (k != KD_OPT_ADAM && k != KD_OPT_ADAMW &&
+        (GIVEN(a, OPT_BETA1) || GIVEN(a, OPT_BETA2) || GIVEN(a, OPT_EPS)))
+        return cli_usage_error(CMD, "%s: only applies to --optimizer adam or adamw",
+                               GIVEN(a, OPT_BETA1) ? "--beta1" : GIVEN(a, OPT_BETA2) ? "--beta2" : "--eps");
+    if (a->opt.schedule != KD_SCHED_STEP && (GIVEN(a, OPT_STEP_SIZE) || GIVEN(a, OPT_GAMMA)))
+        return cli_usage_error(CMD, "%s: only applies to --schedule step",
+                               GIVEN(a, OPT_STEP_SIZE) ? "--step-size" : "--gamma");
+    if (a->opt.schedule == KD_SCHED_STEP && !GIVEN(a, OPT_STEP_SIZE))
+        return cli_usage_error(CMD, "--schedule step needs --step-size (in epochs)");
+    if (a->opt.schedule != KD_SCHED_COSINE && GIVEN(a, OPT_LR_MIN))
+        return cli_usage_error(CMD, "--lr-min: only applies to --schedule cosine");
+    if (a->opt.schedule == KD_SCHED_COSINE && a->opt.lr_min > a->opt.lr)
+        return cli_usage_error(CMD, "--lr-min: must be at most the learning rate %g, got '%g'", a->opt.lr,
+                               a->opt.lr_min);
+    return CLI_OK;
+}
+
+/* On resume, say which given flags the checkpoint overrides. */
+static void note_ignored_on_resume(const train_args *a)
+{
+    static const struct { int id; const char *flag; } IGNORED[] = {
+        {OPT_NET, "--net"}, {OPT_OPTIMIZER, "--optimizer"}, {OPT_LR, "--lr"},
+        {OPT_MOMENTUM, "--momentum"}, {OPT_NESTEROV, "--nesterov"}, {OPT_BETA1, "--beta1"},
+        {OPT_BETA2, "--beta2"}, {OPT_EPS, "--eps"}, {OPT_WEIGHT_DECAY, "--weight-decay"},
+        {OPT_SCHEDULE, "--schedule"}, {OPT_STEP_SIZE, "--step-size"}, {OPT_GAMMA, "--gamma"},
+        {OPT_LR_MIN, "--lr-min"}, {OPT_SEED, "--seed"}, {OPT_BATCH, "--batch-size"},
+    };
+    int any = 0;
+    for (size_t i = 0; i < sizeof IGNORED / sizeof IGNORED[0]; i++) {
+        if (!GIVEN(a, IGNORED[i].id))
+            continue;
+        fprintf(stderr, "%s%s", any ? ", " : "kindling train: note: --resume takes these from the checkpoint, ignoring ",
+                IGNORED[i].flag);
+        any = 1;
+    }
+    if (any)
+        fputc('\n', stderr);
+}
+
+static int is_regular_file(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int create_net(const train_args *a, kd_net **net)
+{
+    if (is_regular_file(a->net)) {
+        if (kd_net_create_from_file(a->net, (uint64_t)a->seed, net) != KD_OK)
+            return cli_library_error();
+        return CLI_OK;
+    }
+    if (!kd_preset_json(a->net))
+        return cli_usage_error(CMD, "--net: '%s' is neither a spec file nor a preset (presets: mlp, lenet)", a->net);
+    if (kd_net_create(a->net, (uint64_t)a->seed, net) != KD_OK)
+        return cli_library_error();
+    return CLI_OK;
+}
+
+/* Final accuracy on the test set (or the training set without one): the
+ * last epoch's record when it is current, else a fresh evaluation. */
+static int print_summary(kd_net *net, const kd_dataset *train, const kd_dataset *test, const kd_train_state *st,
+                         int batch)
+{
+    const kd_dataset *ds = test ? test : train;
+    const char *which = test ? "test" : "train";
+    const kd_epoch_record *last = st->history_len > 0 ? &st->history[st->history_len - 1] : NULL;
+    double acc;
+    if (last && last->epoch == st->epoch && test && !isnan(last->test_accuracy)) {
+        acc = last->test_accuracy;
+    } else {
+        kd_eval_result r;
+        memset(&r, 0, sizeof r);
+        if (kd_evaluate(net, ds, batch, &r) != KD_OK)
+            return cli_library_error();
+        acc = r.accuracy;
+        kd_eval_result_clear(&r);
+    }
+    printf("final %s accuracy %.4f (%lld samples)\n", which, acc, (long long)ds->n);
+    return CLI_OK;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    train_args a;
+    int help = 0;
+    int rc = parse_train_args(argc, argv, &a, &help);
+    if (rc != CLI_OK)
+        return rc;
+    if (help) {
+        train_help();
+        return CLI_OK;
+    }
+
+    kd_net *net = NULL;
+    kd_optim *opt = NULL;
+    kd_dataset *train = NULL, *test = NULL;
+    kd_train_state st;
+    kd_train_state_init(&st);
+    const char *save_path = a.checkpoint ? a.checkpoint : a.resume;
+
+    kd_set_threads((int)a.threads);
+
+    if (a.resume) {
+        note_ignored_on_resume(&a);
+        if (kd_checkpoint_load(a.resume, &net, &opt, &st) != KD_OK) {
+            rc = cli_library_error();
+            goto done;
+        }
+        if (st.batch_size > 0)
+            a.batch = st.batch_size;
+        a.seed = (long long)st.seed;
+    } else if ((rc = create_net(&a, &net)) != CLI_OK) {
+        goto done;
+    }
+
+    if ((rc = cli_load_data(CMD, &a.data, net, 1, 1, &train, &test)) != CLI_OK)
+        goto done;
+    if (train->n == 0) {
+        rc = cli_fail("the training data has no samples");
+        goto done;
+    }
+
+    int64_t steps_per_epoch = (train->n + a.batch - 1) / a.batch;
+    if (!opt) {
+        /* Optimizer steps are what the schedule counts; the CLI speaks epochs. */
+        a.opt.step_size = a.step_size_epochs * steps_per_epoch;
+        a.opt.total_steps = a.epochs * steps_per_epoch;
+        if (kd_optim_config_validate(&a.opt) != KD_OK) {
+            rc = cli_usage_error(CMD, "%s", kd_last_error());
+            goto done;
+        }
+        if (kd_optim_create(&a.opt, kd_net_param_count(net), &opt) != KD_OK) {
+            rc = cli_library_error();
+            goto done;
+        }
+        if (a.resume) /* checkpoint without an optimizer: the schedule resumes at its step */
+            kd_optim_set_steps(opt, st.step);
+    }
+    if (!a.resume) {
+        st.seed = (uint64_t)a.seed;
+        st.batch_size = (int32_t)a.batch;
+    } else if (st.epoch >= a.epochs) {
+        fprintf(stderr, "kindling train: note: the checkpoint already has %d epochs (--epochs %lld); nothing to train\n",
+                st.epoch, a.epochs);
+    }
+
+    cli_progress progress = {isatty(fileno(stderr)), 0};
+    kd_train_config cfg = kd_train_config_default();
+    cfg.epochs = (int32_t)a.epochs;
+    cfg.batch_size = (int32_t)a.batch;
+    cfg.seed = (uint64_t)a.seed;
+    cfg.shuffle = 1;
+    cfg.test = test;
+    cfg.checkpoint_path = save_path;
+    cfg.checkpoint_every = a.checkpoint_every;
+    if (!a.quiet) {
+        cfg.progress = cli_progress_print;
+        cfg.progress_user = &progress;
+        cfg.progress_interval = progress.live ? 0.5 : 0.0;
+    }
+
+    kd_status s = kd_train(net, opt, train, &cfg, &st);
+    if (progress.line_open)
+        fputc('\n', stderr);
+    if (s != KD_OK) {
+        rc = cli_library_error();
+        goto done;
+    }
+    /* kd_train saves at epoch ends; this final save also covers a run that
+     * had no epoch left to do and records the final state in any case. */
+    if (save_path && kd_checkpoint_save(save_path, net, opt, &st) != KD_OK) {
+        rc = cli_library_error();
+        goto done;
+    }
+    if ((rc = print_summary(net, train, test, &st, (int)a.batch)) != CLI_OK)
+        goto done;
+    if (save_path)
+        printf("checkpoint %s\n", save_path);
+
+done:
+    kd_train_state_clear(&st);
+    kd_dataset_free(train);
+    kd_dataset_free(test);
+    kd_optim_free(opt);
+    kd_net_free(net);
+    return rc;
+}

@@ -1,0 +1,50 @@
+/* The network object: the layer list from the spec plus every buffer the
+ * layers use. Internal; the public view is kd_net_* in kindling.h. */
+#ifndef KD_NET_H
+#define KD_NET_H
+
+#include <math.h>
+
+#include "layer.h"
+
+struct kd_net {
+    kd_shape input;
+    int num_layers;
+    kd_layer *layers;
+    int num_classes;
+    char *spec_json; /* resolved spec, every default filled in */
+
+    /* The flat vectors: params and grads have param_count floats. */
+    size_t param_count, state_count;
+    float *params, *grads, *state;
+
+    /* Per-batch buffers, sized for cap_batch samples. */
+    int cap_batch;
+    float **acts;   /* acts[i]: output of layer i */
+    float **saved;  /* saved[i]: layer i's scratch from forward to backward */
+    float *work;    /* shared scratch */
+    size_t work_count;
+    float *dbuf[2]; /* ping-pong gradient buffers (largest activation) */
+
+    /* What the last forward saw, for loss and backward. */
+    const float *last_x;
+    int last_batch;
+    int last_training;
+
+    uint64_t noise_seed;
+    int64_t noise_step;
+};
+
+/* Negative log-likelihood of a predicted probability. Underflow to 0 is
+ * clamped so the loss stays finite, but NaN passes through so divergence
+ * is seen. */
+static inline double kd_nll(double p)
+{
+    return p != p ? p : -log(p > 1e-30 ? p : 1e-30);
+}
+
+/* src/spec.c: JSON text -> input shape and set-up layers (no buffers). */
+kd_status kd_spec_build(const char *json, kd_shape *input, kd_layer **layers,
+                        int *num_layers, char **resolved_json);
+
+#endif

@@ -1,0 +1,195 @@
+/* Network specs: JSON text -> validated layer list with inferred shapes.
+ * The presets are JSON too, so every network takes the same path. */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "net.h"
+
+/* The MXNet-on-Spark example networks. The MLP's ReLU layers start from He
+ * initialisation (Xavier under-scales ReLU layers); LeNet keeps Xavier for tanh. */
+static const char PRESET_MLP[] =
+    "{\"input\": [1, 28, 28], \"layers\": ["
+    "{\"type\": \"flatten\"},"
+    "{\"type\": \"dense\", \"units\": 128, \"init\": \"he\"}, {\"type\": \"relu\"},"
+    "{\"type\": \"dense\", \"units\": 64, \"init\": \"he\"}, {\"type\": \"relu\"},"
+    "{\"type\": \"dense\", \"units\": 10}, {\"type\": \"softmax\"}]}";
+
+static const char PRESET_LENET[] =
+    "{\"input\": [1, 28, 28], \"layers\": ["
+    "{\"type\": \"conv2d\", \"filters\": 20, \"kernel\": 5}, {\"type\": \"tanh\"},"
+    "{\"type\": \"maxpool\", \"size\": 2},"
+    "{\"type\": \"conv2d\", \"filters\": 50, \"kernel\": 5}, {\"type\": \"tanh\"},"
+    "{\"type\": \"maxpool\", \"size\": 2},"
+    "{\"type\": \"flatten\"},"
+    "{\"type\": \"dense\", \"units\": 500}, {\"type\": \"tanh\"},"
+    "{\"type\": \"dense\", \"units\": 10}, {\"type\": \"softmax\"}]}";
+
+const char *kd_preset_json(const char *name)
+{
+    if (!name)
+        return NULL;
+    if (strcmp(name, "mlp") == 0)
+        return PRESET_MLP;
+    if (strcmp(name, "lenet") == 0)
+        return PRESET_LENET;
+    return NULL;
+}
+
+static kd_status parse_input(const cJSON *root, kd_shape *input)
+{
+    const cJSON *in = cJSON_GetObjectItemCaseSensitive(root, "input");
+    if (!in)
+        return kd_fail(KD_ERR_INVALID, "spec: missing \"input\" (the per-sample shape, e.g. [1, 28, 28] or [784])");
+    if (cJSON_IsNumber(in)) {
+        input->rank = 1;
+        input->dim[0] = in->valueint;
+    } else if (cJSON_IsArray(in)) {
+        int n = cJSON_GetArraySize(in);
+        if (n != 1 && n != 3)
+            return kd_fail(KD_ERR_INVALID, "spec: \"input\" must have 1 (features) or 3 (channels, height, width) dimensions, got %d", n);
+        input->rank = n;
+        for (int i = 0; i < n; i++) {
+            const cJSON *d = cJSON_GetArrayItem(in, i);
+            if (!cJSON_IsNumber(d) || d->valuedouble != (double)d->valueint)
+                return kd_fail(KD_ERR_INVALID, "spec: \"input\" dimension %d is not an integer", i);
+            input->dim[i] = d->valueint;
+        }
+    } else {
+        return kd_fail(KD_ERR_INVALID, "spec: \"input\" must be an array of integers");
+    }
+    for (int i = 0; i < input->rank; i++)
+        if (input->dim[i] < 1 || input->dim[i] > (1 << 24))
+            return kd_fail(KD_ERR_INVALID, "spec: \"input\" dimension %d must be in [1, 16777216], got %d", i, input->dim[i]);
+    for (int i = input->rank; i < KD_MAX_RANK; i++)
+        input->dim[i] = 0;
+    return KD_OK;
+}
+
+static int valid_name(const char *s)
+{
+    if (!*s || strlen(s) >= 64)
+        return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && *s != '_' && *s != '-' && *s != '.')
+            return 0;
+    return 1;
+}
+
+/* Names default to <type>_<k>, k counting layers of that type from 1
+ * (Keras style), so checkpoints have stable, readable group names. */
+static kd_status assign_name(kd_layer *layers, int i, cJSON *cfg)
+{
+    kd_layer *L = &layers[i];
+    const cJSON *name = cJSON_GetObjectItemCaseSensitive(cfg, "name");
+    if (name) {
+        if (!cJSON_IsString(name) || !valid_name(name->valuestring))
+            return kd_fail(KD_ERR_INVALID, "\"name\" must be 1-63 characters of letters, digits, '_', '-' or '.'");
+        snprintf(L->name, sizeof L->name, "%s", name->valuestring);
+    } else {
+        int k = 1;
+        for (int j = 0; j < i; j++)
+            if (layers[j].ops == L->ops)
+                k++;
+        snprintf(L->name, sizeof L->name, "%s_%d", L->ops->type, k);
+        if (!cJSON_AddStringToObject(cfg, "name", L->name))
+            return kd_fail(KD_ERR_NOMEM, "out of memory");
+    }
+    for (int j = 0; j < i; j++)
+        if (strcmp(layers[j].name, L->name) == 0)
+            return kd_fail(KD_ERR_INVALID, "name '%s' is already used by layer %d", L->name, j);
+    return KD_OK;
+}
+
+static kd_status build_layers(cJSON *root, const kd_shape *input, kd_layer **out, int *out_n)
+{
+    cJSON *list = cJSON_GetObjectItemCaseSensitive(root, "layers");
+    if (!cJSON_IsArray(list))
+        return kd_fail(KD_ERR_INVALID, "spec: missing \"layers\" (an array of layer objects)");
+    int n = cJSON_GetArraySize(list);
+    if (n < 1)
+        return kd_fail(KD_ERR_INVALID, "spec: \"layers\" is empty");
+    kd_layer *layers = kd_calloc((size_t)n, sizeof *layers, "layers");
+    if (!layers)
+        return KD_ERR_NOMEM;
+
+    kd_shape cur = *input;
+    kd_status s = KD_OK;
+    for (int i = 0; i < n; i++) {
+        cJSON *cfg = cJSON_GetArrayItem(list, i);
+        kd_layer *L = &layers[i];
+        L->index = i;
+        L->in = cur;
+        const cJSON *type = cJSON_GetObjectItemCaseSensitive(cfg, "type");
+        if (!cJSON_IsObject(cfg)) {
+            s = kd_fail(KD_ERR_INVALID, "spec: layer %d is not a JSON object", i);
+            break;
+        }
+        if (!cJSON_IsString(type)) {
+            s = kd_fail(KD_ERR_INVALID, "spec: layer %d has no \"type\" (one of %s)", i, kd_layer_types());
+            break;
+        }
+        L->ops = kd_layer_ops_find(type->valuestring);
+        if (!L->ops) {
+            s = kd_fail(KD_ERR_INVALID, "spec: layer %d: unknown layer type '%s' (known: %s)", i,
+                        type->valuestring, kd_layer_types());
+            break;
+        }
+        if ((s = assign_name(layers, i, cfg)) != KD_OK ||
+            (s = L->ops->setup(L, cfg)) != KD_OK) {
+            char buf[64];
+            kd_fail_context(s, "spec: layer %d (%s '%s', input %s)", i, L->ops->type, L->name,
+                            kd_shape_str(&cur, buf, sizeof buf));
+            break;
+        }
+        if (strcmp(L->ops->type, "softmax") == 0 && i != n - 1) {
+            s = kd_fail(KD_ERR_INVALID, "spec: layer %d (softmax '%s'): softmax must be the last layer", i, L->name);
+            break;
+        }
+        cur = L->out;
+    }
+    if (s == KD_OK && strcmp(layers[n - 1].ops->type, "softmax") != 0)
+        s = kd_fail(KD_ERR_INVALID, "spec: the last layer must be \"softmax\" (classification with cross-entropy), got '%s'",
+                    layers[n - 1].ops->type);
+    if (s == KD_OK && (layers[n - 1].out.rank != 1 || layers[n - 1].out.dim[0] < 2))
+        s = kd_fail(KD_ERR_SHAPE, "spec: the softmax layer needs at least 2 classes");
+    if (s != KD_OK) {
+        free(layers);
+        return s;
+    }
+    *out = layers;
+    *out_n = n;
+    return KD_OK;
+}
+
+kd_status kd_spec_build(const char *json, kd_shape *input, kd_layer **layers,
+                        int *num_layers, char **resolved_json)
+{
+    if (!json)
+        return kd_fail(KD_ERR_INVALID, "spec: NULL text");
+    cJSON *root = cJSON_Parse(json);
+    if (!root) {
+        const char *at = cJSON_GetErrorPtr();
+        long off = at && at >= json ? (long)(at - json) : -1;
+        return kd_fail(KD_ERR_INVALID, "spec: invalid JSON near offset %ld", off);
+    }
+    kd_status s = KD_OK;
+    if (!cJSON_IsObject(root))
+        s = kd_fail(KD_ERR_INVALID, "spec: must be a JSON object with \"input\" and \"layers\"");
+    if (s == KD_OK)
+        s = parse_input(root, input);
+    if (s == KD_OK)
+        s = build_layers(root, input, layers, num_layers);
+    if (s == KD_OK) {
+        *resolved_json = cJSON_PrintUnformatted(root);
+        if (!*resolved_json) {
+            free(*layers);
+            *layers = NULL;
+            s = kd_fail(KD_ERR_NOMEM, "out of memory printing the spec");
+        }
+    }
+    cJSON_Delete(root);
+    return s;
+}

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# End to end through the kindling CLI on a tiny generated CSV set: train
+# with a checkpoint, inspect it, evaluate, predict, and resume.
+set -u
+
+CLI=${KD_CLI:?KD_CLI must name the kindling binary}
+T=$(mktemp -d "${TMPDIR:-/tmp}/kd_cli_smoke.XXXXXX")
+trap 'rm -rf "$T"' EXIT
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); }
+bad() {
+    failed=$((failed + 1))
+    echo "FAIL: $*"
+}
+# run NAME COMMAND...: the command must exit 0 without a sanitizer report;
+# its output is kept in $T/out and $T/err.
+run() {
+    local name=$1
+    shift
+    # A sanitizer build reports memory errors on stderr.
+    if "$@" >"$T/out" 2>"$T/err" && ! grep -qE "Sanitizer|runtime error:" "$T/err"; then
+        ok
+    else
+        bad "$name (exit $?)"
+        sed 's/^/    stderr: /' "$T/err" | head -5
+    fi
+}
+has() { # has NAME FILE PATTERN (extended regex)
+    if grep -qE -- "$3" "$2"; then ok; else bad "$1: no line matching '$3' in $(basename "$2")"; fi
+}
+
+# Learnable data: class c lights up every 10th pixel starting at c.
+make_csv() { # FILE N SEED
+    awk -v n="$2" -v seed="$3" 'BEGIN {
+        srand(seed)
+        for (i = 0; i < n; i++) {
+            c = i % 10
+            line = c
+            for (j = 0; j < 784; j++)
+                line = line "," sprintf("%.3f", (j % 10 == c ? 0.6 : 0) + 0.4 * rand())
+            print line
+        }
+    }' >"$1"
+}
+make_csv "$T/train.csv" 200 1
+make_csv "$T/test.csv" 50 2
+DATA=(--train-csv "$T/train.csv" --test-csv "$T/test.csv" --batch-size 16)
+
+# ---------------------------------------------------------------- train
+run "train 1 epoch" "$CLI" train --net mlp --epochs 1 "${DATA[@]}" --checkpoint "$T/one.h5"
+has "progress line" "$T/err" "^epoch 1/1  loss [0-9.]+  acc [0-9.]+  test_loss [0-9.]+  test_acc [0-9.]+"
+has "summary" "$T/out" "^final test accuracy [0-9.]+ \(50 samples\)$"
+has "summary names the checkpoint" "$T/out" "one.h5"
+[[ -s "$T/one.h5" ]] && ok || bad "checkpoint written"
+
+# --------------------------------------------------------------- inspect
+# history_rows FILE: rows of the history table (lines after its header
+# whose first field is an epoch number).
+history_rows() { awk '/train_loss/ { t = 1; next } t && $1 ~ /^[0-9]+$/ { n++ } END { print n + 0 }' "$1"; }
+run "inspect" "$CLI" inspect "$T/one.h5"
+has "inspect shows dense layers" "$T/out" "dense"
+has "inspect shows the parameter total" "$T/out" "^total parameters [1-9][0-9]*"
+has "inspect shows the optimizer" "$T/out" "^optimizer +momentum +lr 0.01"
+[[ $(history_rows "$T/out") -eq 1 ]] && ok || bad "inspect: want 1 history row, got $(history_rows "$T/out")"
+# The per-layer parameter counts add up to the total.
+sum=$(awk '/^ *[0-9]+  / && /->/ { s += $NF } END { print s + 0 }' "$T/out")
+total=$(awk '/^total parameters/ { print $3 }' "$T/out")
+[[ "$sum" == "$total" ]] && ok || bad "layer params sum $sum != total $total"
+
+# ------------------------------------------------------------------ eval
+run "eval" "$CLI" eval --model "$T/one.h5" --csv "$T/test.csv"
+has "eval sample count" "$T/out" "^samples +50$"
+has "eval accuracy" "$T/out" "^accuracy +[0-9.]+$"
+rows=$(awk '/^class/ { t = 1; next } t && NF == 3 { n++ } END { print n + 0 }' "$T/out")
+[[ $rows -eq 10 ]] && ok || bad "eval: want 10 per-class rows, got $rows"
+per_class=$(awk '/^class/ { t = 1; next } t && NF == 3 { n += $2 } END { print n + 0 }' "$T/out")
+[[ $per_class -eq 50 ]] && ok || bad "eval: per-class samples add to $per_class, not 50"
+
+# --------------------------------------------------------------- predict
+run "predict to a file" "$CLI" predict --model "$T/one.h5" --csv "$T/test.csv" --output "$T/pred.csv"
+[[ ! -e "$T/pred.csv.tmp" ]] && ok || bad "predict left its temporary file"
+head -1 "$T/pred.csv" | grep -qx "index,class,p0,p1,p2,p3,p4,p5,p6,p7,p8,p9" && ok || bad "predict header"
+[[ $(wc -l <"$T/pred.csv") -eq 51 ]] && ok || bad "predict: want 51 lines, got $(wc -l <"$T/pred.csv")"
+# Every row: 12 fields, index in order, probabilities sum to 1, class is the argmax.
+bad_rows=$(awk -F, 'NR > 1 {
+    s = 0; best = 3
+    for (i = 3; i <= NF; i++) { s += $i; if ($i > $best) best = i }
+    if (NF != 12 || $1 != NR - 2 || s < 0.999 || s > 1.001 || $2 != best - 3) n++
+} END { print n + 0 }' "$T/pred.csv")
+[[ -s "$T/pred.csv" && $bad_rows -eq 0 ]] && ok || bad "predict: $bad_rows rows malformed, unnormalised or with a wrong class"
+run "predict to stdout" "$CLI" predict --model "$T/one.h5" --csv "$T/test.csv"
+[[ -s "$T/out" ]] && cmp -s "$T/out" "$T/pred.csv" && ok || bad "predict to stdout differs from --output"
+# The accuracy the predictions imply is the one eval reported.
+run "eval again" "$CLI" eval --model "$T/one.h5" --csv "$T/test.csv"
+cp "$T/out" "$T/eval.txt"
+pred_acc=$(paste -d, <(tail -n +2 "$T/pred.csv") <(cut -d, -f1 "$T/test.csv") |
+    awk -F, '{ if ($2 == $NF) c++ } END { printf "%.4f", c / NR }')
+eval_acc=$(awk '/^accuracy/ { print $2 }' "$T/eval.txt")
+[[ -n "$eval_acc" && "$pred_acc" == "$eval_acc" ]] && ok || bad "predict accuracy $pred_acc != eval accuracy $eval_acc"
+
+# ---------------------------------------------------------------- resume
+run "resume to 2 epochs" "$CLI" train --resume "$T/one.h5" --epochs 2 "${DATA[@]}" --checkpoint "$T/resumed.h5"
+has "resume progress" "$T/err" "^epoch 2/2 "
+run "inspect resumed" "$CLI" inspect "$T/resumed.h5"
+[[ $(history_rows "$T/out") -eq 2 ]] && ok || bad "resumed: want 2 history rows, got $(history_rows "$T/out")"
+has "resumed state" "$T/out" "^epoch 2  step 26 "
+loss1=$(awk '/train_loss/ { t = 1; next } t && $1 == 1 { print $2 }' "$T/out")
+loss2=$(awk '/train_loss/ { t = 1; next } t && $1 == 2 { print $2 }' "$T/out")
+awk -v a="$loss1" -v b="$loss2" 'BEGIN { exit !(b < a) }' && ok || bad "train loss did not fall: $loss1 -> $loss2"
+# Resuming continues exactly: 1 + 1 epochs predict the same as 2 straight.
+run "train 2 epochs straight" "$CLI" train --net mlp --epochs 2 "${DATA[@]}" --quiet --checkpoint "$T/two.h5"
+run "predict after 2 epochs" "$CLI" predict --model "$T/two.h5" --csv "$T/test.csv" --output "$T/two.csv"
+run "predict after resume" "$CLI" predict --model "$T/resumed.h5" --csv "$T/test.csv" --output "$T/resumed.csv"
+[[ -s "$T/two.csv" ]] && cmp -s "$T/two.csv" "$T/resumed.csv" && ok || bad "resumed run differs from an uninterrupted one"
+# The input checkpoint of a resume with --checkpoint elsewhere is not modified.
+run "inspect original" "$CLI" inspect "$T/one.h5"
+[[ $(history_rows "$T/out") -eq 1 ]] && ok || bad "resume altered its input checkpoint"
+
+echo "$passed passed, $failed failed"
+[[ $failed -eq 0 ]]
