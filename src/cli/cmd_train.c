@@ -9,6 +9,9 @@
 
 #include "cli_common.h"
 #include "commands.h"
+#ifdef KD_HAVE_MPI
+#include "kindling_mpi.h"
+#endif
 
 static const char *const CMD = "train";
 
@@ -65,6 +68,18 @@ static void train_help(void)
         "                         --batch-size are ignored); saves go back to PATH unless\n"
         "                         --checkpoint names another file\n"
         "\n"
+        "Distributed (run under mpirun; every rank gets the same flags):\n"
+        "  --dist sync|async      sync: every rank is a worker and gradients are averaged\n"
+        "                         by allreduce, so N workers with --batch-size b train like\n"
+        "                         one process with batch N*b. async: the first --servers\n"
+        "                         ranks are parameter servers, the rest workers that push\n"
+        "                         gradients and pull parameters (MPI one-sided RMA)\n"
+        "  --servers S            async: parameter-server ranks (default 1)\n"
+        "  --max-staleness K      async: a worker runs at most K steps ahead of the slowest;\n"
+        "                         0 = synchronous rounds, -1 = unbounded (default)\n"
+        "  Worker 0 alone prints progress and writes checkpoints; a checkpoint records the\n"
+        "  global batch, so --resume with another number of workers keeps the global batch.\n"
+        "\n"
         "Output:\n"
         "  -q, --quiet            no per-epoch progress on stderr\n"
         "  -h, --help             this help\n"
@@ -93,6 +108,9 @@ enum {
     OPT_THREADS,
     OPT_CHECKPOINT,
     OPT_CHECKPOINT_EVERY,
+    OPT_DIST,
+    OPT_SERVERS,
+    OPT_MAX_STALENESS,
     OPT_RESUME,
 };
 
@@ -117,6 +135,9 @@ static const struct option TRAIN_OPTIONS[] = {
     {"checkpoint", required_argument, NULL, OPT_CHECKPOINT},
     {"checkpoint-every", required_argument, NULL, OPT_CHECKPOINT_EVERY},
     {"resume", required_argument, NULL, OPT_RESUME},
+    {"dist", required_argument, NULL, OPT_DIST},
+    {"servers", required_argument, NULL, OPT_SERVERS},
+    {"max-staleness", required_argument, NULL, OPT_MAX_STALENESS},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {"dataset", required_argument, NULL, CLI_OPT_DATASET},
@@ -141,6 +162,8 @@ typedef struct train_args {
     int lr_given, quiet;
     int given[OPT_RESUME + 1 - OPT_NET]; /* which command flags appeared */
     const char *checkpoint, *resume;
+    const char *dist;        /* NULL, "sync" or "async" */
+    long long servers, max_staleness;
     cli_data_opts data;
 } train_args;
 
@@ -170,6 +193,8 @@ static int parse_train_args(int argc, char **argv, train_args *a, int *help)
     a->batch = 64;
     a->seed = 42;
     a->threads = 1;
+    a->servers = 1;
+    a->max_staleness = -1;
     a->opt = kd_optim_config_default();
     /* Adam with a cosine schedule trains both presets well without tuning. */
     a->opt.kind = KD_OPT_ADAM;
@@ -259,6 +284,19 @@ static int parse_train_args(int argc, char **argv, train_args *a, int *help)
             a->checkpoint_every = v;
             break;
         case OPT_RESUME: a->resume = optarg; break;
+        case OPT_DIST:
+            if (strcmp(optarg, "sync") != 0 && strcmp(optarg, "async") != 0)
+                return cli_usage_error(CMD, "--dist: unknown mode '%s' (choose sync or async)", optarg);
+            a->dist = optarg;
+            break;
+        case OPT_SERVERS:
+            if ((rc = cli_parse_int(CMD, "--servers", optarg, 1, INT_MAX, &a->servers)) != CLI_OK)
+                return rc;
+            break;
+        case OPT_MAX_STALENESS:
+            if ((rc = cli_parse_int(CMD, "--max-staleness", optarg, -1, INT_MAX, &a->max_staleness)) != CLI_OK)
+                return rc;
+            break;
         case '?':
         case ':': return cli_getopt_error(CMD, c, argv);
         default:
@@ -273,6 +311,10 @@ static int parse_train_args(int argc, char **argv, train_args *a, int *help)
      * these settings from the checkpoint, so they are only noted there. */
     if (a->checkpoint_every && !a->checkpoint && !a->resume)
         return cli_usage_error(CMD, "--checkpoint-every needs --checkpoint");
+    int async = a->dist && strcmp(a->dist, "async") == 0;
+    if (!async && (GIVEN(a, OPT_SERVERS) || GIVEN(a, OPT_MAX_STALENESS)))
+        return cli_usage_error(CMD, "%s: only applies to --dist async",
+                               GIVEN(a, OPT_SERVERS) ? "--servers" : "--max-staleness");
     kd_optim_kind k = a->opt.kind;
     if (!a->lr_given)
         a->opt.lr = (k == KD_OPT_ADAM || k == KD_OPT_ADAMW) ? 0.001 : 0.01;
@@ -363,6 +405,187 @@ static int print_summary(kd_net *net, const kd_dataset *train, const kd_dataset 
     return CLI_OK;
 }
 
+#ifdef KD_HAVE_MPI
+/* ------------------------------------------------------- distributed runs */
+
+static void dist_print_error(const kd_dist *d)
+{
+    char role[64];
+    fprintf(stderr, "kindling: %s: %s\n", kd_dist_role_str(d, role, sizeof role), kd_last_error());
+}
+
+/* A failure on this rank alone: say which rank, then end every rank (the
+ * others may be waiting for this one inside MPI). */
+static int dist_local_failure(const kd_dist *d, int rc, int print_library_error)
+{
+    if (print_library_error)
+        dist_print_error(d);
+    fflush(NULL);
+    kd_mpi_abort(rc);
+    return rc;
+}
+
+/* A failure every rank found together (same message): rank 0 reports it. */
+static int dist_collective_failure(void)
+{
+    if (kd_mpi_world_rank() == 0)
+        cli_library_error();
+    return CLI_FAIL;
+}
+
+/* End of a set-up phase that every rank goes through: the worst exit code
+ * of all ranks, so a failure anywhere (already reported by that rank) stops
+ * every rank cleanly instead of leaving the others waiting in MPI. */
+static int dist_setup_result(int rc)
+{
+    int worst = rc;
+    MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return worst;
+}
+
+static int train_distributed(train_args *a)
+{
+    int rc = CLI_OK;
+    kd_dist *d = NULL;
+    kd_net *net = NULL;
+    kd_optim *opt = NULL;
+    kd_dataset *train = NULL, *test = NULL;
+    kd_train_state st;
+    kd_train_state_init(&st);
+    const char *save_path = a->checkpoint ? a->checkpoint : a->resume;
+
+    if (kd_mpi_init(NULL, NULL) != KD_OK)
+        return cli_library_error();
+    kd_set_threads((int)a->threads);
+    kd_dist_config dc = kd_dist_config_default();
+    int async = strcmp(a->dist, "async") == 0;
+    dc.mode = async ? KD_DIST_ASYNC : KD_DIST_SYNC;
+    dc.servers = async ? (int)a->servers : 0;
+    dc.max_staleness = (int)a->max_staleness;
+    if (kd_dist_create(MPI_COMM_WORLD, &dc, &d) != KD_OK) {
+        rc = dist_collective_failure();
+        goto done;
+    }
+    int writer = kd_dist_is_writer(d), server = kd_dist_is_server(d), workers = kd_dist_num_workers(d);
+
+    if (a->resume) {
+        if (writer)
+            note_ignored_on_resume(a);
+        if (kd_checkpoint_load(a->resume, &net, &opt, &st) != KD_OK) {
+            dist_print_error(d);
+            rc = CLI_FAIL;
+        }
+        /* The checkpoint holds the global batch; keep it across worker counts. */
+        if (rc == CLI_OK && st.batch_size > 0) {
+            a->batch = st.batch_size / workers > 0 ? st.batch_size / workers : 1;
+            if (writer && a->batch * workers != st.batch_size)
+                fprintf(stderr,
+                        "kindling train: note: the checkpoint's global batch %d does not split over %d workers; "
+                        "using %lld per worker (global %lld), so the interrupted epoch starts over\n",
+                        st.batch_size, workers, a->batch, a->batch * workers);
+        }
+        a->seed = (long long)st.seed;
+    } else {
+        rc = create_net(a, &net);
+    }
+
+    /* Servers hold no data; the workers' training-set size sizes the schedule. */
+    int64_t n_train = 0;
+    if (rc == CLI_OK && !server) {
+        rc = cli_load_data(CMD, &a->data, net, 1, 1, &train, &test);
+        if (rc == CLI_OK && train->n == 0)
+            rc = cli_fail("the training data has no samples");
+        n_train = rc == CLI_OK ? train->n : 0;
+    }
+    if ((rc = dist_setup_result(rc)) != CLI_OK)
+        goto done;
+    MPI_Bcast(&n_train, 1, MPI_INT64_T, kd_dist_num_servers(d), MPI_COMM_WORLD);
+
+    int64_t global_batch = a->batch * workers;
+    int64_t steps_per_epoch = (n_train + global_batch - 1) / global_batch;
+    if (!opt) {
+        a->opt.step_size = a->step_size_epochs * steps_per_epoch;
+        a->opt.total_steps = a->epochs * steps_per_epoch;
+        if (kd_optim_config_validate(&a->opt) != KD_OK)
+            rc = kd_mpi_world_rank() == 0 ? cli_usage_error(CMD, "%s", kd_last_error()) : CLI_USAGE;
+        else if (kd_optim_create(&a->opt, kd_net_param_count(net), &opt) != KD_OK) {
+            dist_print_error(d);
+            rc = CLI_FAIL;
+        }
+        if (rc == CLI_OK && a->resume)
+            kd_optim_set_steps(opt, st.step);
+    }
+    if ((rc = dist_setup_result(rc)) != CLI_OK)
+        goto done;
+    if (!a->resume) {
+        st.seed = (uint64_t)a->seed;
+        st.batch_size = (int32_t)global_batch;
+    } else if (st.epoch >= a->epochs && writer) {
+        fprintf(stderr, "kindling train: note: the checkpoint already has %d epochs (--epochs %lld); nothing to train\n",
+                st.epoch, a->epochs);
+    }
+
+    cli_progress progress = {isatty(fileno(stderr)), 0};
+    kd_train_config cfg = kd_train_config_default();
+    cfg.epochs = (int32_t)a->epochs;
+    cfg.batch_size = (int32_t)a->batch;
+    cfg.seed = (uint64_t)a->seed;
+    cfg.shuffle = 1;
+    cfg.test = test;
+    cfg.checkpoint_path = save_path;
+    cfg.checkpoint_every = a->checkpoint_every;
+    if (!a->quiet && writer) {
+        cfg.progress = cli_progress_print;
+        cfg.progress_user = &progress;
+        cfg.progress_interval = progress.live ? 0.5 : 0.0;
+    }
+    if (kd_dist_check_config(d, net, opt, &cfg, &st, n_train) != KD_OK) {
+        rc = dist_collective_failure();
+        goto done;
+    }
+
+    kd_status s = kd_dist_train(d, net, opt, train, &cfg, &st);
+    if (progress.line_open)
+        fputc('\n', stderr);
+    if (s != KD_OK) {
+        rc = dist_local_failure(d, CLI_FAIL, 1);
+        goto done;
+    }
+    if (writer) {
+        kd_dist_stats ds = kd_dist_get_stats(d);
+        if (!a->quiet) {
+            char servers[32] = "";
+            if (async)
+                snprintf(servers, sizeof servers, ", %d server%s", kd_dist_num_servers(d),
+                         kd_dist_num_servers(d) == 1 ? "" : "s");
+            fprintf(stderr,
+                    "kindling train: %s, %d worker%s%s: %lld steps in %.2f s (%.1f steps/s), exchange %.3f ms/step "
+                    "(%.1f%% of the time)\n",
+                    a->dist, workers, workers == 1 ? "" : "s", servers, (long long)ds.steps, ds.train_seconds,
+                    ds.train_seconds > 0 ? (double)ds.steps / ds.train_seconds : 0.0,
+                    ds.steps ? 1e3 * ds.exchange_seconds / (double)ds.steps : 0.0,
+                    ds.train_seconds > 0 ? 100.0 * ds.exchange_seconds / ds.train_seconds : 0.0);
+        }
+        if ((rc = print_summary(net, train, test, &st, (int)a->batch)) != CLI_OK) {
+            rc = dist_local_failure(d, rc, 0);
+            goto done;
+        }
+        if (save_path)
+            printf("checkpoint %s\n", save_path);
+    }
+
+done:
+    kd_train_state_clear(&st);
+    kd_dataset_free(train);
+    kd_dataset_free(test);
+    kd_optim_free(opt);
+    kd_net_free(net);
+    kd_dist_free(d);
+    kd_mpi_finalize();
+    return rc;
+}
+#endif /* KD_HAVE_MPI */
+
 int cmd_train(int argc, char **argv)
 {
     train_args a;
@@ -373,6 +596,14 @@ int cmd_train(int argc, char **argv)
     if (help) {
         train_help();
         return CLI_OK;
+    }
+    if (a.dist) {
+#ifdef KD_HAVE_MPI
+        return train_distributed(&a);
+#else
+        return cli_fail("--dist: this kindling was built without MPI; rebuild it with an MPI library installed "
+                        "(Debian: apt-get install libopenmpi-dev) to train across processes");
+#endif
     }
 
     kd_net *net = NULL;

@@ -1,0 +1,60 @@
+#!/bin/bash
+# Distributed-training benchmark, in one run on this machine:
+#   1. parameter-server push+pull bandwidth for 1, 10 and 100 MB vectors
+#      against memcpy bandwidth (bench_ps: 1 server + 1 worker);
+#   2. steps/s of `kindling train` (MLP, Fashion-MNIST, batch 64 per worker)
+#      with 1, 2 and 4 workers, sync (allreduce) and async (1 server);
+#   3. the time per step each run spends in the gradient exchange
+#      (network transfers plus waiting for peers or servers).
+# Prints a Markdown table. Usage: bench/bench_mpi.sh [BUILD_DIR] (default
+# build; configure with -DCMAKE_BUILD_TYPE=Release). EPOCHS=1 by default.
+# On a machine with fewer cores than ranks the ranks share cores: the
+# scaling columns then measure contention, not the network (see `nproc`).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BUILD=${1:-$ROOT/build}
+CLI=$BUILD/kindling
+PSB=$BUILD/mpi/kindling_bench_ps
+EPOCHS=${EPOCHS:-1}
+for f in "$CLI" "$PSB"; do
+    [ -x "$f" ] || { echo "bench_mpi: $f not built (cmake --build $BUILD --target kindling_cli kindling_bench_ps)" >&2; exit 2; }
+done
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+MPIRUN=(mpirun --oversubscribe)
+LOG=$(mktemp -d "${TMPDIR:-/tmp}/kd_bench_mpi.XXXXXX")
+trap 'rm -rf "$LOG"' EXIT
+
+echo "# Kindling MPI benchmark"
+echo
+echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(mpirun --version 2>/dev/null | head -1), build $BUILD"
+echo
+echo "## Parameter-server push+pull vs memcpy (1 server + 1 worker, one host)"
+echo
+echo "| vector | push+pull step | push+pull GB/s (2x bytes) | memcpy GB/s | ratio |"
+echo "|---:|---:|---:|---:|---:|"
+"${MPIRUN[@]}" -np 2 "$PSB" > "$LOG/ps.txt"
+while read -r _ mb pp mc ratio ms; do
+    printf '| %s MB | %s ms | %s | %s | %s |\n' "${mb#MB=}" "${ms#step_ms=}" "${pp#pushpull_GBps=}" "${mc#memcpy_GBps=}" "${ratio#ratio=}"
+done < <(grep '^ps_bandwidth' "$LOG/ps.txt")
+
+echo
+echo "## Training steps/s (MLP, Fashion-MNIST, batch 64 per worker, $EPOCHS epoch(s))"
+echo
+echo "| mode | workers | ranks | steps | seconds | steps/s | samples/s | exchange ms/step | exchange share |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+for mode in sync async; do
+    for w in 1 2 4; do
+        if [ $mode = sync ]; then np=$w; extra=(--dist sync); else np=$((w + 1)); extra=(--dist async --servers 1); fi
+        "${MPIRUN[@]}" -np $np "$CLI" train --epochs "$EPOCHS" --batch-size 64 "${extra[@]}" > "$LOG/run.txt" 2>&1 ||
+            { echo "bench_mpi: $mode with $w workers failed:" >&2; cat "$LOG/run.txt" >&2; exit 1; }
+        # "... N steps in S s (R steps/s), exchange M ms/step (P% of the time)"
+        line=$(grep -m1 ' steps in ' "$LOG/run.txt")
+        steps=$(sed -E 's/.* ([0-9]+) steps in .*/\1/' <<< "$line")
+        secs=$(sed -E 's/.* steps in ([0-9.]+) s.*/\1/' <<< "$line")
+        rate=$(sed -E 's/.*\(([0-9.]+) steps\/s\).*/\1/' <<< "$line")
+        ex=$(sed -E 's/.*exchange ([0-9.]+) ms\/step.*/\1/' <<< "$line")
+        share=$(sed -E 's/.*\(([0-9.]+%) of the time\).*/\1/' <<< "$line")
+        sps=$(python3 -c "print(f'{$rate * 64 * $w:.0f}')")
+        echo "| $mode | $w | $np | $steps | $secs | $rate | $sps | $ex | $share |"
+    done
+done

@@ -1,0 +1,177 @@
+/* Parameter server: the worker side. A training step pushes the batch's
+ * gradients into every server's accumulator, waits as the staleness bound
+ * demands, and pulls the fresh parameters; a checkpoint gathers the shards
+ * and the optimizer state by message. */
+#include <stdlib.h>
+
+#include "ps_internal.h"
+
+static kd_status check_worker(const kd_ps *ps, const char *what)
+{
+    if (!ps)
+        return kd_fail(KD_ERR_INVALID, "%s: NULL parameter server", what);
+    if (kd_ps_is_server(ps))
+        return kd_fail(KD_ERR_STATE, "%s is for worker ranks; rank %d is a server", what, ps->rank);
+    if (ps->finished)
+        return kd_fail(KD_ERR_STATE, "%s on rank %d after kd_ps_worker_finish", what, ps->rank);
+    return KD_OK;
+}
+
+/* Gradients into every shard's accumulator; only once they are complete at
+ * the target (flush) does the push count go up, so a server that sees the
+ * count has every element of the push. */
+static kd_status push(kd_ps *ps, const float *grads)
+{
+    for (int s = 0; s < ps->servers; s++) {
+        size_t off, count;
+        kd_ps_shard_range(ps->n, ps->servers, s, &off, &count);
+        KD_TRY(ps_accumulate(ps, grads + off, count, MPI_FLOAT, s, ps_grads_disp(ps, s), MPI_SUM));
+    }
+    KD_TRY(ps_flush_servers(ps));
+    int64_t one = 1;
+    for (int s = 0; s < ps->servers; s++)
+        KD_TRY(ps_accumulate(ps, &one, 1, MPI_INT64_T, s, ps_counter_disp(PS_PUSHES), MPI_SUM));
+    if (ps->cfg.max_staleness > 0)
+        KD_TRY(ps_accumulate(ps, &one, 1, MPI_INT64_T, 0, ps_counter_disp(PS_NCOUNTERS + ps_worker_index(ps)),
+                             MPI_SUM));
+    KD_TRY(ps_flush_servers(ps));
+    ps->clock++;
+    return KD_OK;
+}
+
+/* k = 0: every server has applied this round. k > 0: no worker is more
+ * than k pushes behind this one (stale-synchronous parallel). k = -1: go. */
+static kd_status wait_for_bound(kd_ps *ps)
+{
+    long backoff = PS_BACKOFF_START_NS;
+    int k = ps->cfg.max_staleness;
+    if (k == 0) {
+        for (int s = 0; s < ps->servers; s++) {
+            int64_t version;
+            for (;;) {
+                KD_TRY(ps_read_counters(ps, s, PS_VERSION, 1, &version));
+                if (version >= ps->clock)
+                    break;
+                ps_backoff(&backoff);
+            }
+        }
+    } else if (k > 0) {
+        for (;;) {
+            KD_TRY(ps_read_counters(ps, 0, PS_NCOUNTERS, ps->workers, ps->clocks));
+            int64_t slowest = ps->clocks[0];
+            for (int w = 1; w < ps->workers; w++)
+                slowest = ps->clocks[w] < slowest ? ps->clocks[w] : slowest;
+            if (slowest >= ps->clock - k)
+                break;
+            ps_backoff(&backoff);
+        }
+    }
+    return KD_OK;
+}
+
+kd_status kd_ps_pull(kd_ps *ps, float *params)
+{
+    KD_TRY(check_worker(ps, "kd_ps_pull"));
+    if (!params)
+        return kd_fail(KD_ERR_INVALID, "kd_ps_pull: params is NULL");
+    /* Counters first: the parameters read afterwards are at least that new. */
+    int64_t c[3]; /* VERSION, FINISHED, STEPS */
+    int64_t min_version = INT64_MAX;
+    for (int s = 0; s < ps->servers; s++) {
+        KD_TRY(ps_read_counters(ps, s, PS_VERSION, 3, c));
+        min_version = c[0] < min_version ? c[0] : min_version;
+        if (s == 0)
+            ps->seen_steps = c[2];
+    }
+    ps->seen_version = min_version;
+    for (int s = 0; s < ps->servers; s++) {
+        size_t off, count;
+        kd_ps_shard_range(ps->n, ps->servers, s, &off, &count);
+        KD_TRY(ps_read(ps, params + off, count, MPI_FLOAT, s, ps_params_disp(ps)));
+    }
+    return ps_flush_servers(ps);
+}
+
+static kd_status ps_exchange_step(void *ctx, kd_net *net, kd_optim *opt)
+{
+    kd_ps *ps = ctx;
+    KD_TRY(check_worker(ps, "the parameter-server exchange"));
+    if (kd_net_param_count(net) != ps->n)
+        return kd_fail(KD_ERR_SHAPE, "parameter server: the network has %zu parameters, the servers hold %zu",
+                       kd_net_param_count(net), ps->n);
+    KD_TRY(push(ps, kd_net_grads(net)));
+    KD_TRY(wait_for_bound(ps));
+    KD_TRY(kd_ps_pull(ps, kd_net_params(net)));
+    if (opt)
+        kd_optim_set_steps(opt, ps->seen_steps);
+    return KD_OK;
+}
+
+kd_exchange kd_ps_exchange(kd_ps *ps)
+{
+    kd_exchange ex = {"ps", ps, ps_exchange_step};
+    return ex;
+}
+
+int64_t kd_ps_version(const kd_ps *ps) { return ps ? ps->seen_version : 0; }
+int64_t kd_ps_clock(const kd_ps *ps) { return ps ? ps->clock : 0; }
+
+kd_status kd_ps_gather(kd_ps *ps, float *params, kd_optim *opt_full)
+{
+    KD_TRY(check_worker(ps, "kd_ps_gather"));
+    if (!params)
+        return kd_fail(KD_ERR_INVALID, "kd_ps_gather: params is NULL");
+    float *state = NULL;
+    if (opt_full) {
+        if (kd_optim_param_count(opt_full) != ps->n)
+            return kd_fail(KD_ERR_SHAPE, "kd_ps_gather: the optimizer is for %zu parameters, the servers hold %zu",
+                           kd_optim_param_count(opt_full), ps->n);
+        if (kd_optim_state_slots(opt_full) != ps->slots)
+            return kd_fail(KD_ERR_INVALID, "kd_ps_gather: the optimizer (%s) has %d state slot(s), the servers' (%s) %d",
+                           kd_optim_kind_name(kd_optim_get_config(opt_full)->kind), kd_optim_state_slots(opt_full),
+                           kd_optim_kind_name(ps->oc.kind), ps->slots);
+        state = kd_optim_state(opt_full, NULL);
+    }
+    int want_state = opt_full != NULL;
+    int64_t steps0 = 0;
+    for (int s = 0; s < ps->servers; s++) {
+        size_t off, count;
+        kd_ps_shard_range(ps->n, ps->servers, s, &off, &count);
+        PS_MPI(ps, MPI_Send(&want_state, 1, MPI_INT, s, PS_TAG_GATHER_REQ, ps->comm),
+               "MPI_Send of a gather request to server %d", s);
+        int64_t hdr[4];
+        PS_MPI(ps, MPI_Recv(hdr, 4, MPI_INT64_T, s, PS_TAG_GATHER_REPLY, ps->comm, MPI_STATUS_IGNORE),
+               "MPI_Recv of the gather header from server %d", s);
+        if (hdr[0] != (int64_t)off || hdr[1] != (int64_t)count || hdr[2] != ps->slots)
+            return kd_fail(KD_ERR_STATE,
+                           "kd_ps_gather: server %d holds [%lld, +%lld) with %lld slot(s), expected [%zu, +%zu) with %d",
+                           s, (long long)hdr[0], (long long)hdr[1], (long long)hdr[2], off, count, ps->slots);
+        if (s == 0)
+            steps0 = hdr[3];
+        KD_TRY(ps_recv_floats(ps, params + off, count, s, PS_TAG_GATHER_REPLY));
+        for (int j = 0; want_state && j < ps->slots; j++)
+            KD_TRY(ps_recv_floats(ps, state + (size_t)j * ps->n + off, count, s, PS_TAG_GATHER_REPLY));
+    }
+    if (opt_full)
+        kd_optim_set_steps(opt_full, steps0);
+    return KD_OK;
+}
+
+kd_status kd_ps_worker_finish(kd_ps *ps)
+{
+    if (!ps)
+        return kd_fail(KD_ERR_INVALID, "kd_ps_worker_finish: NULL parameter server");
+    if (kd_ps_is_server(ps))
+        return kd_fail(KD_ERR_STATE, "kd_ps_worker_finish is for worker ranks; rank %d is a server", ps->rank);
+    if (ps->finished)
+        return KD_OK;
+    int64_t one = 1, done = PS_CLOCK_DONE;
+    for (int s = 0; s < ps->servers; s++)
+        KD_TRY(ps_accumulate(ps, &one, 1, MPI_INT64_T, s, ps_counter_disp(PS_FINISHED), MPI_SUM));
+    if (ps->cfg.max_staleness > 0)
+        KD_TRY(ps_accumulate(ps, &done, 1, MPI_INT64_T, 0, ps_counter_disp(PS_NCOUNTERS + ps_worker_index(ps)),
+                             MPI_SUM));
+    KD_TRY(ps_flush_servers(ps));
+    ps->finished = 1;
+    return KD_OK;
+}

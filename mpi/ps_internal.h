@@ -1,0 +1,101 @@
+/* Parameter-server internals shared by ps_common.c (setup, layout, RMA
+ * helpers), ps_server.c (the serve loop) and ps_client.c (worker side).
+ *
+ * Window layout on server s (disp_unit 1, byte displacements):
+ *   [0, PS_NCOUNTERS + W) int64 counters (see enum below)
+ *   params_off: count floats, the published shard parameters
+ *   grads_off:  count floats, the gradient accumulator workers add into
+ * Workers' windows are empty. Every access to server memory after setup is
+ * an accumulate-family RMA call: workers only MPI_SUM and the server only
+ * MPI_SUM / MPI_REPLACE on locations workers read with MPI_NO_OP, so the
+ * default accumulate_ops (same_op_no_op) holds and each element is atomic.
+ * In particular the server takes gradients by reading them (NO_OP) and
+ * adding their negation (SUM), not by MPI_REPLACE with zeros: REPLACE
+ * concurrent with the workers' SUM on the same address is outside
+ * same_op_no_op, the only guarantee MPI gives without asking. */
+#ifndef KD_PS_INTERNAL_H
+#define KD_PS_INTERNAL_H
+
+#include <stdarg.h>
+
+#include "error.h"
+#include "ps.h"
+
+enum {
+    PS_PUSHES = 0,   /* pushes completed (grads flushed before the +1) */
+    PS_VERSION = 1,  /* optimizer steps this server applied in this run */
+    PS_FINISHED = 2, /* workers that called kd_ps_worker_finish */
+    PS_STEPS = 3,    /* the shard optimizer's step count (resume included) */
+    PS_NCOUNTERS = 4 /* then W clocks, used on server 0 when max_staleness > 0 */
+};
+
+/* Point-to-point tags on the private communicator. */
+enum { PS_TAG_SEED = 7101, PS_TAG_GATHER_REQ = 7201, PS_TAG_GATHER_REPLY = 7202 };
+
+/* Added to a finished worker's clock so it never holds others back. */
+#define PS_CLOCK_DONE ((int64_t)1 << 62)
+
+struct kd_ps {
+    MPI_Comm comm; /* duplicate of the caller's: own tags, MPI_ERRORS_RETURN */
+    MPI_Win win;
+    int locked;    /* inside MPI_Win_lock_all */
+    int rank, size, servers, workers;
+    kd_ps_config cfg; /* chunk resolved */
+    kd_optim_config oc;
+    size_t n;
+    int slots;     /* optimizer state slots of oc's kind */
+
+    /* server */
+    size_t offset, count; /* this server's shard */
+    kd_optim *opt;
+    float *params;        /* authoritative shard parameters */
+    float *grad;          /* gradients taken from the window */
+    float *neg;           /* their negation, added back to clear them */
+    int64_t taken;        /* pushes consumed */
+    int64_t version;
+
+    /* worker */
+    int64_t clock;        /* pushes made */
+    int64_t seen_version; /* min over servers at the last pull */
+    int64_t seen_steps;   /* server 0's optimizer steps at the last pull */
+    int finished;
+    int64_t *clocks;      /* W, read from server 0 */
+};
+
+static inline int ps_worker_index(const kd_ps *ps) { return ps->rank - ps->servers; }
+
+/* Byte displacement of the param / grad regions in server s's window. */
+MPI_Aint ps_params_disp(const kd_ps *ps);
+MPI_Aint ps_grads_disp(const kd_ps *ps, int s);
+MPI_Aint ps_counter_disp(int which);
+
+/* A failed MPI call as a kd message: "parameter server rank 3 (worker 1):
+ * MPI_Accumulate to server 0 failed: <MPI's text>". */
+kd_status ps_mpi_fail(const kd_ps *ps, int rc, const char *fmt, ...) KD_PRINTF(3, 4);
+#define PS_MPI(ps, call, ...)                                   \
+    do {                                                        \
+        int ps_rc_ = (call);                                    \
+        if (ps_rc_ != MPI_SUCCESS)                              \
+            return ps_mpi_fail((ps), ps_rc_, __VA_ARGS__);      \
+    } while (0)
+
+/* Chunked accumulate-family calls on target's window (count elements of
+ * type dt starting at byte displacement disp). No flush. */
+kd_status ps_accumulate(const kd_ps *ps, const void *origin, size_t count, MPI_Datatype dt,
+                        int target, MPI_Aint disp, MPI_Op op);
+kd_status ps_read(const kd_ps *ps, void *result, size_t count, MPI_Datatype dt, int target,
+                  MPI_Aint disp);
+kd_status ps_flush(const kd_ps *ps, int target);
+kd_status ps_flush_servers(const kd_ps *ps); /* every server rank */
+/* Read counters [first, first + count) of server s, completed. */
+kd_status ps_read_counters(const kd_ps *ps, int s, int first, int count, int64_t *out);
+
+/* Large float messages in pieces that fit MPI's int counts. */
+kd_status ps_send_floats(const kd_ps *ps, const float *buf, size_t count, int dest, int tag);
+kd_status ps_recv_floats(const kd_ps *ps, float *buf, size_t count, int src, int tag);
+
+/* Sleep between idle polls: 20 us doubling to 500 us, reset on work. */
+void ps_backoff(long *ns);
+#define PS_BACKOFF_START_NS 20000L
+
+#endif

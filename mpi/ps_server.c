@@ -1,0 +1,128 @@
+/* Parameter server: the serve loop of a server rank. It polls its own
+ * window's counters, takes the accumulated gradients when a step is due,
+ * runs the same kd_optim_step a single process runs (on its shard only),
+ * publishes the shard and bumps its version; between polls it answers
+ * gather requests and keeps calling into MPI, which is what moves remote
+ * accumulates along on transports without passive-target progress. */
+#include <stdlib.h>
+
+#include "ps_internal.h"
+
+/* Gradients accumulated since the last take, cleared atomically per
+ * element: read them (NO_OP), then add their negation (SUM). Whatever a
+ * worker adds in between stays for the next take. (In synchronous mode
+ * nothing can arrive in between, so the clear is exact.) */
+static kd_status take_gradients(kd_ps *ps)
+{
+    MPI_Aint disp = ps_grads_disp(ps, ps->rank);
+    KD_TRY(ps_read(ps, ps->grad, ps->count, MPI_FLOAT, ps->rank, disp));
+    KD_TRY(ps_flush(ps, ps->rank));
+    for (size_t i = 0; i < ps->count; i++)
+        ps->neg[i] = -ps->grad[i];
+    KD_TRY(ps_accumulate(ps, ps->neg, ps->count, MPI_FLOAT, ps->rank, disp, MPI_SUM));
+    return ps_flush(ps, ps->rank);
+}
+
+/* One optimizer step if pushes allow it; *worked says whether one ran. */
+static kd_status maybe_step(kd_ps *ps, int *worked)
+{
+    /* FINISHED is read before PUSHES: a worker bumps FINISHED only after
+     * its last push is counted, so when every worker reads as finished the
+     * push count read afterwards is final. */
+    int64_t finished, pushes;
+    KD_TRY(ps_read_counters(ps, ps->rank, PS_FINISHED, 1, &finished));
+    KD_TRY(ps_read_counters(ps, ps->rank, PS_PUSHES, 1, &pushes));
+    int64_t pending = pushes - ps->taken, divisor;
+    if (pending <= 0)
+        return KD_OK;
+    if (ps->cfg.max_staleness == 0) {
+        /* A round is one push from every worker still training. Workers
+         * cannot push round r+1 before round r is applied, so pending never
+         * mixes rounds. */
+        int64_t active = ps->workers - finished;
+        if (pending < active)
+            return KD_OK;
+        divisor = pending;
+    } else {
+        divisor = ps->workers;
+    }
+    KD_TRY(take_gradients(ps));
+    if (divisor != 1) {
+        float d = (float)divisor; /* division, not * (1/d): exact when the sum is a multiple of d */
+        for (size_t i = 0; i < ps->count; i++)
+            ps->grad[i] /= d;
+    }
+    kd_status s = kd_optim_step(ps->opt, ps->params, ps->grad);
+    if (s != KD_OK)
+        return kd_fail_context(s, "parameter server rank %d", ps->rank);
+    KD_TRY(ps_accumulate(ps, ps->params, ps->count, MPI_FLOAT, ps->rank, ps_params_disp(ps), MPI_REPLACE));
+    /* Parameters first, then the version: flush between so a worker that
+     * sees the new version reads the new parameters. */
+    KD_TRY(ps_flush(ps, ps->rank));
+    int64_t one = 1, steps = kd_optim_steps(ps->opt);
+    KD_TRY(ps_accumulate(ps, &steps, 1, MPI_INT64_T, ps->rank, ps_counter_disp(PS_STEPS), MPI_REPLACE));
+    KD_TRY(ps_accumulate(ps, &one, 1, MPI_INT64_T, ps->rank, ps_counter_disp(PS_VERSION), MPI_SUM));
+    KD_TRY(ps_flush(ps, ps->rank));
+    ps->taken += pending;
+    ps->version++;
+    *worked = 1;
+    return KD_OK;
+}
+
+/* A worker asked for this shard (and, if the request says so, the
+ * optimizer state) for a checkpoint. */
+static kd_status answer_gather(kd_ps *ps, int src)
+{
+    int want_state = 0, worked = 0;
+    PS_MPI(ps, MPI_Recv(&want_state, 1, MPI_INT, src, PS_TAG_GATHER_REQ, ps->comm, MPI_STATUS_IGNORE),
+           "MPI_Recv of a gather request from rank %d", src);
+    /* Apply what has arrived up to the request (the requester synchronised
+     * with the other workers first when it wants every push included). */
+    KD_TRY(maybe_step(ps, &worked));
+    int64_t hdr[4] = {(int64_t)ps->offset, (int64_t)ps->count, ps->slots, kd_optim_steps(ps->opt)};
+    PS_MPI(ps, MPI_Send(hdr, 4, MPI_INT64_T, src, PS_TAG_GATHER_REPLY, ps->comm),
+           "MPI_Send of the gather header to rank %d", src);
+    KD_TRY(ps_send_floats(ps, ps->params, ps->count, src, PS_TAG_GATHER_REPLY));
+    if (want_state) {
+        const float *state = kd_optim_state(ps->opt, NULL);
+        for (int j = 0; j < ps->slots; j++)
+            KD_TRY(ps_send_floats(ps, state + (size_t)j * ps->count, ps->count, src, PS_TAG_GATHER_REPLY));
+    }
+    return KD_OK;
+}
+
+kd_status kd_ps_serve(kd_ps *ps)
+{
+    if (!ps)
+        return kd_fail(KD_ERR_INVALID, "kd_ps_serve: NULL parameter server");
+    if (!kd_ps_is_server(ps))
+        return kd_fail(KD_ERR_STATE, "kd_ps_serve: rank %d is a worker, not a server", ps->rank);
+    long backoff = PS_BACKOFF_START_NS;
+    for (;;) {
+        int worked = 0;
+        int64_t finished;
+        /* Read before the step: if every worker had finished by then, the
+         * step below sees their final pushes. */
+        KD_TRY(ps_read_counters(ps, ps->rank, PS_FINISHED, 1, &finished));
+        KD_TRY(maybe_step(ps, &worked));
+        int flag = 0;
+        MPI_Status st;
+        PS_MPI(ps, MPI_Iprobe(MPI_ANY_SOURCE, PS_TAG_GATHER_REQ, ps->comm, &flag, &st),
+               "MPI_Iprobe for gather requests");
+        if (flag) {
+            KD_TRY(answer_gather(ps, st.MPI_SOURCE));
+            worked = 1;
+        }
+        if (finished >= ps->workers) {
+            int64_t pushes;
+            KD_TRY(ps_read_counters(ps, ps->rank, PS_PUSHES, 1, &pushes));
+            if (pushes == ps->taken)
+                return KD_OK;
+            continue; /* the last pushes: step again without sleeping */
+        }
+        if (worked)
+            backoff = PS_BACKOFF_START_NS;
+        else
+            ps_backoff(&backoff);
+    }
+}

@@ -1,0 +1,140 @@
+/* Sync mode (allreduce): W workers with batch b train exactly like one
+ * process with batch W*b, including uneven and empty shares of the last
+ * global batch; the writer's checkpoints record the global batch; a run
+ * stopped mid-epoch resumes with a different number of workers and still
+ * matches. Needs at least 3 ranks (ctest runs 4). */
+#include <stdio.h>
+
+#include "dist_test_util.h"
+
+#define N_SAMPLES 194 /* last global batch: 2 samples, so with 3 workers one share is empty */
+#define TOL 1e-5
+
+static int stop_at_step(const kd_progress *p, void *user)
+{
+    return p->step >= *(const int64_t *)user;
+}
+
+/* Train with `workers` ranks of world (the others only wait). */
+static void sync_run(int workers, int batch, int epochs, const char *ckpt, int64_t stop_step, int resume)
+{
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm comm;
+    MPI_Comm_split(MPI_COMM_WORLD, rank < workers ? 1 : MPI_UNDEFINED, rank, &comm);
+    if (comm == MPI_COMM_NULL)
+        return;
+    kd_dataset *ds = dist_blobs(N_SAMPLES, 3);
+    kd_optim_config oc = dist_momentum();
+    kd_net *net = NULL;
+    kd_optim *opt = NULL;
+    kd_train_state st;
+    kd_train_state_init(&st);
+    if (resume) {
+        CHECK_OK(kd_checkpoint_load(ckpt, &net, &opt, &st));
+        CHECK(st.batch_size == batch * workers, "checkpoint global batch %d, resuming with %d x %d", st.batch_size,
+              workers, batch);
+    } else {
+        CHECK_OK(kd_net_create(DIST_SPEC, 7, &net));
+        CHECK_OK(kd_optim_create(&oc, kd_net_param_count(net), &opt));
+        st.seed = 11;
+    }
+    kd_dist_config dc = kd_dist_config_default();
+    dc.bucket_bytes = 256; /* several buckets even for this small model */
+    kd_dist *d = NULL;
+    CHECK_OK(kd_dist_create(comm, &dc, &d));
+    kd_train_config tc = kd_train_config_default();
+    tc.epochs = epochs;
+    tc.batch_size = batch;
+    tc.seed = 11;
+    tc.checkpoint_path = ckpt;
+    tc.checkpoint_every = stop_step ? 0 : 4;
+    if (stop_step) {
+        tc.progress = stop_at_step;
+        tc.progress_user = &stop_step;
+        tc.progress_interval = 1e-12;
+    }
+    int64_t step0 = st.step;
+    if (d && net && opt) {
+        CHECK_OK(kd_dist_check_config(d, net, opt, &tc, &st, ds->n));
+        CHECK_OK(kd_dist_train(d, net, opt, ds, &tc, &st));
+        int64_t G = (int64_t)batch * workers, spe = (N_SAMPLES + G - 1) / G;
+        int64_t want = stop_step ? stop_step : (int64_t)epochs * spe;
+        CHECK(st.step == want, "worker %d ended at step %lld, wanted %lld", kd_dist_worker_index(d),
+              (long long)st.step, (long long)want);
+        CHECK(kd_dist_get_stats(d).steps == want - step0, "stats count %lld steps",
+              (long long)kd_dist_get_stats(d).steps);
+        if (!stop_step) {
+            kd_net *ref = NULL;
+            CHECK_OK(dist_reference(ds, &oc, batch * workers, epochs, &ref));
+            size_t n = kd_net_param_count(net);
+            double diff = ref ? dist_max_diff(kd_net_params(net), kd_net_params(ref), n) : INFINITY;
+            CHECK(diff <= TOL, "W=%d b=%d%s: worker %d differs from one process with batch %d by %g", workers, batch,
+                  resume ? " (resumed)" : "", kd_dist_worker_index(d), batch * workers, diff);
+            kd_net_free(ref);
+            /* Sensitivity: the per-worker batch alone gives different weights. */
+            CHECK_OK(dist_reference(ds, &oc, batch, epochs, &ref));
+            diff = ref ? dist_max_diff(kd_net_params(net), kd_net_params(ref), n) : 0;
+            CHECK(diff > 1e-3, "W=%d: batch %d and %d runs should differ, max diff %g", workers, batch,
+                  batch * workers, diff);
+            kd_net_free(ref);
+        }
+        MPI_Barrier(comm);
+        if (kd_dist_is_writer(d)) {
+            kd_net *back = NULL;
+            kd_train_state bst;
+            kd_train_state_init(&bst);
+            CHECK_OK(kd_checkpoint_load(ckpt, &back, NULL, &bst));
+            CHECK(bst.batch_size == batch * workers, "checkpoint batch %d, want the global %d", bst.batch_size,
+                  batch * workers);
+            CHECK(bst.step == st.step, "checkpoint step %lld, want %lld", (long long)bst.step, (long long)st.step);
+            if (back)
+                CHECK(dist_max_diff(kd_net_params(back), kd_net_params(net), kd_net_param_count(net)) == 0,
+                      "checkpoint holds other weights than the writer");
+            kd_net_free(back);
+            kd_train_state_clear(&bst);
+        }
+    }
+    kd_dist_free(d);
+    kd_train_state_clear(&st);
+    kd_optim_free(opt);
+    kd_net_free(net);
+    kd_dataset_free(ds);
+    MPI_Comm_free(&comm);
+}
+
+int main(int argc, char **argv)
+{
+    if (kd_mpi_init(&argc, &argv) != KD_OK) {
+        fprintf(stderr, "%s\n", kd_last_error());
+        return 1;
+    }
+    kd_set_threads(1);
+    int rank, size;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    CHECK(size >= 3, "run with at least 3 ranks, got %d", size);
+    char a[64], b[64];
+    snprintf(a, sizeof a, "dist_sync_w2_%d.h5", 0);
+    snprintf(b, sizeof b, "dist_sync_resume.h5");
+    if (size >= 3) {
+        sync_run(2, 8, 3, a, 0, 0);
+        MPI_Barrier(MPI_COMM_WORLD);
+        sync_run(3, 8, 3, "dist_sync_w3.h5", 0, 0);
+        MPI_Barrier(MPI_COMM_WORLD);
+        /* 2 x 12 stopped mid-epoch 1, resumed as 3 x 8: global batch 24 throughout. */
+        sync_run(2, 12, 2, b, 5, 0);
+        MPI_Barrier(MPI_COMM_WORLD);
+        sync_run(3, 8, 2, b, 0, 1);
+        MPI_Barrier(MPI_COMM_WORLD);
+    }
+    if (rank == 0) {
+        remove(a);
+        remove(b);
+        remove("dist_sync_w3.h5");
+    }
+    int failed = check_summary(), any = 0;
+    MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    kd_mpi_finalize();
+    return any;
+}
