@@ -18,14 +18,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# PySpark needs a Java runtime (17 on Debian 12); keep any Java already on PATH.
+if ! command -v java >/dev/null 2>&1; then
+  echo "ci/install-deps: installing a Java runtime for PySpark"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq default-jre-headless >/dev/null
+fi
+
 # Python tools in their own virtual environment (Debian's Python refuses
 # system-wide pip installs). torch is only a test reference (CPU use).
 VENV="${KD_VENV:-/opt/kindling-venv}"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import numpy, h5py, pytest, torch" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import numpy, h5py, pytest, torch, pyspark, pyarrow" 2>/dev/null; then
   echo "ci/install-deps: installing Python packages into $VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q numpy h5py pytest torch
+  "$VENV/bin/pip" install -q numpy h5py pytest torch pyspark pyarrow
 fi

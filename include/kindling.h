@@ -90,6 +90,15 @@ kd_status kd_dataset_load_csv(const char *path, int label_col, int has_header,
  * num_features 0 = infer from the largest index. */
 kd_status kd_dataset_load_libsvm(const char *path, int num_features,
                                  kd_dataset **out);
+/* Spool: the binary row format a Spark task hands to its rank (layout in
+ * io/spool.c: 64-byte header with magic "KDSPOOL1", shape, count and a
+ * CRC32 of the payload, then float32 features and optional int32 labels).
+ * Loading checks every header field, the exact size and the CRC; a file
+ * without labels gives labels -1. count 0 is a valid (empty) file. */
+kd_status kd_dataset_load_spool(const char *path, kd_dataset **out);
+/* Labels are written when every sample has one (>= 0), omitted when all are
+ * -1; a mix is KD_ERR_INVALID. Crash-safe: temporary file, fsync, rename. */
+kd_status kd_dataset_save_spool(const char *path, const kd_dataset *ds);
 /* Reject NaN/Inf features and labels outside [0, num_classes). The
  * message names the first bad sample. */
 kd_status kd_dataset_validate(const kd_dataset *ds, int num_classes);
@@ -286,6 +295,10 @@ typedef struct kd_train_config {
     /* Which samples this process trains on: this rank's share of each
      * epoch's shuffled order (part_index of part_count). 0/1 = all. */
     int32_t part_index, part_count;
+    /* Steps per epoch when more than the data needs (0 = from the data):
+     * the extra steps have no samples but still call the exchange, so
+     * workers holding uneven local data stay in step with each other. */
+    int64_t steps_per_epoch;
 } kd_train_config;
 
 kd_train_config kd_train_config_default(void);

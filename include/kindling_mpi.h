@@ -45,6 +45,11 @@ typedef struct kd_dist_config {
     int servers;          /* ASYNC: the first `servers` ranks serve (>= 1) */
     int max_staleness;    /* ASYNC: -1 unbounded, k >= 0 stale-synchronous */
     size_t bucket_bytes;  /* SYNC: allreduce bucket size (0 = 4 MiB) */
+    /* 0: every worker holds the whole training set and takes its part of
+     * each global batch. 1: every worker holds only its own share (a file
+     * per rank, e.g. one Spark partition each); steps per epoch are the
+     * most any worker needs, and workers that run out take empty steps. */
+    int local_data;
 } kd_dist_config;
 
 kd_dist_config kd_dist_config_default(void);

@@ -40,15 +40,23 @@ typedef struct dist_run {
     kd_allreduce *ar;            /* sync */
     /* Where kd_train is in the epoch: mirrors its batching so each worker
      * knows its share of the global batch (src/train.c part_slice). */
-    int64_t n, spe, k, global_batch;
+    int64_t n, spe, k, global_batch, batch;
     int workers, part;
     kd_status save_status;       /* a failed save inside the progress callback */
     int64_t saved_step;          /* step of the last checkpoint written; -1 none */
 } dist_run;
 
-/* This worker's sample count and the whole global batch at step k of an epoch. */
+/* This worker's sample count and the whole global batch at step k of an
+ * epoch. With local data only `mine` is known here (the total is summed
+ * across workers by the caller). */
 static void share_of_step(const dist_run *r, int64_t *mine, int64_t *total)
 {
+    if (r->d->cfg.local_data) {
+        int64_t left = r->n - r->k * r->batch;
+        *mine = left < 0 ? 0 : left < r->batch ? left : r->batch;
+        *total = -1;
+        return;
+    }
     int64_t start = r->k * r->global_batch;
     int64_t end = start + r->global_batch < r->n ? start + r->global_batch : r->n;
     int64_t len = end - start;
@@ -86,6 +94,13 @@ static kd_status dist_step(void *ctx, kd_net *net, kd_optim *opt)
     if (r->ar) {
         int64_t mine, total;
         share_of_step(r, &mine, &total);
+        if (total < 0)
+            s = kd_mpi_check(MPI_Allreduce(&mine, &total, 1, MPI_INT64_T, MPI_SUM, r->d->workers),
+                             "summing the batch sizes of a step");
+        else
+            s = KD_OK;
+        if (s != KD_OK)
+            return s;
         /* A drift between this cursor and kd_train would silently skew the mean. */
         if (mine > 0 && net->last_batch != mine)
             return kd_fail(KD_ERR_STATE, "sync exchange: expected %lld samples in this step, the network saw %d",
@@ -134,7 +149,17 @@ static kd_status work(dist_run *r, const kd_dataset *train, const kd_train_confi
     r->workers = d->num_workers;
     r->part = d->worker_index;
     r->global_batch = (int64_t)cfg->batch_size * d->num_workers;
-    r->spe = (r->n + r->global_batch - 1) / r->global_batch;
+    r->batch = cfg->batch_size;
+    if (d->cfg.local_data) {
+        /* Every worker takes as many steps as the largest share needs. */
+        int64_t local = (r->n + r->batch - 1) / r->batch;
+        KD_TRY(kd_mpi_check(MPI_Allreduce(&local, &r->spe, 1, MPI_INT64_T, MPI_MAX, d->workers),
+                            "agreeing on the steps per epoch"));
+        if (r->spe < 1)
+            return kd_fail(KD_ERR_INVALID, "every worker's training set is empty");
+    } else {
+        r->spe = (r->n + r->global_batch - 1) / r->global_batch;
+    }
 
     /* The state's batch size is the global batch (see the top of the file);
      * kd_train compares it with the per-worker batch to continue mid-epoch. */
@@ -147,8 +172,9 @@ static kd_status work(dist_run *r, const kd_dataset *train, const kd_train_confi
     kd_exchange ex = {d->cfg.mode == KD_DIST_SYNC ? "allreduce" : "parameter-server", r, dist_step};
     kd_train_config wc = *cfg;
     wc.exchange = &ex;
-    wc.part_index = d->worker_index;
-    wc.part_count = d->num_workers;
+    wc.part_index = d->cfg.local_data ? 0 : d->worker_index;
+    wc.part_count = d->cfg.local_data ? 1 : d->num_workers;
+    wc.steps_per_epoch = d->cfg.local_data ? r->spe : 0;
     wc.checkpoint_path = NULL; /* saved here, by the writer */
     wc.progress = dist_progress;
     wc.progress_user = r;

@@ -139,12 +139,13 @@ typedef struct agree_record {
  * size, epochs and training-set size, so those come first and a message
  * names the setting the user actually changed. */
 typedef enum {
-    F_MODE, F_SERVERS, F_STALENESS, F_SPEC, F_PARAMS, F_BATCH, F_EPOCHS, F_SEED,
+    F_MODE, F_SERVERS, F_STALENESS, F_LOCAL_DATA, F_SPEC, F_PARAMS, F_BATCH, F_EPOCHS, F_SEED,
     F_RESUME_EPOCH, F_RESUME_STEP, F_TRAIN_N, F_OPTIM, F_TOTAL, F_COUNT
 } agree_field;
 
 static const char *const FIELD_NAMES[F_COUNT] = {
     "distribution mode (--dist)", "server count (--servers)", "staleness bound (--max-staleness)",
+    "data placement (--local-data)",
     "network spec (hash)", "parameter count", "batch size", "epochs", "seed",
     "resume epoch", "resume step", "training-set size", "optimizer settings (hash)", "configuration hash"};
 
@@ -367,6 +368,7 @@ kd_status kd_dist_check_config(kd_dist *d, const kd_net *net, const kd_optim *op
     rec.v[F_MODE] = (uint64_t)d->cfg.mode;
     rec.v[F_SERVERS] = (uint64_t)(int64_t)d->cfg.servers;
     rec.v[F_STALENESS] = (uint64_t)(int64_t)d->cfg.max_staleness;
+    rec.v[F_LOCAL_DATA] = (uint64_t)(d->cfg.local_data != 0);
     rec.v[F_SPEC] = fnv1a(FNV_START, spec, strlen(spec));
     rec.v[F_PARAMS] = (uint64_t)kd_net_param_count(net);
     rec.v[F_OPTIM] = optim_hash(kd_optim_get_config(opt));
@@ -375,7 +377,8 @@ kd_status kd_dist_check_config(kd_dist *d, const kd_net *net, const kd_optim *op
     rec.v[F_SEED] = st->seed ? st->seed : cfg->seed;
     rec.v[F_RESUME_EPOCH] = (uint64_t)(int64_t)st->epoch;
     rec.v[F_RESUME_STEP] = (uint64_t)st->step;
-    rec.v[F_TRAIN_N] = (uint64_t)train_n;
+    /* With local data every worker holds its own share: sizes differ by design. */
+    rec.v[F_TRAIN_N] = d->cfg.local_data ? 0 : (uint64_t)train_n;
     KD_TRY(agree(d->comm, &rec, F_MODE, F_OPTIM, kd_dist_is_server(d)));
     size_t n = kd_net_param_count(net);
     if ((size_t)d->servers > n)

@@ -51,7 +51,10 @@ static kd_status check_config(const kd_net *net, const kd_optim *opt, const kd_d
                        (long long)cfg->checkpoint_every);
     if (cfg->part_count < 0 || cfg->part_index < 0 || (cfg->part_count > 0 && cfg->part_index >= cfg->part_count))
         return kd_fail(KD_ERR_INVALID, "data part %d of %d is out of range", cfg->part_index, cfg->part_count);
-    if (train->n < 1)
+    if (cfg->steps_per_epoch < 0)
+        return kd_fail(KD_ERR_INVALID, "steps per epoch must be >= 0, got %lld", (long long)cfg->steps_per_epoch);
+    /* An empty local share is fine when the steps are set from outside. */
+    if (train->n < 1 && cfg->steps_per_epoch == 0)
         return kd_fail(KD_ERR_INVALID, "the training set is empty");
     char a[64], b[64];
     if (kd_shape_size(&train->shape) != kd_shape_size(&net->input))
@@ -82,7 +85,7 @@ static kd_status check_config(const kd_net *net, const kd_optim *opt, const kd_d
 static void part_slice(int64_t n, int64_t step, int batch, int part, int parts, int64_t *lo, int64_t *hi)
 {
     int64_t g = (int64_t)batch * parts;
-    int64_t start = step * g, end = start + g < n ? start + g : n, len = end - start;
+    int64_t start = step * g < n ? step * g : n, end = start + g < n ? start + g : n, len = end - start;
     *lo = start + len * part / parts;
     *hi = start + len * (part + 1) / parts;
 }
@@ -107,6 +110,12 @@ kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
     int B = cfg->batch_size;
     int64_t n = train->n, G = (int64_t)B * parts;
     int64_t spe = (n + G - 1) / G; /* steps per epoch */
+    if (cfg->steps_per_epoch > 0) {
+        if (cfg->steps_per_epoch < spe)
+            return kd_fail(KD_ERR_INVALID, "%lld steps per epoch cannot cover %lld samples in batches of %lld",
+                           (long long)cfg->steps_per_epoch, (long long)n, (long long)G);
+        spe = cfg->steps_per_epoch;
+    }
     size_t in = kd_shape_size(&net->input);
 
     /* A resumed run continues mid-epoch only with the same batching. */

@@ -195,6 +195,47 @@ static void test_bad_settings(kd_dataset *train)
     kd_train_state_clear(&st);
 }
 
+/* Extra steps past the data are empty but still reach the exchange. */
+static int64_t exchange_calls;
+static kd_status counting_step(void *ctx, kd_net *net, kd_optim *opt)
+{
+    (void)ctx;
+    exchange_calls++;
+    return kd_optim_step(opt, kd_net_params(net), kd_net_grads(net));
+}
+
+static void test_steps_per_epoch(const kd_dataset *train)
+{
+    run r;
+    run_init(&r, KD_OPT_SGD);
+    kd_exchange ex = {"counting", NULL, counting_step};
+    kd_train_config cfg = kd_train_config_default();
+    cfg.epochs = 2;
+    cfg.batch_size = 100;
+    cfg.exchange = &ex;
+    cfg.steps_per_epoch = 3; /* 600 samples need 6 */
+    CHECK_FAILS(kd_train(r.net, r.opt, train, &cfg, &r.st), KD_ERR_INVALID, "cannot cover 600 samples");
+    cfg.steps_per_epoch = 9;
+    exchange_calls = 0;
+    CHECK_OK(kd_train(r.net, r.opt, train, &cfg, &r.st));
+    CHECK(exchange_calls == 18 && r.st.step == 18, "%lld exchanges, step %lld", (long long)exchange_calls,
+          (long long)r.st.step);
+    run_free(&r);
+
+    /* An empty local share takes only empty steps. */
+    kd_shape sh = {1, {10, 0, 0, 0}};
+    kd_dataset *empty = NULL;
+    kd_dataset_alloc(0, &sh, &empty);
+    run_init(&r, KD_OPT_SGD);
+    float before = kd_net_params(r.net)[0];
+    exchange_calls = 0;
+    CHECK_OK(kd_train(r.net, r.opt, empty, &cfg, &r.st));
+    CHECK(exchange_calls == 18, "%lld exchanges on an empty share", (long long)exchange_calls);
+    CHECK(kd_net_params(r.net)[0] == before, "zero gradients leave SGD parameters alone");
+    kd_dataset_free(empty);
+    run_free(&r);
+}
+
 int main(void)
 {
     kd_dataset *train = blobs(600, 1), *test = blobs(300, 2);
@@ -206,6 +247,7 @@ int main(void)
     test_resume(train, KD_OPT_MOMENTUM);
     test_resume(train, KD_OPT_ADAM);
     test_bad_settings(train);
+    test_steps_per_epoch(train);
     kd_dataset_free(train);
     kd_dataset_free(test);
     return check_summary();

@@ -132,6 +132,8 @@ int cli_data_option(const char *cmd, cli_data_opts *d, int opt, const char *arg)
     case CLI_OPT_TEST_CSV: d->test_csv = arg; return CLI_OK;
     case CLI_OPT_TRAIN_LIBSVM: d->train_libsvm = arg; return CLI_OK;
     case CLI_OPT_TEST_LIBSVM: d->test_libsvm = arg; return CLI_OK;
+    case CLI_OPT_TRAIN_SPOOL: d->train_spool = arg; return CLI_OK;
+    case CLI_OPT_TEST_SPOOL: d->test_spool = arg; return CLI_OK;
     case CLI_OPT_HEADER: d->header = 1; return CLI_OK;
     case CLI_OPT_LABEL_COL:
         if ((rc = cli_parse_int(cmd, "--label-col", arg, -1, INT_MAX, &v)) != CLI_OK)
@@ -151,6 +153,8 @@ int cli_data_option(const char *cmd, cli_data_opts *d, int opt, const char *arg)
             d->test_csv = arg;
         else if (strcmp(ext, "svm") == 0 || strcmp(ext, "libsvm") == 0)
             d->test_libsvm = arg;
+        else if (strcmp(ext, "spool") == 0)
+            d->test_spool = arg;
         else
             d->test_images = arg;
         return CLI_OK;
@@ -162,13 +166,13 @@ int cli_data_option(const char *cmd, cli_data_opts *d, int opt, const char *arg)
 
 /* One set's sources, with the flag names used to talk about them. */
 typedef struct set_source {
-    const char *images, *labels, *csv, *libsvm;
+    const char *images, *labels, *csv, *libsvm, *spool;
     const char *flag_prefix; /* "--train-", "--test-" or "--" */
 } set_source;
 
 static int source_count(const set_source *s)
 {
-    return (s->images || s->labels) + (s->csv != NULL) + (s->libsvm != NULL);
+    return (s->images || s->labels) + (s->csv != NULL) + (s->libsvm != NULL) + (s->spool != NULL);
 }
 
 /* Load one set from its single source, fit it to the network's input and
@@ -196,6 +200,10 @@ static int load_set(const char *cmd, const set_source *s, const cli_data_opts *d
         path = s->csv;
         is_csv = 1;
         if (kd_dataset_load_csv(s->csv, d->label_col, d->header, NULL, &ds) != KD_OK)
+            return cli_library_error();
+    } else if (s->spool) {
+        path = s->spool;
+        if (kd_dataset_load_spool(s->spool, &ds) != KD_OK)
             return cli_library_error();
     } else {
         path = s->libsvm;
@@ -229,8 +237,9 @@ static int load_set(const char *cmd, const set_source *s, const cli_data_opts *d
 int cli_load_data(const char *cmd, const cli_data_opts *d, const kd_net *net,
                   int want_train, int need_labels, kd_dataset **train, kd_dataset **test)
 {
-    set_source tr = {d->train_images, d->train_labels, d->train_csv, d->train_libsvm, "--train-"};
-    set_source te = {d->test_images, d->test_labels, d->test_csv, d->test_libsvm, want_train ? "--test-" : "--"};
+    set_source tr = {d->train_images, d->train_labels, d->train_csv, d->train_libsvm, d->train_spool, "--train-"};
+    set_source te = {d->test_images, d->test_labels, d->test_csv, d->test_libsvm, d->test_spool,
+                     want_train ? "--test-" : "--"};
     char fm_dir[4096], tr_img[4400], tr_lab[4400], te_img[4400], te_lab[4400];
     int rc;
 
@@ -244,11 +253,13 @@ int cli_load_data(const char *cmd, const cli_data_opts *d, const kd_net *net,
     if (d->dataset && ((want_train && source_count(&tr)) || (!want_train && source_count(&te))))
         return cli_usage_error(cmd, "--dataset cannot be combined with %s files", want_train ? "training" : "data");
     if (source_count(&tr) > 1)
-        return cli_usage_error(cmd, "choose one source for the training data (--train-images, --train-csv or --train-libsvm)");
+        return cli_usage_error(cmd, "choose one source for the training data (--train-images, --train-csv, "
+                                    "--train-libsvm or --train-spool)");
     if (source_count(&te) > 1)
-        return cli_usage_error(cmd, "choose one source for the %s data (%simages, %scsv or %slibsvm)",
-                               want_train ? "test" : "input", te.flag_prefix, te.flag_prefix, te.flag_prefix);
-    if (!want_train && (tr.images || tr.labels || tr.csv || tr.libsvm))
+        return cli_usage_error(cmd, "choose one source for the %s data (%simages, %scsv, %slibsvm or %sspool)",
+                               want_train ? "test" : "input", te.flag_prefix, te.flag_prefix, te.flag_prefix,
+                               te.flag_prefix);
+    if (!want_train && (tr.images || tr.labels || tr.csv || tr.libsvm || tr.spool))
         return cli_usage_error(cmd, "training-data flags do not apply here");
 
     if (fm_train || fm_test) {

@@ -54,6 +54,8 @@ enum {
     CLI_OPT_HEADER,
     CLI_OPT_FEATURES,
     CLI_OPT_INPUT, /* predict: any one file, format from its extension */
+    CLI_OPT_TRAIN_SPOOL,
+    CLI_OPT_TEST_SPOOL,
     CLI_OPT_FIRST_COMMAND_ID /* commands number their own flags from here */
 };
 
@@ -65,6 +67,7 @@ typedef struct cli_data_opts {
     const char *train_images, *train_labels, *test_images, *test_labels;
     const char *train_csv, *test_csv;
     const char *train_libsvm, *test_libsvm;
+    const char *train_spool, *test_spool; /* binary spool files (io/spool.c) */
     int label_col;       /* CSV label column; -1 = none */
     int header;          /* CSV has a header line */
     int features;        /* LibSVM width; 0 = the network's input size */

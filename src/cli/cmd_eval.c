@@ -24,6 +24,7 @@ static void eval_help(void)
         "  --dataset fashion-mnist\n"
         "  --images F --labels F  IDX files, plain or gzip\n"
         "  --csv F                one sample per line\n"
+        "  --spool F              a binary spool file (format in io/spool.c)\n"
         "  --label-col N          CSV column with the class (default 0)\n"
         "  --header               the CSV file starts with a header line\n"
         "  --libsvm F\n"
@@ -44,6 +45,8 @@ static const struct option EVAL_OPTIONS[] = {
     {"labels", required_argument, NULL, CLI_OPT_TEST_LABELS},
     {"csv", required_argument, NULL, CLI_OPT_TEST_CSV},
     {"libsvm", required_argument, NULL, CLI_OPT_TEST_LIBSVM},
+    {"spool", required_argument, NULL, CLI_OPT_TEST_SPOOL},
+    {"test-spool", required_argument, NULL, CLI_OPT_TEST_SPOOL},
     {"test-images", required_argument, NULL, CLI_OPT_TEST_IMAGES},
     {"test-labels", required_argument, NULL, CLI_OPT_TEST_LABELS},
     {"test-csv", required_argument, NULL, CLI_OPT_TEST_CSV},

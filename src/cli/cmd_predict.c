@@ -26,10 +26,11 @@ static void predict_help(void)
         "\n"
         "Data (default: the Fashion-MNIST t10k test set from $KD_FASHION_MNIST_DIR or\n"
         "      " CLI_DEFAULT_FASHION_MNIST_DIR "); labels are not needed:\n"
-        "  --input F              a .csv, .svm/.libsvm or (otherwise) IDX file\n"
+        "  --input F              a .csv, .svm/.libsvm, .spool or (otherwise) IDX file\n"
         "  --dataset fashion-mnist\n"
         "  --images F [--labels F]  IDX files, plain or gzip\n"
         "  --csv F                one sample per line\n"
+        "  --spool F              a binary spool file (format in io/spool.c)\n"
         "  --label-col N          CSV column holding a label to skip (default 0; -1 = none)\n"
         "  --header               the CSV file starts with a header line\n"
         "  --libsvm F\n"
@@ -50,6 +51,7 @@ static const struct option PREDICT_OPTIONS[] = {
     {"labels", required_argument, NULL, CLI_OPT_TEST_LABELS},
     {"csv", required_argument, NULL, CLI_OPT_TEST_CSV},
     {"libsvm", required_argument, NULL, CLI_OPT_TEST_LIBSVM},
+    {"spool", required_argument, NULL, CLI_OPT_TEST_SPOOL},
     {"label-col", required_argument, NULL, CLI_OPT_LABEL_COL},
     {"header", no_argument, NULL, CLI_OPT_HEADER},
     {"features", required_argument, NULL, CLI_OPT_FEATURES},

@@ -3,6 +3,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -36,6 +37,7 @@ static void train_help(void)
         "  --header               CSV files start with a header line\n"
         "  --train-libsvm F [--test-libsvm F]\n"
         "  --features N           LibSVM feature count (default: the network's input size)\n"
+        "  --train-spool F [--test-spool F]     binary spool files (format in io/spool.c)\n"
         "  Features are reshaped to the network's input shape when the sizes agree.\n"
         "\n"
         "Training:\n"
@@ -77,6 +79,9 @@ static void train_help(void)
         "  --servers S            async: parameter-server ranks (default 1)\n"
         "  --max-staleness K      async: a worker runs at most K steps ahead of the slowest;\n"
         "                         0 = synchronous rounds, -1 = unbounded (default)\n"
+        "  --local-data           every worker loads only its own share: \"%%w\" in the data\n"
+        "                         paths becomes the worker index (e.g. --train-spool\n"
+        "                         part-%%w.spool); workers with fewer samples take empty steps\n"
         "  Worker 0 alone prints progress and writes checkpoints; a checkpoint records the\n"
         "  global batch, so --resume with another number of workers keeps the global batch.\n"
         "\n"
@@ -111,6 +116,7 @@ enum {
     OPT_DIST,
     OPT_SERVERS,
     OPT_MAX_STALENESS,
+    OPT_LOCAL_DATA,
     OPT_RESUME,
 };
 
@@ -138,6 +144,7 @@ static const struct option TRAIN_OPTIONS[] = {
     {"dist", required_argument, NULL, OPT_DIST},
     {"servers", required_argument, NULL, OPT_SERVERS},
     {"max-staleness", required_argument, NULL, OPT_MAX_STALENESS},
+    {"local-data", no_argument, NULL, OPT_LOCAL_DATA},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {"dataset", required_argument, NULL, CLI_OPT_DATASET},
@@ -149,6 +156,8 @@ static const struct option TRAIN_OPTIONS[] = {
     {"test-csv", required_argument, NULL, CLI_OPT_TEST_CSV},
     {"train-libsvm", required_argument, NULL, CLI_OPT_TRAIN_LIBSVM},
     {"test-libsvm", required_argument, NULL, CLI_OPT_TEST_LIBSVM},
+    {"train-spool", required_argument, NULL, CLI_OPT_TRAIN_SPOOL},
+    {"test-spool", required_argument, NULL, CLI_OPT_TEST_SPOOL},
     {"label-col", required_argument, NULL, CLI_OPT_LABEL_COL},
     {"header", no_argument, NULL, CLI_OPT_HEADER},
     {"features", required_argument, NULL, CLI_OPT_FEATURES},
@@ -159,7 +168,7 @@ typedef struct train_args {
     const char *net;
     long long epochs, batch, seed, threads, step_size_epochs, checkpoint_every;
     kd_optim_config opt;     /* step_size/total_steps filled once the data size is known */
-    int lr_given, quiet;
+    int lr_given, quiet, local_data;
     int given[OPT_RESUME + 1 - OPT_NET]; /* which command flags appeared */
     const char *checkpoint, *resume;
     const char *dist;        /* NULL, "sync" or "async" */
@@ -297,6 +306,7 @@ static int parse_train_args(int argc, char **argv, train_args *a, int *help)
             if ((rc = cli_parse_int(CMD, "--max-staleness", optarg, -1, INT_MAX, &a->max_staleness)) != CLI_OK)
                 return rc;
             break;
+        case OPT_LOCAL_DATA: a->local_data = 1; break;
         case '?':
         case ':': return cli_getopt_error(CMD, c, argv);
         default:
@@ -312,6 +322,8 @@ static int parse_train_args(int argc, char **argv, train_args *a, int *help)
     if (a->checkpoint_every && !a->checkpoint && !a->resume)
         return cli_usage_error(CMD, "--checkpoint-every needs --checkpoint");
     int async = a->dist && strcmp(a->dist, "async") == 0;
+    if (a->local_data && !a->dist)
+        return cli_usage_error(CMD, "--local-data: only applies with --dist");
     if (!async && (GIVEN(a, OPT_SERVERS) || GIVEN(a, OPT_MAX_STALENESS)))
         return cli_usage_error(CMD, "%s: only applies to --dist async",
                                GIVEN(a, OPT_SERVERS) ? "--servers" : "--max-staleness");
@@ -443,6 +455,28 @@ static int dist_setup_result(int rc)
     return worst;
 }
 
+#define CLI_DATA_PATHS 10
+
+/* --local-data: "%w" in each data path becomes this worker's index. New
+ * strings go to paths[] (freed by the caller). */
+static int expand_worker_paths(cli_data_opts *o, int worker, char **paths)
+{
+    const char **fields[CLI_DATA_PATHS] = {&o->train_images, &o->train_labels, &o->test_images, &o->test_labels,
+                                           &o->train_csv, &o->test_csv, &o->train_libsvm, &o->test_libsvm,
+                                           &o->train_spool, &o->test_spool};
+    for (int i = 0; i < CLI_DATA_PATHS; i++) {
+        const char *p = *fields[i], *at = p ? strstr(p, "%w") : NULL;
+        if (!at)
+            continue;
+        size_t len = strlen(p) + 16;
+        if (!(paths[i] = malloc(len)))
+            return cli_fail("out of memory");
+        snprintf(paths[i], len, "%.*s%d%s", (int)(at - p), p, worker, at + 2);
+        *fields[i] = paths[i];
+    }
+    return CLI_OK;
+}
+
 static int train_distributed(train_args *a)
 {
     int rc = CLI_OK;
@@ -462,6 +496,7 @@ static int train_distributed(train_args *a)
     dc.mode = async ? KD_DIST_ASYNC : KD_DIST_SYNC;
     dc.servers = async ? (int)a->servers : 0;
     dc.max_staleness = (int)a->max_staleness;
+    dc.local_data = a->local_data;
     if (kd_dist_create(MPI_COMM_WORLD, &dc, &d) != KD_OK) {
         rc = dist_collective_failure();
         goto done;
@@ -492,17 +527,33 @@ static int train_distributed(train_args *a)
     /* Servers hold no data; the workers' training-set size sizes the schedule. */
     int64_t n_train = 0;
     if (rc == CLI_OK && !server) {
-        rc = cli_load_data(CMD, &a->data, net, 1, 1, &train, &test);
-        if (rc == CLI_OK && train->n == 0)
+        cli_data_opts mine = a->data;
+        char *paths[CLI_DATA_PATHS] = {0};
+        if (a->local_data)
+            rc = expand_worker_paths(&mine, kd_dist_worker_index(d), paths);
+        if (rc == CLI_OK)
+            rc = cli_load_data(CMD, &mine, net, 1, 1, &train, &test);
+        for (int i = 0; i < CLI_DATA_PATHS; i++)
+            free(paths[i]);
+        if (rc == CLI_OK && train->n == 0 && !a->local_data)
             rc = cli_fail("the training data has no samples");
         n_train = rc == CLI_OK ? train->n : 0;
     }
     if ((rc = dist_setup_result(rc)) != CLI_OK)
         goto done;
-    MPI_Bcast(&n_train, 1, MPI_INT64_T, kd_dist_num_servers(d), MPI_COMM_WORLD);
-
-    int64_t global_batch = a->batch * workers;
-    int64_t steps_per_epoch = (n_train + global_batch - 1) / global_batch;
+    int64_t global_batch = a->batch * workers, steps_per_epoch;
+    if (a->local_data) {
+        /* The schedule counts the steps of the largest share (what the driver runs). */
+        int64_t local = (n_train + a->batch - 1) / a->batch;
+        MPI_Allreduce(&local, &steps_per_epoch, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
+        if (steps_per_epoch == 0) {
+            rc = kd_mpi_world_rank() == 0 ? cli_fail("every worker's training data is empty") : CLI_FAIL;
+            goto done;
+        }
+    } else {
+        MPI_Bcast(&n_train, 1, MPI_INT64_T, kd_dist_num_servers(d), MPI_COMM_WORLD);
+        steps_per_epoch = (n_train + global_batch - 1) / global_batch;
+    }
     if (!opt) {
         a->opt.step_size = a->step_size_epochs * steps_per_epoch;
         a->opt.total_steps = a->epochs * steps_per_epoch;

@@ -1,0 +1,570 @@
+"""KindlingModel: a trained Kindling network as a pyspark.ml Model.
+
+The model is the bytes of its HDF5 checkpoint (the file `kindling train`
+writes) plus the training history. Prediction never involves MPI: the
+checkpoint is broadcast once, and each partition rebuilds the network with
+the C library (native.NativeNet, cached per Python worker) and runs its
+forward pass over batches of rows.
+
+    model = KindlingModel.from_checkpoint("model.h5")
+    model.predict(x)                          # numpy, on the driver
+    model.transform(df)                       # adds probability, prediction
+    model.write().overwrite().save(path)      # ML persistence (a directory)
+    KindlingModel.load(path)
+    model.save_checkpoint("copy.h5")          # the bare checkpoint file
+
+Saved layout (readable by DefaultParamsReader.loadMetadata, so a Pipeline
+holding a KindlingModel saves and loads too):
+    <path>/metadata/part-00000   one line of JSON: class, uid, sparkVersion,
+                                 paramMap, defaultParamMap, kindling (format,
+                                 checkpoint file, its sha256, shape, classes,
+                                 history)
+    <path>/metadata/_SUCCESS
+    <path>/data/model.h5         the checkpoint, as `kindling` reads it
+Local and file:// paths (and scheme-less ones when Spark's default file
+system is local, or there is no Spark session) use plain file IO, written
+into a temporary sibling directory and renamed into place; other schemes go
+through the Hadoop FileSystem of the active SparkSession.
+"""
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+import urllib.parse
+import uuid
+
+import numpy as np
+from pyspark import keyword_only
+from pyspark.ml import Model
+from pyspark.ml.linalg import DenseVector, VectorUDT
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.param.shared import HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabilityCol
+from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
+from pyspark.sql.types import ArrayType, DoubleType, NumericType, StructField, StructType
+
+from . import native
+
+FORMAT = "kindling-spark-model"
+FORMAT_VERSION = 1
+CHECKPOINT_FILE = "data/model.h5"
+METADATA_FILE = "metadata/part-00000"
+
+
+class KindlingModelParams(HasFeaturesCol, HasLabelCol, HasProbabilityCol, HasPredictionCol):
+    """Params shared by KindlingModel and the estimator that fits it."""
+
+    predictBatchSize = Param(Params._dummy(), "predictBatchSize",
+                             "rows per forward pass when predicting (>= 1)", typeConverter=TypeConverters.toInt)
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self._setDefault(predictBatchSize=256)
+
+    def getPredictBatchSize(self):
+        return self.getOrDefault(self.predictBatchSize)
+
+
+# ---------------------------------------------------------------- executors
+class ModelPayload:
+    """What is broadcast to executors: the checkpoint bytes and a key
+    naming this model in the per-worker cache of built networks."""
+
+    def __init__(self, checkpoint, key=None):
+        self.checkpoint = bytes(checkpoint)
+        self.key = key or uuid.uuid4().hex
+
+    def net(self):
+        """The network built from the checkpoint, cached per thread (a
+        kd_net is not thread-safe) so a reused Python worker builds it once."""
+        cache = _net_cache()
+        net = cache.get(self.key)
+        if net is None:
+            if len(cache) >= _NET_CACHE_SIZE:
+                cache.pop(next(iter(cache))).close()
+            net = cache[self.key] = native.NativeNet.from_bytes(self.checkpoint)
+        return net
+
+
+_NET_CACHE_SIZE = 4
+_thread_nets = threading.local()
+
+
+def _net_cache():
+    if not hasattr(_thread_nets, "nets"):
+        _thread_nets.nets = {}
+    return _thread_nets.nets
+
+
+def _task_threads():
+    """Inside a Spark task, use the cores Spark gave it (spark.task.cpus)."""
+    try:
+        from pyspark import TaskContext
+
+        tc = TaskContext.get()
+        return max(1, int(tc.cpus())) if tc is not None else None
+    except Exception:  # older Spark without TaskContext.cpus
+        return None
+
+
+def features_array(value, index, column, net):
+    """One row's features as float32 (input_size,), or a ValueError that
+    names the row, the column and what the model expects."""
+    expected = f"{net.input_size} features (input shape {'x'.join(map(str, net.input_shape))})"
+    if value is None:
+        raise ValueError(f"KindlingModel: row {index} of the partition: column '{column}' is null; "
+                         f"the model expects {expected}")
+    to_array = getattr(value, "toArray", None)  # DenseVector / SparseVector
+    if to_array is None and isinstance(value, (list, tuple)) and any(v is None for v in value):
+        raise ValueError(f"KindlingModel: row {index} of the partition: column '{column}' has a null element; "
+                         f"the model expects {expected}")
+    try:
+        x = np.asarray(to_array() if to_array is not None else value, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"KindlingModel: row {index} of the partition: column '{column}' holds "
+                         f"{type(value).__name__} {str(value)[:60]!r}, not numbers; the model expects {expected}"
+                         ) from None
+    if x.shape[0] != net.input_size:
+        raise ValueError(f"KindlingModel: row {index} of the partition: column '{column}' has "
+                         f"{x.shape[0]} features; the model expects {expected}")
+    if not np.isfinite(x).all():
+        j = int(np.flatnonzero(~np.isfinite(x))[0])
+        raise ValueError(f"KindlingModel: row {index} of the partition: column '{column}' feature {j} is {x[j]}; "
+                         f"features must be finite")
+    return x
+
+
+def predict_batches(payload, features, batch_size=256, column="features", first_index=0):
+    """Probabilities for an iterator of feature values (vectors, lists or
+    arrays), one numpy row per input, computed batch_size rows at a time.
+    This is the executor side of KindlingModel.transform; call it inside
+    mapPartitions with a broadcast payload:
+        bc = model.broadcast(sc)
+        rdd.mapPartitions(lambda it: predict_batches(bc.value, it))"""
+    threads = _task_threads()
+    if threads:
+        native.set_threads(threads)
+    net = payload.net()
+    batch = []
+    for i, value in enumerate(features, first_index):
+        batch.append(features_array(value, i, column, net))
+        if len(batch) >= batch_size:
+            yield from net.predict(np.stack(batch))
+            batch = []
+    if batch:
+        yield from net.predict(np.stack(batch))
+
+
+def _transform_partition(payload, rows, col_index, column, batch_size, want_prob, want_pred):
+    rows = iter(rows)
+    done = 0
+    while True:
+        chunk = []
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) >= batch_size:
+                break
+        if not chunk:
+            return
+        probs = predict_batches(payload, (r[col_index] for r in chunk), batch_size, column, done)
+        done += len(chunk)
+        for row, p in zip(chunk, probs):
+            extra = ()
+            if want_prob:
+                extra += (DenseVector(p.astype(np.float64)),)
+            if want_pred:
+                extra += (float(np.argmax(p)),)
+            yield tuple(row) + extra
+
+
+# ------------------------------------------------------------------- model
+class KindlingModel(Model, KindlingModelParams, MLWritable, MLReadable):
+    """A trained Kindling network. transform(df) adds `probabilityCol`
+    (a DenseVector of class probabilities) and `predictionCol` (the most
+    probable class, as a double); set either to "" to leave it out."""
+
+    @keyword_only
+    def __init__(self, *, checkpoint=None, history=None, featuresCol="features", labelCol="label",
+                 probabilityCol="probability", predictionCol="prediction", predictBatchSize=256):
+        super().__init__()
+        if checkpoint is None:
+            raise ValueError("KindlingModel needs the bytes of a checkpoint (or use "
+                             "KindlingModel.from_checkpoint(path))")
+        kwargs = dict(self._input_kwargs)
+        kwargs.pop("checkpoint", None)
+        kwargs.pop("history", None)
+        if int(kwargs.get("predictBatchSize", 1)) < 1:
+            raise ValueError(f"predictBatchSize must be >= 1, got {kwargs['predictBatchSize']}")
+        self._set(**kwargs)
+        self._payload = ModelPayload(checkpoint)
+        self._broadcast = None
+        info = self._info()  # validates the checkpoint now, on the driver
+        self._history = list(history) if history is not None else info["history"]
+
+    @keyword_only
+    def setParams(self, *, featuresCol="features", labelCol="label", probabilityCol="probability",
+                  predictionCol="prediction", predictBatchSize=256):
+        return self._set(**self._input_kwargs)
+
+    def setFeaturesCol(self, value):
+        return self._set(featuresCol=value)
+
+    def setLabelCol(self, value):
+        return self._set(labelCol=value)
+
+    def setProbabilityCol(self, value):
+        return self._set(probabilityCol=value)
+
+    def setPredictionCol(self, value):
+        return self._set(predictionCol=value)
+
+    def setPredictBatchSize(self, value):
+        if int(value) < 1:
+            raise ValueError(f"predictBatchSize must be >= 1, got {value}")
+        return self._set(predictBatchSize=value)
+
+    @classmethod
+    def from_checkpoint(cls, path, history=None, **params):
+        """Wrap a checkpoint file written by `kindling train`."""
+        with open(path, "rb") as f:
+            return cls(checkpoint=f.read(), history=history, **params)
+
+    # ---------------------------------------------------------- describing
+    def _info(self):
+        info = getattr(self, "_info_cache", None)
+        if info is None:
+            info = self._info_cache = _checkpoint_info(self._payload.checkpoint)
+        return info
+
+    @property
+    def checkpoint(self):
+        """The HDF5 checkpoint file's bytes."""
+        return self._payload.checkpoint
+
+    @property
+    def spec_json(self):
+        return self._info()["spec_json"]
+
+    @property
+    def spec(self):
+        """The fully resolved network spec (dict)."""
+        return json.loads(self.spec_json)
+
+    @property
+    def input_shape(self):
+        return tuple(self._info()["input_shape"])
+
+    @property
+    def input_size(self):
+        return int(np.prod(self.input_shape))
+
+    @property
+    def num_classes(self):
+        return self._info()["num_classes"]
+
+    @property
+    def history(self):
+        """Per-epoch records (epoch, train_loss, train_accuracy, test_loss,
+        test_accuracy, seconds, learning_rate; None where not measured)."""
+        return [dict(h) for h in self._history]
+
+    def __repr__(self):
+        return (f"KindlingModel(uid={self.uid}, input_shape={self.input_shape}, num_classes={self.num_classes}, "
+                f"epochs={len(self._history)})")
+
+    # ----------------------------------------------------------- predicting
+    def predict(self, x):
+        """Class probabilities (n, num_classes) for a numpy batch
+        (n, *input_shape) or (n, input_size), on this process."""
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim == 1 and x.shape[0] == self.input_size:
+            x = x.reshape(1, -1)
+        if x.ndim < 2 or int(np.prod(x.shape[1:])) != self.input_size:
+            raise ValueError(f"KindlingModel.predict: samples of shape {x.shape[1:]} have "
+                             f"{int(np.prod(x.shape[1:]))} features; the model expects {self.input_size} "
+                             f"(input shape {'x'.join(map(str, self.input_shape))})")
+        return self._payload.net().predict(x)
+
+    def predict_classes(self, x):
+        return np.argmax(self.predict(x), axis=1)
+
+    def broadcast(self, sc):
+        """The payload broadcast to sc's executors (made once per SparkContext)."""
+        bc = self._broadcast
+        if bc is None or bc[0] is not sc:
+            bc = self._broadcast = (sc, sc.broadcast(self._payload))
+        return bc[1]
+
+    def _transform(self, dataset):
+        column = self.getFeaturesCol()
+        prob_col, pred_col = self.getProbabilityCol(), self.getPredictionCol()
+        schema = dataset.schema
+        if column not in schema.names:
+            raise ValueError(f"KindlingModel: features column '{column}' is not in the DataFrame "
+                             f"(columns: {', '.join(schema.names)})")
+        ftype = schema[column].dataType
+        if not (isinstance(ftype, VectorUDT) or
+                (isinstance(ftype, ArrayType) and isinstance(ftype.elementType, NumericType))):
+            raise TypeError(f"KindlingModel: features column '{column}' has type {ftype.simpleString()}; "
+                            f"expected a vector (VectorUDT) or an array of numbers")
+        outputs = []
+        for name, kind in ((prob_col, VectorUDT()), (pred_col, DoubleType())):
+            if name:
+                if name in schema.names:
+                    raise ValueError(f"KindlingModel: output column '{name}' already exists in the DataFrame")
+                outputs.append(StructField(name, kind, False))
+        if not outputs:
+            return dataset
+
+        spark = dataset.sparkSession
+        bc = self.broadcast(spark.sparkContext)
+        col_index = schema.names.index(column)
+        batch_size = self.getPredictBatchSize()
+        want_prob, want_pred = bool(prob_col), bool(pred_col)
+
+        def run(rows):  # captures only plain values and the broadcast
+            return _transform_partition(bc.value, rows, col_index, column, batch_size, want_prob, want_pred)
+
+        out_schema = StructType(schema.fields + outputs)
+        return spark.createDataFrame(dataset.rdd.mapPartitions(run, preservesPartitioning=True), out_schema,
+                                     verifySchema=False)
+
+    def copy(self, extra=None):
+        that = super().copy(extra)
+        that._broadcast = None
+        return that
+
+    def __getstate__(self):
+        # A broadcast and a built network belong to one process.
+        state = dict(self.__dict__)
+        state["_broadcast"] = None
+        return state
+
+    # ---------------------------------------------------------- persistence
+    def save_checkpoint(self, path):
+        """Write the checkpoint as a plain HDF5 file (temporary file, then
+        rename), usable by `kindling eval/predict/inspect`."""
+        _atomic_write_file(os.fspath(path), self.checkpoint)
+
+    def write(self):
+        return KindlingModelWriter(self)
+
+    @classmethod
+    def read(cls):
+        return KindlingModelReader(cls)
+
+
+def _checkpoint_info(checkpoint):
+    with native.NativeNet.from_bytes(checkpoint) as net:
+        return {"spec_json": net.spec_json, "input_shape": net.input_shape, "num_classes": net.num_classes,
+                "history": net.history}
+
+
+# ------------------------------------------------------------ file systems
+def _atomic_write_file(path, data):
+    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class _LocalFS:
+    """Plain file IO for local paths."""
+
+    def __init__(self, path):
+        parsed = urllib.parse.urlparse(path)
+        self.path = urllib.parse.unquote(parsed.path) if parsed.scheme == "file" else path
+
+    def exists(self):
+        return os.path.lexists(self.path)
+
+    def write_dir(self, files, overwrite):
+        """Write {relative name: bytes} as a new directory at self.path."""
+        target = os.path.abspath(self.path)
+        parent = os.path.dirname(target)
+        os.makedirs(parent, exist_ok=True)
+        tmp = f"{target}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            for name, data in files.items():
+                full = os.path.join(tmp, name)
+                os.makedirs(os.path.dirname(full), exist_ok=True)
+                with open(full, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            old = None
+            if os.path.lexists(target):
+                if not overwrite:
+                    raise FileExistsError(_exists_message(self.path))
+                old = f"{target}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+                os.rename(target, old)
+            os.rename(tmp, target)
+            tmp = None
+            if old:
+                shutil.rmtree(old) if os.path.isdir(old) and not os.path.islink(old) else os.unlink(old)
+        finally:
+            if tmp and os.path.exists(tmp):
+                shutil.rmtree(tmp)
+
+    def read(self, name):
+        full = os.path.join(self.path, name)
+        try:
+            with open(full, "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{self.path}: no saved KindlingModel here ({name} is missing)") from None
+
+
+class _HadoopFS:
+    """The Hadoop FileSystem of the active SparkSession (hdfs://, s3a://, ...)."""
+
+    def __init__(self, path, spark):
+        sc = spark.sparkContext
+        self._jvm = sc._jvm
+        self.path = path
+        self._root = self._jvm.org.apache.hadoop.fs.Path(path)
+        self._fs = self._root.getFileSystem(sc._jsc.hadoopConfiguration())
+
+    def _p(self, path, name=None):
+        return self._jvm.org.apache.hadoop.fs.Path(path if name is None else f"{path.rstrip('/')}/{name}")
+
+    def exists(self):
+        return bool(self._fs.exists(self._root))
+
+    def write_dir(self, files, overwrite):
+        tmp = f"{self.path.rstrip('/')}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            for name, data in files.items():
+                out = self._fs.create(self._p(tmp, name), True)
+                try:
+                    out.write(bytearray(data))
+                finally:
+                    out.close()
+            if self._fs.exists(self._root):
+                if not overwrite:
+                    raise FileExistsError(_exists_message(self.path))
+                self._fs.delete(self._root, True)
+            if not self._fs.rename(self._p(tmp), self._root):
+                raise OSError(f"{self.path}: cannot rename {tmp} into place")
+            tmp = None
+        finally:
+            if tmp:
+                self._fs.delete(self._p(tmp), True)
+
+    def read(self, name):
+        p = self._p(self.path, name)
+        if not self._fs.exists(p):
+            raise FileNotFoundError(f"{self.path}: no saved KindlingModel here ({name} is missing)")
+        stream = self._fs.open(p)
+        try:
+            return bytes(self._jvm.org.apache.commons.io.IOUtils.toByteArray(stream))
+        finally:
+            stream.close()
+
+
+def _exists_message(path):
+    return f"Path {path} already exists. To overwrite it, use model.write().overwrite().save(path)"
+
+
+def _filesystem(path, spark_getter):
+    scheme = urllib.parse.urlparse(path).scheme
+    if scheme == "file" or len(scheme) <= 1:  # "" or a Windows drive letter
+        if scheme == "":
+            from pyspark.sql import SparkSession
+
+            spark = SparkSession.getActiveSession()
+            if spark is not None:
+                default_fs = spark.sparkContext._jsc.hadoopConfiguration().get("fs.defaultFS", "file:///")
+                if not str(default_fs).startswith("file:"):
+                    return _HadoopFS(path, spark)
+        return _LocalFS(path)
+    return _HadoopFS(path, spark_getter())
+
+
+def _spark_version():
+    import pyspark
+
+    return pyspark.__version__
+
+
+class KindlingModelWriter(MLWriter):
+    def __init__(self, instance):
+        super().__init__()
+        self.instance = instance
+
+    def save(self, path):
+        if not isinstance(path, str):
+            raise TypeError(f"path should be a string, got {type(path).__name__}")
+        m = self.instance
+        ckpt = m.checkpoint
+        metadata = {
+            "class": type(m).__module__ + "." + type(m).__name__,
+            "timestamp": int(round(time.time() * 1000)),
+            "sparkVersion": _spark_version(),
+            "uid": m.uid,
+            "paramMap": {p.name: v for p, v in m._paramMap.items()},
+            "defaultParamMap": {p.name: v for p, v in m._defaultParamMap.items()},
+            "kindling": {
+                "format": FORMAT,
+                "formatVersion": FORMAT_VERSION,
+                "kindlingVersion": native.version(),
+                "checkpoint": CHECKPOINT_FILE,
+                "checkpointBytes": len(ckpt),
+                "checkpointSha256": hashlib.sha256(ckpt).hexdigest(),
+                "inputShape": list(m.input_shape),
+                "numClasses": m.num_classes,
+                "history": m.history,
+            },
+        }
+        files = {
+            METADATA_FILE: (json.dumps(metadata, separators=(",", ":")) + "\n").encode(),
+            "metadata/_SUCCESS": b"",
+            CHECKPOINT_FILE: ckpt,
+        }
+        _filesystem(path, lambda: self.sparkSession).write_dir(files, self.shouldOverwrite)
+
+    def saveImpl(self, path):
+        self.save(path)
+
+
+class KindlingModelReader(MLReader):
+    def __init__(self, cls):
+        super().__init__()
+        self.cls = cls
+
+    def load(self, path):
+        if not isinstance(path, str):
+            raise TypeError(f"path should be a string, got {type(path).__name__}")
+        fs = _filesystem(path, lambda: self.sparkSession)
+        raw = fs.read(METADATA_FILE)
+        try:
+            metadata = json.loads(raw.decode())
+            info = metadata["kindling"]
+        except (ValueError, KeyError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: {METADATA_FILE} is not KindlingModel metadata ({e})") from None
+        if info.get("format") != FORMAT or info.get("formatVersion") != FORMAT_VERSION:
+            raise ValueError(f"{path}: unsupported model format {info.get('format')!r} version "
+                             f"{info.get('formatVersion')!r} (this package reads {FORMAT!r} {FORMAT_VERSION})")
+        ckpt = fs.read(info["checkpoint"])
+        digest = hashlib.sha256(ckpt).hexdigest()
+        if len(ckpt) != info["checkpointBytes"] or digest != info["checkpointSha256"]:
+            raise ValueError(f"{path}: {info['checkpoint']} is corrupt: {len(ckpt)} bytes with sha256 {digest}, "
+                             f"the metadata says {info['checkpointBytes']} bytes with sha256 "
+                             f"{info['checkpointSha256']}")
+        model = self.cls(checkpoint=ckpt, history=info.get("history"))
+        model._resetUid(metadata["uid"])
+        for name, value in metadata.get("defaultParamMap", {}).items():
+            if model.hasParam(name):
+                model._setDefault(**{name: value})
+        for name, value in metadata.get("paramMap", {}).items():
+            if model.hasParam(name):
+                model._set(**{name: value})
+        return model
