@@ -166,6 +166,11 @@ for cmd in train eval predict inspect; do
 done
 expect "--version exits 0" 0 -- "$CLI" --version
 check "--version prints the version" grep -qE "^kindling [0-9]+\.[0-9]+\.[0-9]+" "$T/stdout"
+# On an AVX-512/AVX2 CPU the CLI never runs OpenBLAS's generic SSE3 kernels
+# (unless the user pinned OPENBLAS_CORETYPE themselves).
+if [[ -z "${OPENBLAS_CORETYPE:-}" ]] && grep -qw avx2 /proc/cpuinfo; then
+    check "--version: OpenBLAS uses the CPU's vector kernels" bash -c "! grep -q 'kernels: Prescott' '$T/stdout'"
+fi
 
 echo "$passed passed, $failed failed"
 [[ $failed -eq 0 ]]

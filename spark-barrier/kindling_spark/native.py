@@ -162,12 +162,31 @@ _lib = None
 _lib_lock = threading.Lock()
 
 
+def _choose_blas_kernels():
+    """Debian 12's OpenBLAS does not know CPUs newer than itself and falls back
+    to generic SSE3 kernels, several times slower; it reads OPENBLAS_CORETYPE
+    only when it loads. Like the kindling CLI, ask for the AVX-512 or AVX2
+    kernel family the CPU supports unless the user chose (or KD_BLAS_AUTO=0)."""
+    if "OPENBLAS_CORETYPE" in os.environ or os.environ.get("KD_BLAS_AUTO") == "0":
+        return
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return
+    if {"avx512f", "avx512bw", "avx512vl"} <= set(flags):
+        os.environ["OPENBLAS_CORETYPE"] = "SkylakeX"
+    elif {"avx2", "fma"} <= set(flags):
+        os.environ["OPENBLAS_CORETYPE"] = "Haswell"
+
+
 def load():
     """The library, loaded once per process with every signature declared
     (64-bit sizes and pointers must not pass through ctypes' default int)."""
     global _lib
     with _lib_lock:
         if _lib is None:
+            _choose_blas_kernels()
             lib = ctypes.CDLL(library_path())
             for name, (restype, argtypes) in _SIGNATURES.items():
                 try:

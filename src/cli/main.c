@@ -85,7 +85,7 @@ int main(int argc, char **argv)
         return CLI_OK;
     }
     if (strcmp(name, "--version") == 0 || strcmp(name, "version") == 0) {
-        printf("kindling %s\n", kd_version());
+        printf("kindling %s (OpenBLAS kernels: %s)\n", kd_version(), kd_blas_corename());
         return CLI_OK;
     }
     const command *c = find_command(name);
