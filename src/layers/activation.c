@@ -16,6 +16,17 @@ static kd_status act_setup(kd_layer *L, cJSON *cfg)
     return KD_OK;
 }
 
+/* The build has no -march, so plain loops are SSE (4 floats). tanh is a
+ * visible part of a LeNet step, so x86-64 GCC also builds AVX2 and AVX-512
+ * copies of these loops and the loader picks one for the CPU. The AVX-512
+ * copy fuses multiply-adds (AVX-512F has FMA), so fast_tanh may differ in
+ * the last bit between CPUs, as OpenBLAS's per-CPU kernels already do. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define KD_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define KD_VECTOR_CLONES
+#endif
+
 static size_t count(const kd_layer *L, const kd_pass *p)
 {
     return kd_shape_size(&L->in) * (size_t)p->batch;
@@ -50,6 +61,7 @@ static inline float fast_tanh(float x)
     return num / den;
 }
 
+KD_VECTOR_CLONES
 static void relu_forward(kd_layer *L, const kd_pass *p, const float *x, float *y)
 {
     size_t n = count(L, p);
@@ -57,6 +69,7 @@ static void relu_forward(kd_layer *L, const kd_pass *p, const float *x, float *y
         y[i] = x[i] > 0.0f ? x[i] : 0.0f;
 }
 
+KD_VECTOR_CLONES
 static void relu_backward(kd_layer *L, const kd_pass *p, const float *x, const float *y,
                           const float *dy, float *dx)
 {
@@ -70,6 +83,7 @@ static void relu_backward(kd_layer *L, const kd_pass *p, const float *x, const f
     }
 }
 
+KD_VECTOR_CLONES
 static void tanh_forward(kd_layer *L, const kd_pass *p, const float *x, float *y)
 {
     size_t n = count(L, p);
@@ -77,6 +91,7 @@ static void tanh_forward(kd_layer *L, const kd_pass *p, const float *x, float *y
         y[i] = fast_tanh(x[i]);
 }
 
+KD_VECTOR_CLONES
 static void tanh_backward(kd_layer *L, const kd_pass *p, const float *x, const float *y,
                           const float *dy, float *dx)
 {

@@ -65,6 +65,13 @@ static size_t maxpool_saved_floats(const kd_layer *L, int batch)
     return kd_shape_size(&L->out) * (size_t)batch;
 }
 
+/* The common 2x2 window, stride 2, no padding: the fast paths below. */
+static int is_2x2(const kd_layer *L)
+{
+    return L->kernel_h == 2 && L->kernel_w == 2 && L->stride_h == 2 && L->stride_w == 2 &&
+           L->pad_h == 0 && L->pad_w == 0;
+}
+
 /* The common 2x2 window, stride 2, no padding, without the general loop's
  * bookkeeping: branch-free selects over the four cells. */
 static void maxpool_2x2(const float *x, float *y, int32_t *arg, size_t planes, int H, int W,
@@ -96,8 +103,7 @@ static void maxpool_forward(kd_layer *L, const kd_pass *p, const float *x, float
     int OH = L->out.dim[1], OW = L->out.dim[2];
     int32_t *arg = (int32_t *)p->saved;
     size_t planes = (size_t)p->batch * C;
-    if (L->kernel_h == 2 && L->kernel_w == 2 && L->stride_h == 2 && L->stride_w == 2 &&
-        L->pad_h == 0 && L->pad_w == 0) {
+    if (is_2x2(L)) {
         maxpool_2x2(x, y, arg, planes, H, W, OH, OW);
         return;
     }
@@ -127,11 +133,57 @@ static void maxpool_forward(kd_layer *L, const kd_pass *p, const float *x, float
     }
 }
 
+/* Backward of maxpool_2x2: every cell of a window gets its output's
+ * gradient or 0, written once, so dx needs no zeroing pass first. The
+ * choice is a bit mask, not a ?: on floats, so it compiles without
+ * branches (the argmax is unpredictable) and gives exact zeros even for a
+ * non-finite gradient. An odd last row or column belongs to no window. */
+static inline float keep_if(float g, int keep)
+{
+    uint32_t bits;
+    memcpy(&bits, &g, sizeof bits);
+    bits &= -(uint32_t)keep;
+    memcpy(&g, &bits, sizeof g);
+    return g;
+}
+
+static void maxpool_2x2_backward(const float *restrict dy, const int32_t *restrict arg,
+                                 float *restrict dx, size_t planes, int H, int W, int OH, int OW)
+{
+    for (size_t pl = 0; pl < planes; pl++) {
+        float *xp = dx + pl * H * W;
+        const float *gp = dy + pl * OH * OW;
+        const int32_t *ap = arg + pl * OH * OW;
+        for (int oh = 0; oh < OH; oh++) {
+            float *r0 = xp + (size_t)2 * oh * W, *r1 = r0 + W;
+            int base = 2 * oh * W;
+            for (int ow = 0; ow < OW; ow++) {
+                float g = gp[oh * OW + ow];
+                /* Offset of the maximum inside the window: 0, 1, W or W + 1. */
+                int d = ap[oh * OW + ow] - (base + 2 * ow);
+                r0[2 * ow] = keep_if(g, d == 0);
+                r0[2 * ow + 1] = keep_if(g, d == 1);
+                r1[2 * ow] = keep_if(g, d == W);
+                r1[2 * ow + 1] = keep_if(g, d == W + 1);
+            }
+            for (int iw = 2 * OW; iw < W; iw++)
+                r0[iw] = r1[iw] = 0.0f;
+        }
+        for (size_t q = (size_t)2 * OH * W; q < (size_t)H * W; q++)
+            xp[q] = 0.0f;
+    }
+}
+
 static void maxpool_backward(kd_layer *L, const kd_pass *p, const float *x, const float *y,
                              const float *dy, float *dx)
 {
     if (!dx)
         return;
+    if (is_2x2(L)) {
+        maxpool_2x2_backward(dy, (const int32_t *)p->saved, dx, (size_t)p->batch * L->in.dim[0],
+                             L->in.dim[1], L->in.dim[2], L->out.dim[1], L->out.dim[2]);
+        return;
+    }
     size_t in = (size_t)L->in.dim[1] * L->in.dim[2], out = (size_t)L->out.dim[1] * L->out.dim[2];
     size_t planes = (size_t)p->batch * L->in.dim[0];
     const int32_t *arg = (const int32_t *)p->saved;
