@@ -1,7 +1,8 @@
 #!/bin/bash
 # Distributed-training benchmark, in one run on this machine:
 #   1. parameter-server push+pull bandwidth for 1, 10 and 100 MB vectors
-#      against memcpy bandwidth (bench_ps: 1 server + 1 worker);
+#      against memcpy bandwidth (bench_ps: 1 server + 1 worker; median of
+#      PS_RUNS=3 runs; the conventions are printed with the table);
 #   2. steps/s of `kindling train` (MLP, Fashion-MNIST, batch 64 per worker)
 #      with 1, 2 and 4 workers, sync (allreduce) and async (1 server);
 #   3. the time per step each run spends in the gradient exchange
@@ -28,15 +29,34 @@ echo "# Kindling MPI benchmark"
 echo
 echo "$(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $(mpirun --version 2>/dev/null | head -1), build $BUILD"
 echo
-echo "## Parameter-server push+pull vs memcpy (1 server + 1 worker, one host)"
+PS_RUNS=${PS_RUNS:-3}
+echo "## Parameter-server push+pull vs memcpy (1 server + 1 worker, one host, osc ${OMPI_MCA_osc:-default})"
 echo
-echo "| vector | push+pull step | push+pull GB/s (2x bytes) | memcpy GB/s | ratio |"
-echo "|---:|---:|---:|---:|---:|"
-"${MPIRUN[@]}" -np 2 "$PSB" > "$LOG/ps.txt"
-while read -r _ mb pp mc ratio ms; do
-    printf '| %s MB | %s ms | %s | %s | %s |\n' "${mb#MB=}" "${ms#step_ms=}" "${pp#pushpull_GBps=}" "${mc#memcpy_GBps=}" "${ratio#ratio=}"
-done < <(grep '^ps_bandwidth' "$LOG/ps.txt")
-
+echo "Median of $PS_RUNS runs of bench_ps, each reporting its best repetition. A push+pull moves the"
+echo "vector twice (worker gradients -> server accumulator, server parameters -> worker), so it is"
+echo "compared with two memcpy's of the vector between four distinct buffers (memcpy x2); both"
+echo "count 2x the vector's bytes. memcpy x1 (one copy, two buffers; L2-resident at 1 MB) and its"
+echo "ratio are the convention of earlier runs. Back to back: steps without waiting for the server"
+echo "to apply the previous push (see bench/bench_ps.c)."
+echo
+for i in $(seq "$PS_RUNS"); do
+    "${MPIRUN[@]}" -np 2 "$PSB" >> "$LOG/ps.txt"
+done
+python3 - "$LOG/ps.txt" <<'PY'
+import collections, statistics, sys
+runs = collections.defaultdict(lambda: collections.defaultdict(list))
+for line in open(sys.argv[1]):
+    if line.startswith("ps_bandwidth "):
+        kv = dict(f.split("=", 1) for f in line.split()[1:])
+        for k, v in kv.items():
+            runs[int(kv["MB"])][k].append(float(v))
+print("| vector | push+pull step (median step) | push+pull GB/s | memcpy x2 GB/s | ratio | memcpy x1 GB/s | ratio x1 | back-to-back step |")
+print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+for mb in sorted(runs):
+    m = {k: statistics.median(v) for k, v in runs[mb].items()}
+    print(f"| {mb} MB | {m['step_ms']:.3f} ms ({m['median_step_ms']:.3f}) | {m['pushpull_GBps']:.2f} | {m['memcpy_GBps']:.2f} "
+          f"| {m['ratio']:.2f} | {m['memcpy1_GBps']:.2f} | {m['ratio1']:.2f} | {m['b2b_step_ms']:.3f} ms |")
+PY
 echo
 echo "## Training steps/s (MLP, Fashion-MNIST, batch 64 per worker, $EPOCHS epoch(s))"
 echo

@@ -69,27 +69,64 @@ static kd_status wait_for_bound(kd_ps *ps)
     return KD_OK;
 }
 
+/* Issue a counter read on every server still marked in pull_retry, then
+ * complete them. */
+static kd_status read_counters_of(kd_ps *ps, int first, int count, int64_t *out)
+{
+    for (int s = 0; s < ps->servers; s++)
+        if (ps->pull_retry[s])
+            KD_TRY(ps_read(ps, out + (size_t)s * (size_t)count, (size_t)count, MPI_INT64_T, s, ps_counter_disp(first)));
+    for (int s = 0; s < ps->servers; s++)
+        if (ps->pull_retry[s])
+            KD_TRY(ps_flush(ps, s));
+    return KD_OK;
+}
+
+/* Every server's shard as of one published version per server: a plain get
+ * of the copy that version lives in, kept if the server had not begun to
+ * rewrite that copy by the time the get completed (see ps_internal.h).
+ * Each round talks to all servers in flight at once. */
 kd_status kd_ps_pull(kd_ps *ps, float *params)
 {
     KD_TRY(check_worker(ps, "kd_ps_pull"));
     if (!params)
         return kd_fail(KD_ERR_INVALID, "kd_ps_pull: params is NULL");
-    /* Counters first: the parameters read afterwards are at least that new. */
-    int64_t c[3]; /* VERSION, FINISHED, STEPS */
+    int64_t *c = ps->pull_counters; /* per server: VERSION, FINISHED, STEPS */
+    for (int s = 0; s < ps->servers; s++)
+        ps->pull_retry[s] = 1;
+    for (int attempt = 1;; attempt++) {
+        int last = attempt == PS_PULL_TRIES;
+        KD_TRY(read_counters_of(ps, PS_VERSION, 3, c));
+        for (int s = 0; s < ps->servers; s++) {
+            if (!ps->pull_retry[s])
+                continue;
+            size_t off, count;
+            kd_ps_shard_range(ps->n, ps->servers, s, &off, &count);
+            MPI_Aint disp = ps_params_disp(ps, s, c[3 * s]);
+            /* Last try: atomic per element even if the copy is being rewritten. */
+            KD_TRY(last ? ps_read(ps, params + off, count, MPI_FLOAT, s, disp)
+                        : ps_get(ps, params + off, count, MPI_FLOAT, s, disp));
+        }
+        for (int s = 0; s < ps->servers; s++)
+            if (ps->pull_retry[s])
+                KD_TRY(ps_flush(ps, s));
+        if (last)
+            break;
+        KD_TRY(read_counters_of(ps, PS_WRITING, 1, ps->pull_writing));
+        int again = 0;
+        for (int s = 0; s < ps->servers; s++) {
+            ps->pull_retry[s] = ps->pull_retry[s] && ps->pull_writing[s] > c[3 * s] + 1;
+            again |= ps->pull_retry[s];
+        }
+        if (!again)
+            break;
+    }
     int64_t min_version = INT64_MAX;
-    for (int s = 0; s < ps->servers; s++) {
-        KD_TRY(ps_read_counters(ps, s, PS_VERSION, 3, c));
-        min_version = c[0] < min_version ? c[0] : min_version;
-        if (s == 0)
-            ps->seen_steps = c[2];
-    }
+    for (int s = 0; s < ps->servers; s++)
+        min_version = c[3 * s] < min_version ? c[3 * s] : min_version;
     ps->seen_version = min_version;
-    for (int s = 0; s < ps->servers; s++) {
-        size_t off, count;
-        kd_ps_shard_range(ps->n, ps->servers, s, &off, &count);
-        KD_TRY(ps_read(ps, params + off, count, MPI_FLOAT, s, ps_params_disp(ps)));
-    }
-    return ps_flush_servers(ps);
+    ps->seen_steps = c[2]; /* server 0 */
+    return KD_OK;
 }
 
 static kd_status ps_exchange_step(void *ctx, kd_net *net, kd_optim *opt)

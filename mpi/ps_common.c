@@ -23,17 +23,25 @@ static size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
 
 MPI_Aint ps_counter_disp(int which) { return (MPI_Aint)which * (MPI_Aint)sizeof(int64_t); }
 
-MPI_Aint ps_params_disp(const kd_ps *ps)
+/* One parameter copy or the accumulator of server s: whole cache lines. */
+static MPI_Aint region_bytes(const kd_ps *ps, int s)
+{
+    size_t off, count;
+    kd_ps_shard_range(ps->n, ps->servers, s, &off, &count);
+    return (MPI_Aint)round_up(sizeof(float) * count, 64);
+}
+
+static MPI_Aint first_region_disp(const kd_ps *ps)
 {
     return (MPI_Aint)round_up(sizeof(int64_t) * (size_t)(PS_NCOUNTERS + ps->workers), 64);
 }
 
-MPI_Aint ps_grads_disp(const kd_ps *ps, int s)
+MPI_Aint ps_params_disp(const kd_ps *ps, int s, int64_t version)
 {
-    size_t off, count;
-    kd_ps_shard_range(ps->n, ps->servers, s, &off, &count);
-    return ps_params_disp(ps) + (MPI_Aint)round_up(sizeof(float) * count, 64);
+    return first_region_disp(ps) + (MPI_Aint)(version % 2) * region_bytes(ps, s);
 }
+
+MPI_Aint ps_grads_disp(const kd_ps *ps, int s) { return first_region_disp(ps) + 2 * region_bytes(ps, s); }
 
 /* ------------------------------------------------------------ errors */
 
@@ -89,6 +97,21 @@ kd_status ps_read(const kd_ps *ps, void *result, size_t count, MPI_Datatype dt, 
                                   disp + (MPI_Aint)(off * (size_t)es), len, dt, MPI_NO_OP, ps->win),
                "MPI_Get_accumulate (MPI_NO_OP, %d elements at byte %lld) from rank %d", len,
                (long long)(disp + (MPI_Aint)(off * (size_t)es)), target);
+    }
+    return KD_OK;
+}
+
+kd_status ps_get(const kd_ps *ps, void *result, size_t count, MPI_Datatype dt, int target, MPI_Aint disp)
+{
+    int es = 0;
+    PS_MPI(ps, MPI_Type_size(dt, &es), "MPI_Type_size");
+    for (size_t off = 0; off < count; off += ps->cfg.chunk) {
+        int len = (int)(count - off < ps->cfg.chunk ? count - off : ps->cfg.chunk);
+        PS_MPI(ps,
+               MPI_Get((char *)result + off * (size_t)es, len, dt, target, disp + (MPI_Aint)(off * (size_t)es), len,
+                       dt, ps->win),
+               "MPI_Get (%d elements at byte %lld) from rank %d", len, (long long)(disp + (MPI_Aint)(off * (size_t)es)),
+               target);
     }
     return KD_OK;
 }
@@ -225,8 +248,7 @@ static kd_status setup_server(kd_ps *ps, char *base)
     KD_TRY(kd_optim_create(&ps->oc, ps->count, &ps->opt));
     ps->params = kd_malloc(sizeof(float) * ps->count, "parameter-server shard");
     ps->grad = ps->params ? kd_malloc(sizeof(float) * ps->count, "parameter-server gradients") : NULL;
-    ps->neg = ps->grad ? kd_malloc(sizeof(float) * ps->count, "parameter-server gradients") : NULL;
-    if (!ps->neg)
+    if (!ps->grad)
         return KD_ERR_NOMEM;
     /* Before any epoch: plain stores into our own window are allowed. */
     memset(base, 0, (size_t)ps_grads_disp(ps, ps->rank) + sizeof(float) * ps->count);
@@ -263,7 +285,7 @@ static kd_status seed_recv(kd_ps *ps, char *base)
             KD_TRY(ps_recv_floats(ps, state + (size_t)j * ps->count, ps->count, src, PS_TAG_SEED));
         kd_optim_set_steps(ps->opt, hdr[1]);
     }
-    memcpy(base + ps_params_disp(ps), ps->params, sizeof(float) * ps->count);
+    memcpy(base + ps_params_disp(ps, ps->rank, 0), ps->params, sizeof(float) * ps->count); /* version 0 */
     ((int64_t *)base)[PS_STEPS] = kd_optim_steps(ps->opt);
     return KD_OK;
 }
@@ -329,8 +351,12 @@ kd_status kd_ps_create(MPI_Comm comm, const kd_ps_config *pc, size_t n_params, c
     if (s == KD_OK && server)
         s = setup_server(ps, base);
     if (s == KD_OK && !server) {
+        size_t S = (size_t)ps->servers;
         ps->clocks = kd_malloc(sizeof(int64_t) * (size_t)ps->workers, "worker clocks");
-        s = ps->clocks ? KD_OK : KD_ERR_NOMEM;
+        ps->pull_counters = ps->clocks ? kd_malloc(sizeof(int64_t) * 3 * S, "pull counters") : NULL;
+        ps->pull_writing = ps->pull_counters ? kd_malloc(sizeof(int64_t) * S, "pull counters") : NULL;
+        ps->pull_retry = ps->pull_writing ? kd_malloc(S, "pull flags") : NULL;
+        s = ps->pull_retry ? KD_OK : KD_ERR_NOMEM;
     }
     if ((s = agree(ps->comm, rank, s)) != KD_OK)
         goto fail;
@@ -375,7 +401,9 @@ void kd_ps_free(kd_ps *ps)
     kd_optim_free(ps->opt);
     free(ps->params);
     free(ps->grad);
-    free(ps->neg);
     free(ps->clocks);
+    free(ps->pull_counters);
+    free(ps->pull_writing);
+    free(ps->pull_retry);
     free(ps);
 }

@@ -3,16 +3,30 @@
  *
  * Window layout on server s (disp_unit 1, byte displacements):
  *   [0, PS_NCOUNTERS + W) int64 counters (see enum below)
- *   params_off: count floats, the published shard parameters
- *   grads_off:  count floats, the gradient accumulator workers add into
- * Workers' windows are empty. Every access to server memory after setup is
- * an accumulate-family RMA call: workers only MPI_SUM and the server only
- * MPI_SUM / MPI_REPLACE on locations workers read with MPI_NO_OP, so the
- * default accumulate_ops (same_op_no_op) holds and each element is atomic.
- * In particular the server takes gradients by reading them (NO_OP) and
- * adding their negation (SUM), not by MPI_REPLACE with zeros: REPLACE
- * concurrent with the workers' SUM on the same address is outside
- * same_op_no_op, the only guarantee MPI gives without asking. */
+ *   two parameter copies of count floats: version v lives in copy v % 2
+ *   the gradient accumulator (count floats) workers add into
+ * Workers' windows are empty.
+ *
+ * Gradients and counters: every access is an accumulate-family RMA call.
+ * Workers only MPI_SUM and the server only MPI_SUM / MPI_REPLACE on
+ * locations workers read with MPI_NO_OP, so the default accumulate_ops
+ * (same_op_no_op) holds and each element is atomic. In particular the
+ * server takes gradients by reading them (NO_OP) and adding their negation
+ * (SUM), not by MPI_REPLACE with zeros: REPLACE concurrent with the
+ * workers' SUM on the same address is outside same_op_no_op, the only
+ * guarantee MPI gives without asking.
+ *
+ * Parameters: the server writes version v + 1 (MPI_REPLACE) into the copy
+ * workers are not reading (v + 1) % 2, and announces it in two steps:
+ * WRITING = v + 1 (flushed) before the first byte, VERSION = v + 1 after the
+ * last. A worker reads VERSION = v, then MPI_Get's copy v % 2 (a plain get:
+ * the atomic NO_OP read takes the target's accumulate lock, so it queued
+ * behind the server's own locked REPLACE and gradient take, which doubled
+ * the pull time on one host), then reads WRITING: while WRITING <= v + 1
+ * nobody had begun to rewrite copy v % 2 (that starts only at WRITING =
+ * v + 2), so the get did not overlap a write and is exact. Otherwise it
+ * tries again; after PS_PULL_TRIES attempts it falls back to a NO_OP read,
+ * atomic per element (the guarantee the pull always had). */
 #ifndef KD_PS_INTERNAL_H
 #define KD_PS_INTERNAL_H
 
@@ -26,11 +40,15 @@ enum {
     PS_VERSION = 1,  /* optimizer steps this server applied in this run */
     PS_FINISHED = 2, /* workers that called kd_ps_worker_finish */
     PS_STEPS = 3,    /* the shard optimizer's step count (resume included) */
-    PS_NCOUNTERS = 4 /* then W clocks, used on server 0 when max_staleness > 0 */
+    PS_WRITING = 4,  /* the version whose parameters are being (or were last) written */
+    PS_NCOUNTERS = 5 /* then W clocks, used on server 0 when max_staleness > 0 */
 };
 
 /* Point-to-point tags on the private communicator. */
 enum { PS_TAG_SEED = 7101, PS_TAG_GATHER_REQ = 7201, PS_TAG_GATHER_REPLY = 7202 };
+
+/* Plain-get attempts of one pull before the atomic fallback. */
+#define PS_PULL_TRIES 4
 
 /* Added to a finished worker's clock so it never holds others back. */
 #define PS_CLOCK_DONE ((int64_t)1 << 62)
@@ -50,7 +68,6 @@ struct kd_ps {
     kd_optim *opt;
     float *params;        /* authoritative shard parameters */
     float *grad;          /* gradients taken from the window */
-    float *neg;           /* their negation, added back to clear them */
     int64_t taken;        /* pushes consumed */
     int64_t version;
 
@@ -60,12 +77,16 @@ struct kd_ps {
     int64_t seen_steps;   /* server 0's optimizer steps at the last pull */
     int finished;
     int64_t *clocks;      /* W, read from server 0 */
+    int64_t *pull_counters; /* 3 per server: VERSION, FINISHED, STEPS */
+    int64_t *pull_writing;  /* 1 per server: WRITING after the get */
+    char *pull_retry;       /* 1 per server: its copy must be read again */
 };
 
 static inline int ps_worker_index(const kd_ps *ps) { return ps->rank - ps->servers; }
 
-/* Byte displacement of the param / grad regions in server s's window. */
-MPI_Aint ps_params_disp(const kd_ps *ps);
+/* Byte displacement of the parameter copy holding `version` / of the
+ * gradient accumulator in server s's window. */
+MPI_Aint ps_params_disp(const kd_ps *ps, int s, int64_t version);
 MPI_Aint ps_grads_disp(const kd_ps *ps, int s);
 MPI_Aint ps_counter_disp(int which);
 
@@ -85,6 +106,8 @@ kd_status ps_accumulate(const kd_ps *ps, const void *origin, size_t count, MPI_D
                         int target, MPI_Aint disp, MPI_Op op);
 kd_status ps_read(const kd_ps *ps, void *result, size_t count, MPI_Datatype dt, int target,
                   MPI_Aint disp);
+/* Chunked MPI_Get: only for memory no one writes meanwhile. No flush. */
+kd_status ps_get(const kd_ps *ps, void *result, size_t count, MPI_Datatype dt, int target, MPI_Aint disp);
 kd_status ps_flush(const kd_ps *ps, int target);
 kd_status ps_flush_servers(const kd_ps *ps); /* every server rank */
 /* Read counters [first, first + count) of server s, completed. */

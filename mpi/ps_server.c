@@ -11,16 +11,40 @@
 /* Gradients accumulated since the last take, cleared atomically per
  * element: read them (NO_OP), then add their negation (SUM). Whatever a
  * worker adds in between stays for the next take. (In synchronous mode
- * nothing can arrive in between, so the clear is exact.) */
-static kd_status take_gradients(kd_ps *ps)
+ * nothing can arrive in between, so the clear is exact.) The negation is
+ * made in place and undone on the way out together with the division by
+ * `divisor` (negation is exact, so this is the plain quotient). */
+static kd_status take_gradients(kd_ps *ps, int64_t divisor)
 {
     MPI_Aint disp = ps_grads_disp(ps, ps->rank);
-    KD_TRY(ps_read(ps, ps->grad, ps->count, MPI_FLOAT, ps->rank, disp));
+    float *g = ps->grad;
+    KD_TRY(ps_read(ps, g, ps->count, MPI_FLOAT, ps->rank, disp));
     KD_TRY(ps_flush(ps, ps->rank));
     for (size_t i = 0; i < ps->count; i++)
-        ps->neg[i] = -ps->grad[i];
-    KD_TRY(ps_accumulate(ps, ps->neg, ps->count, MPI_FLOAT, ps->rank, disp, MPI_SUM));
-    return ps_flush(ps, ps->rank);
+        g[i] = -g[i];
+    KD_TRY(ps_accumulate(ps, g, ps->count, MPI_FLOAT, ps->rank, disp, MPI_SUM));
+    KD_TRY(ps_flush(ps, ps->rank)); /* the origin buffer is ours again */
+    float d = (float)divisor; /* division, not * (1/d): exact when the sum is a multiple of d */
+    for (size_t i = 0; i < ps->count; i++)
+        g[i] = -g[i] / d;
+    return KD_OK;
+}
+
+/* Version v + 1 into the copy no worker reads (see ps_internal.h): WRITING
+ * first, the parameters, then VERSION, each completed before the next. */
+static kd_status publish(kd_ps *ps)
+{
+    int64_t one = 1, next = ps->version + 1, steps = kd_optim_steps(ps->opt);
+    KD_TRY(ps_accumulate(ps, &one, 1, MPI_INT64_T, ps->rank, ps_counter_disp(PS_WRITING), MPI_SUM));
+    KD_TRY(ps_flush(ps, ps->rank));
+    KD_TRY(ps_accumulate(ps, ps->params, ps->count, MPI_FLOAT, ps->rank, ps_params_disp(ps, ps->rank, next),
+                         MPI_REPLACE));
+    KD_TRY(ps_flush(ps, ps->rank));
+    KD_TRY(ps_accumulate(ps, &steps, 1, MPI_INT64_T, ps->rank, ps_counter_disp(PS_STEPS), MPI_REPLACE));
+    KD_TRY(ps_accumulate(ps, &one, 1, MPI_INT64_T, ps->rank, ps_counter_disp(PS_VERSION), MPI_SUM));
+    KD_TRY(ps_flush(ps, ps->rank));
+    ps->version = next;
+    return KD_OK;
 }
 
 /* One optimizer step if pushes allow it; *worked says whether one ran. */
@@ -46,25 +70,12 @@ static kd_status maybe_step(kd_ps *ps, int *worked)
     } else {
         divisor = ps->workers;
     }
-    KD_TRY(take_gradients(ps));
-    if (divisor != 1) {
-        float d = (float)divisor; /* division, not * (1/d): exact when the sum is a multiple of d */
-        for (size_t i = 0; i < ps->count; i++)
-            ps->grad[i] /= d;
-    }
+    KD_TRY(take_gradients(ps, divisor));
     kd_status s = kd_optim_step(ps->opt, ps->params, ps->grad);
     if (s != KD_OK)
         return kd_fail_context(s, "parameter server rank %d", ps->rank);
-    KD_TRY(ps_accumulate(ps, ps->params, ps->count, MPI_FLOAT, ps->rank, ps_params_disp(ps), MPI_REPLACE));
-    /* Parameters first, then the version: flush between so a worker that
-     * sees the new version reads the new parameters. */
-    KD_TRY(ps_flush(ps, ps->rank));
-    int64_t one = 1, steps = kd_optim_steps(ps->opt);
-    KD_TRY(ps_accumulate(ps, &steps, 1, MPI_INT64_T, ps->rank, ps_counter_disp(PS_STEPS), MPI_REPLACE));
-    KD_TRY(ps_accumulate(ps, &one, 1, MPI_INT64_T, ps->rank, ps_counter_disp(PS_VERSION), MPI_SUM));
-    KD_TRY(ps_flush(ps, ps->rank));
+    KD_TRY(publish(ps));
     ps->taken += pending;
-    ps->version++;
     *worked = 1;
     return KD_OK;
 }
