@@ -23,6 +23,10 @@ export UBSAN_OPTIONS=print_stacktrace=1
    LSAN_OPTIONS="suppressions=$PWD/../tests/mpi/lsan.supp" OMPI_MCA_mca_base_component_disable_dlclose=1 \
    ctest --output-on-failure -R '^mpi_' -E 'mpi_cli_async_fmnist')
 
+echo "== fuzz (regression inputs, then each harness for a bounded time)"
+FUZZ_SECONDS=${FUZZ_SECONDS:-20} bash fuzz/run.sh
+
 echo "== pytest"
 export KD_LIB="$PWD/build/libkindling.so" KD_CLI="$PWD/build/kindling"
 "$VENV/bin/python" -m pytest -q tests/python
+

@@ -58,6 +58,7 @@
 #define CKPT_FORMAT "kindling-checkpoint"
 #define CKPT_FORMAT_VERSION 1
 #define HISTORY_COLUMNS 7
+#define HISTORY_MAX_ROWS (1 << 20)
 #define HISTORY_COLUMN_NAMES \
     "epoch,train_loss,train_accuracy,test_loss,test_accuracy,seconds,learning_rate"
 
@@ -1050,6 +1051,13 @@ static kd_status read_history(const reader *r, hid_t g, kd_train_state *st)
                     HISTORY_COLUMNS);
         goto out;
     }
+    /* HDF5 allocates a dataset's storage lazily, so a file of a few KB can
+     * declare billions of rows: bound them before allocating. */
+    if (dims[0] > HISTORY_MAX_ROWS) {
+        s = kd_fail(KD_ERR_FORMAT, "%s: /training/history has %llu rows, more than the %d epochs "
+                    "a checkpoint may record", r->path, (unsigned long long)dims[0], HISTORY_MAX_ROWS);
+        goto out;
+    }
     if (dims[0] == 0)
         goto out;
     rows = kd_malloc((size_t)dims[0] * HISTORY_COLUMNS * sizeof *rows, "checkpoint history");
@@ -1061,18 +1069,35 @@ static kd_status read_history(const reader *r, hid_t g, kd_train_state *st)
         s = h5_fail(KD_ERR_FORMAT, r->path, "reading /training/history");
         goto out;
     }
-    for (hsize_t i = 0; i < dims[0] && s == KD_OK; i++) {
-        const double *row = rows + i * HISTORY_COLUMNS;
-        kd_epoch_record rec;
-        rec.epoch = (int32_t)row[0];
-        rec.train_loss = row[1];
-        rec.train_accuracy = row[2];
-        rec.test_loss = row[3];
-        rec.test_accuracy = row[4];
-        rec.seconds = row[5];
-        rec.learning_rate = row[6];
-        s = kd_train_state_append(st, &rec);
+    /* The epoch column becomes an int32: NaN or out of range would make
+     * that conversion undefined. */
+    for (hsize_t i = 0; i < dims[0]; i++) {
+        double e = rows[i * HISTORY_COLUMNS];
+        if (!(e >= 0 && e <= INT32_MAX)) {
+            s = kd_fail(KD_ERR_FORMAT, "%s: /training/history row %llu: epoch %g is not a valid "
+                        "epoch number", r->path, (unsigned long long)i, e);
+            goto out;
+        }
     }
+    /* One allocation for the whole history (st is still empty here):
+     * appending row by row reallocates once per row. */
+    st->history = kd_calloc((size_t)dims[0], sizeof *st->history, "checkpoint history");
+    if (!st->history) {
+        s = KD_ERR_NOMEM;
+        goto out;
+    }
+    for (hsize_t i = 0; i < dims[0]; i++) {
+        const double *row = rows + i * HISTORY_COLUMNS;
+        kd_epoch_record *rec = &st->history[i];
+        rec->epoch = (int32_t)row[0];
+        rec->train_loss = row[1];
+        rec->train_accuracy = row[2];
+        rec->test_loss = row[3];
+        rec->test_accuracy = row[4];
+        rec->seconds = row[5];
+        rec->learning_rate = row[6];
+    }
+    st->history_len = (int32_t)dims[0];
 out:
     free(rows);
     close_space(&space);

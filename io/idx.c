@@ -17,6 +17,7 @@
 #define IDX_UINT8 0x08
 #define IDX_FLOAT32 0x0D
 #define IDX_CHUNK (1u << 20)
+#define GZIP_MAX_RATIO 1032u /* deflate's largest expansion (zlib FAQ) */
 
 typedef struct idx_header {
     int type, rank;
@@ -118,6 +119,16 @@ static kd_status open_idx(const char *path, int labels, kd_reader *r, idx_header
                        "%s: truncated: expected %zu bytes of %s data after the %zu-byte header, "
                        "got %llu", path, h->data_bytes, what, h->header_bytes,
                        (unsigned long long)st.st_size - h->header_bytes);
+    /* A gzip file cannot say how much it holds, but deflate expands at most
+     * 1032:1, so a tiny file claiming gigabytes is refused before the data
+     * set is allocated for it. */
+    if (r->is_gzip && stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+        (uint64_t)st.st_size <= UINT64_MAX / GZIP_MAX_RATIO &&
+        h->header_bytes + h->data_bytes > (uint64_t)st.st_size * GZIP_MAX_RATIO)
+        return kd_fail(KD_ERR_FORMAT,
+                       "%s: truncated: the header announces %zu bytes of %s data, more than a "
+                       "%llu-byte gzip file can hold", path, h->data_bytes, what,
+                       (unsigned long long)st.st_size);
     return KD_OK;
 }
 

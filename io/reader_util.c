@@ -211,7 +211,8 @@ const char *kd_parse_label(const char *s, const char *end, int32_t *out)
     int64_t v = 0;
     while (p < end && *p >= '0' && *p <= '9') {
         v = v * 10 + (*p++ - '0');
-        if (v > INT32_MAX)
+        /* INT32_MAX itself is out too: num_classes = 1 + the largest label. */
+        if (v >= INT32_MAX)
             return "label too large";
     }
     if (p == digits)

@@ -44,8 +44,9 @@ kd_status kd_reader_next_line(kd_reader *r, char **line, size_t *len);
  * to kd_dataset_validate. */
 const char *kd_parse_float(const char *s, const char *end, float *out);
 
-/* Parses [s, end) as a class label: a non-negative integer ("3", "+3",
- * "3.0" are fine; "3.5", "-1", "x" are not). Returns NULL or a reason. */
+/* Parses [s, end) as a class label: a non-negative integer below INT32_MAX
+ * ("3", "+3", "3.0" are fine; "3.5", "-1", "x" are not). Returns NULL or a
+ * reason. */
 const char *kd_parse_label(const char *s, const char *end, int32_t *out);
 
 /* Copies [s, end) into buf for a message, shortened with "..." if long. */
@@ -61,7 +62,8 @@ kd_status kd_grow(void **p, size_t *cap, size_t need, size_t elem, const char *w
 kd_status kd_dataset_adopt(int64_t n, const kd_shape *shape, float *x, int32_t *y,
                            kd_dataset **out);
 
-/* 1 + the largest label, 0 when every label is -1. */
+/* 1 + the largest label, 0 when every label is -1. Labels must be below
+ * INT32_MAX (the readers reject larger ones). */
 int kd_labels_num_classes(const int32_t *y, int64_t n);
 
 #endif

@@ -279,6 +279,10 @@ static kd_status load_open(FILE *f, const char *path, kd_dataset **out)
             s = kd_fail(KD_ERR_FORMAT, "%s: offset %llu (label of sample %lld): %d; labels must be >= 0", path,
                         (unsigned long long)(SPOOL_HEADER_BYTES + feature_bytes + 4 * (uint64_t)i), (long long)i,
                         ds->y[i]);
+        else if (ds->y[i] == INT32_MAX) /* num_classes = 1 + the largest label must fit an int */
+            s = kd_fail(KD_ERR_FORMAT, "%s: offset %llu (label of sample %lld): %d; labels must be below %d", path,
+                        (unsigned long long)(SPOOL_HEADER_BYTES + feature_bytes + 4 * (uint64_t)i), (long long)i,
+                        ds->y[i], INT32_MAX);
     if (s != KD_OK) {
         kd_dataset_free(ds);
         return s;

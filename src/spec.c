@@ -38,6 +38,15 @@ const char *kd_preset_json(const char *name)
     return NULL;
 }
 
+/* What a spec may ask for. The bounds keep every size the layers and the
+ * network compute (in size_t and int) far from overflow, and turn a typo
+ * such as "units": 1e9, or a hostile spec inside a checkpoint, into a clear
+ * error instead of an attempt to allocate tens of gigabytes. They are
+ * generous for this engine: LeNet has 431k parameters; a VGG-style first
+ * layer on 224x224 images outputs 3.2M values per sample. */
+#define KD_SPEC_MAX_SAMPLE_VALUES ((size_t)1 << 28) /* per sample, any layer's input, output or scratch */
+#define KD_SPEC_MAX_PARAMS ((size_t)1 << 30)        /* trainable parameters, and state, of the network */
+
 static kd_status parse_input(const cJSON *root, kd_shape *input)
 {
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(root, "input");
@@ -65,6 +74,39 @@ static kd_status parse_input(const cJSON *root, kd_shape *input)
             return kd_fail(KD_ERR_INVALID, "spec: \"input\" dimension %d must be in [1, 16777216], got %d", i, input->dim[i]);
     for (int i = input->rank; i < KD_MAX_RANK; i++)
         input->dim[i] = 0;
+    size_t size = kd_shape_size(input);
+    if (size == 0 || size > KD_SPEC_MAX_SAMPLE_VALUES) {
+        char buf[64];
+        return kd_fail(KD_ERR_INVALID, "spec: \"input\" %s is too large (at most %zu values per sample)",
+                       kd_shape_str(input, buf, sizeof buf), KD_SPEC_MAX_SAMPLE_VALUES);
+    }
+    return KD_OK;
+}
+
+/* Checks one set-up layer against the limits above and adds its parameter
+ * and state counts to the network's running totals. */
+static kd_status check_layer_limits(const kd_layer *L, size_t *params, size_t *state)
+{
+    char buf[64];
+    size_t out = kd_shape_size(&L->out);
+    if (out == 0 || out > KD_SPEC_MAX_SAMPLE_VALUES)
+        return kd_fail(KD_ERR_SHAPE, "output %s is too large (at most %zu values per sample)",
+                       kd_shape_str(&L->out, buf, sizeof buf), KD_SPEC_MAX_SAMPLE_VALUES);
+    size_t saved = L->ops->saved_floats ? L->ops->saved_floats(L, 1) : 0;
+    size_t work = L->ops->work_floats ? L->ops->work_floats(L, 1) : 0;
+    if (saved > KD_SPEC_MAX_SAMPLE_VALUES || work > KD_SPEC_MAX_SAMPLE_VALUES)
+        return kd_fail(KD_ERR_SHAPE, "needs %zu values of scratch per sample (at most %zu)",
+                       saved > work ? saved : work, KD_SPEC_MAX_SAMPLE_VALUES);
+    /* Each count is checked before it is added, so the sums cannot wrap. */
+    if (L->weight_count > KD_SPEC_MAX_PARAMS || L->bias_count > KD_SPEC_MAX_PARAMS ||
+        L->weight_count + L->bias_count > KD_SPEC_MAX_PARAMS - *params)
+        return kd_fail(KD_ERR_SHAPE, "%zu weights and %zu biases bring the network over %zu parameters",
+                       L->weight_count, L->bias_count, KD_SPEC_MAX_PARAMS);
+    if (L->state_count > KD_SPEC_MAX_PARAMS - *state)
+        return kd_fail(KD_ERR_SHAPE, "%zu state values bring the network over %zu",
+                       L->state_count, KD_SPEC_MAX_PARAMS);
+    *params += L->weight_count + L->bias_count;
+    *state += L->state_count;
     return KD_OK;
 }
 
@@ -117,6 +159,7 @@ static kd_status build_layers(cJSON *root, const kd_shape *input, kd_layer **out
 
     kd_shape cur = *input;
     kd_status s = KD_OK;
+    size_t params = 0, state = 0;
     for (int i = 0; i < n; i++) {
         cJSON *cfg = cJSON_GetArrayItem(list, i);
         kd_layer *L = &layers[i];
@@ -138,7 +181,8 @@ static kd_status build_layers(cJSON *root, const kd_shape *input, kd_layer **out
             break;
         }
         if ((s = assign_name(layers, i, cfg)) != KD_OK ||
-            (s = L->ops->setup(L, cfg)) != KD_OK) {
+            (s = L->ops->setup(L, cfg)) != KD_OK ||
+            (s = check_layer_limits(L, &params, &state)) != KD_OK) {
             char buf[64];
             kd_fail_context(s, "spec: layer %d (%s '%s', input %s)", i, L->ops->type, L->name,
                             kd_shape_str(&cur, buf, sizeof buf));

@@ -63,6 +63,24 @@ static int is_int_at_least(const cJSON *item, int min)
     return v == floor(v) && v >= (double)min && v <= (double)INT_MAX;
 }
 
+/* Integer keys (units, filters, kernel, stride, padding, pool size) are at
+ * most this, like the input dimensions in spec.c, so the layers' int
+ * arithmetic on them (twice the padding, kernel areas) cannot overflow.
+ * The sizes built from them are bounded again by spec.c. */
+#define KD_CFG_MAX_INT (1 << 24)
+
+static kd_status too_large(const char *key, const cJSON *item)
+{
+    char buf[64];
+    return kd_fail(KD_ERR_INVALID, "key '%s': %s is too large (at most %d)", key,
+                   describe(item, buf, sizeof buf), KD_CFG_MAX_INT);
+}
+
+static int is_too_large(const cJSON *item)
+{
+    return cJSON_IsNumber(item) && item->valuedouble > (double)KD_CFG_MAX_INT;
+}
+
 static kd_status write_back_failed(const char *key)
 {
     return kd_fail(KD_ERR_NOMEM, "out of memory writing the default of key '%s'", key);
@@ -77,11 +95,13 @@ kd_status kd_cfg_int(cJSON *cfg, const char *key, int def, int min, int *out)
         *out = def;
         return KD_OK;
     }
-    if (!is_int_at_least(item, min)) {
+    if (!is_int_at_least(item, min) && !is_too_large(item)) {
         char buf[64];
         return kd_fail(KD_ERR_INVALID, "key '%s': must be an integer >= %d, got %s", key, min,
                        describe(item, buf, sizeof buf));
     }
+    if (is_too_large(item))
+        return too_large(key, item);
     *out = (int)item->valuedouble;
     return KD_OK;
 }
@@ -114,10 +134,15 @@ kd_status kd_cfg_pair(cJSON *cfg, const char *key, int def, int min, int *h, int
         *h = *w = def;
         return KD_OK;
     }
+    if (is_too_large(item))
+        return too_large(key, item);
     if (is_int_at_least(item, min)) {
         *h = *w = (int)item->valuedouble;
         return KD_OK;
     }
+    for (int i = 0; cJSON_IsArray(item) && cJSON_GetArraySize(item) == 2 && i < 2; i++)
+        if (is_too_large(cJSON_GetArrayItem(item, i)))
+            return too_large(key, cJSON_GetArrayItem(item, i));
     if (cJSON_IsArray(item) && cJSON_GetArraySize(item) == 2 &&
         is_int_at_least(cJSON_GetArrayItem(item, 0), min) &&
         is_int_at_least(cJSON_GetArrayItem(item, 1), min)) {
