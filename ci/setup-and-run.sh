@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Install dependencies, build, and run the main job: train the MLP on
-# Fashion-MNIST for 5 epochs and write model.h5.
+# Install dependencies, build, and run the main job: a Spark job in local
+# mode that loads Fashion-MNIST into a DataFrame, trains the MLP with 2
+# workers and 1 parameter server (one MPI rank per barrier task), saves the
+# model, loads it back, predicts the test set and prints the accuracy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/install-deps.sh
 bash ci/build.sh build
-./build/kindling train --net mlp --epochs 5 --threads 2 --checkpoint model.h5
-./build/kindling inspect model.h5
+VENV="${KD_VENV:-/opt/kindling-venv}"
+export KINDLING_CLI="$PWD/build/kindling" KINDLING_LIB="$PWD/build/libkindling.so" PYSPARK_PYTHON="$VENV/bin/python"
+"$VENV/bin/spark-submit" --master 'local[4]' examples/fashion_mnist_spark.py "$@"

@@ -284,6 +284,7 @@ static kd_status seed_recv(kd_ps *ps, char *base)
         for (int j = 0; j < ps->slots; j++)
             KD_TRY(ps_recv_floats(ps, state + (size_t)j * ps->count, ps->count, src, PS_TAG_SEED));
         kd_optim_set_steps(ps->opt, hdr[1]);
+        ps->steps_base = hdr[1];
     }
     memcpy(base + ps_params_disp(ps, ps->rank, 0), ps->params, sizeof(float) * ps->count); /* version 0 */
     ((int64_t *)base)[PS_STEPS] = kd_optim_steps(ps->opt);

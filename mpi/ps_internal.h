@@ -69,6 +69,7 @@ struct kd_ps {
     float *params;        /* authoritative shard parameters */
     float *grad;          /* gradients taken from the window */
     int64_t taken;        /* pushes consumed */
+    int64_t steps_base;   /* optimizer steps at start (a resumed run's) */
     int64_t version;
 
     /* worker */

@@ -71,6 +71,11 @@ static kd_status maybe_step(kd_ps *ps, int *worked)
         divisor = ps->workers;
     }
     KD_TRY(take_gradients(ps, divisor));
+    /* Async: how many pushes a step takes depends on timing (one each when
+     * the server keeps up, as over TCP), so the schedule's clock is rounds
+     * of W pushes, the steps a synchronous run would have taken. */
+    if (ps->cfg.max_staleness != 0)
+        kd_optim_set_steps(ps->opt, ps->steps_base + ps->taken / ps->workers);
     kd_status s = kd_optim_step(ps->opt, ps->params, ps->grad);
     if (s != KD_OK)
         return kd_fail_context(s, "parameter server rank %d", ps->rank);

@@ -2,7 +2,9 @@
 
 native  ctypes binding of libkindling.so (prediction, spool files via C)
 spool   the spool row format in numpy (Spark task -> training rank)
-model   KindlingModel, a pyspark.ml Model with ML persistence
+model      KindlingModel, a pyspark.ml Model with ML persistence
+estimator  Kindling (builder) and KindlingClassifier (pyspark.ml Estimator): fit
+launcher   the barrier stage that runs one MPI rank per task
 
 `native` and `spool` need only numpy; `model` imports pyspark, so it is
 loaded on first use of KindlingModel.
@@ -16,7 +18,14 @@ __version__ = "0.1.0"
 _LAZY = {"KindlingModel", "KindlingModelParams", "ModelPayload", "predict_batches", "model"}
 
 
+_ESTIMATOR = {"Kindling", "KindlingClassifier"}
+
+
 def __getattr__(name):
+    if name in _ESTIMATOR:
+        import importlib
+
+        return getattr(importlib.import_module(__name__ + ".estimator"), name)
     if name in _LAZY:
         import importlib
 
@@ -26,4 +35,4 @@ def __getattr__(name):
 
 
 __all__ = ["native", "spool", "KindlingError", "NotFound", "SpoolFormatError", "SpoolWriter", "read_spool",
-           "write_rows", "write_spool", "KindlingModel", "KindlingModelParams", "predict_batches"]
+           "write_rows", "write_spool", "Kindling", "KindlingClassifier", "KindlingModel", "KindlingModelParams", "predict_batches"]

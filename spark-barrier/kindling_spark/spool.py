@@ -177,7 +177,8 @@ def _fsync_dir(path):
 
 
 def _as_labels(labels, first_index):
-    """int32 labels, each a whole number >= 0 (3, 3.0 and np.int64(3) are fine)."""
+    """int32 labels, each a whole number in [0, 2^31 - 2] (3, 3.0 and np.int64(3)
+    are fine); 2^31 - 1 is out, as in C: the class count 1 + label must fit."""
     y = np.asarray(labels)
     if y.dtype.kind not in "iuf":
         flat = y.reshape(-1)
@@ -190,15 +191,15 @@ def _as_labels(labels, first_index):
         y = flat.astype(np.float64)
     y = y.reshape(-1)
     if y.dtype.kind == "f":
-        bad = np.flatnonzero(~np.isfinite(y) | (y != np.floor(y)) | (y < 0) | (y > 0x7FFFFFFF))
+        bad = np.flatnonzero(~np.isfinite(y) | (y != np.floor(y)) | (y < 0) | (y >= 0x7FFFFFFF))
         if bad.size:
             raise ValueError(f"sample {first_index + int(bad[0])}: label {float(y[bad[0]])!r} is not a class "
-                             f"(a whole number >= 0)")
+                             f"(a whole number in [0, 2147483646])")
     else:
-        bad = np.flatnonzero((y < 0) | (y > 0x7FFFFFFF))
+        bad = np.flatnonzero((y < 0) | (y >= 0x7FFFFFFF))
         if bad.size:
             raise ValueError(f"sample {first_index + int(bad[0])}: label {int(y[bad[0]])} is not a class "
-                             f"(a whole number >= 0)")
+                             f"(a whole number in [0, 2147483646])")
     return y.astype(_I32)
 
 

@@ -401,6 +401,10 @@ static int print_summary(kd_net *net, const kd_dataset *train, const kd_dataset 
 {
     const kd_dataset *ds = test ? test : train;
     const char *which = test ? "test" : "train";
+    if (ds->n == 0) { /* an empty local share (--local-data): nothing to report */
+        printf("final %s accuracy n/a (0 samples)\n", which);
+        return CLI_OK;
+    }
     const kd_epoch_record *last = st->history_len > 0 ? &st->history[st->history_len - 1] : NULL;
     double acc;
     if (last && last->epoch == st->epoch && test && !isnan(last->test_accuracy)) {

@@ -32,7 +32,7 @@ def awkward_floats(shape, n, seed):
 @pytest.mark.parametrize("labelled", [True, False])
 def test_python_writes_c_reads(lib, tmp_path, shape, labelled):
     x = awkward_floats(shape, 7, seed=len(shape))
-    y = np.array([0, 9, 3, 3, 1, 0, 2147483647], dtype=np.int64) if labelled else None
+    y = np.array([0, 9, 3, 3, 1, 0, 2147483646], dtype=np.int64) if labelled else None
     path = tmp_path / "py.spool"
     assert spool.write_spool(path, x, y) == 7
     X, Y, S = native.load_spool(path)

@@ -1,0 +1,427 @@
+"""Training from Spark: the seed-style builder `Kindling` and the pyspark.ml
+Estimator `KindlingClassifier`; both run launcher.run_training and return
+a KindlingModel holding the writer rank's final checkpoint.
+
+    model = (Kindling().setNetwork("lenet").setDimension((1, 28, 28))
+             .setNumEpoch(10).setBatchSize(128).setNumWorker(2).setNumServer(1)
+             .setContext("cpu").setLabelName("label").setOptimizer("momentum", lr=0.01)
+             .fit(rdd))            # (label, features) pairs, LabeledPoints, Rows or arrays
+
+    clf = KindlingClassifier(featuresCol="features", labelCol="label", network="mlp", numEpochs=5)
+    model = clf.fit(df)           # KindlingModel: transform(df), write().save(path), ...
+
+Settings are checked when set and the network when fit() starts (on the
+driver, by the C library), so a bad spec, shape or optimizer setting is a
+ValueError before any Spark job runs.
+"""
+import ctypes
+import json
+import math
+import numbers
+import os
+
+import numpy as np
+from pyspark import keyword_only
+from pyspark.ml import Estimator
+from pyspark.ml.param import Param, Params, TypeConverters
+from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
+
+from . import launcher, native
+from .launcher import DataError, as_pair, KindlingSparkError, NotEnoughSlotsError, TrainingCancelled, TrainingError
+from .model import KindlingModel, KindlingModelParams
+
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
+SCHEDULES = ("constant", "step", "cosine")
+_OPT_KEYS = {"lr": "lr", "learningRate": "lr", "learning_rate": "lr", "momentum": "momentum",
+             "nesterov": "nesterov", "beta1": "beta1", "beta2": "beta2", "eps": "eps",
+             "weightDecay": "weight_decay", "weight_decay": "weight_decay"}
+
+
+# ----------------------------------------------------------------- network
+def resolve_network(network, dimension=None):
+    """(CLI network argument, input shape, number of classes) for a preset
+    name, a spec dict, JSON text or a .json file, checked by the C library.
+    `dimension` fills a spec without "input" and must agree with one that
+    has it (by feature count for presets)."""
+    if isinstance(network, dict):
+        spec = dict(network)
+    elif isinstance(network, str) and network.lstrip().startswith("{"):
+        try:
+            spec = json.loads(network)
+        except ValueError as e:
+            raise ValueError(f"network spec is not valid JSON: {e}") from None
+    elif isinstance(network, (str, os.PathLike)) and os.path.isfile(network):
+        with open(network) as f:
+            try:
+                spec = json.load(f)
+            except ValueError as e:
+                raise ValueError(f"network spec {network}: not valid JSON: {e}") from None
+    elif isinstance(network, str):
+        spec = None
+        lib = native.load()
+        fn = lib.kd_preset_json
+        fn.restype, fn.argtypes = ctypes.c_char_p, [ctypes.c_char_p]
+        if not fn(network.encode()):
+            raise ValueError(f"network {network!r} is neither a preset (mlp, lenet), a spec (dict or JSON "
+                             f"text) nor a spec file")
+    else:
+        raise TypeError(f"network must be a preset name, a spec dict, JSON text or a file; got "
+                        f"{type(network).__name__}")
+    if spec is not None:
+        if not isinstance(spec, dict):
+            raise ValueError("network spec must be a JSON object with \"input\" and \"layers\"")
+        if dimension is not None:
+            if "input" not in spec:
+                spec["input"] = list(dimension)
+            elif [int(d) for d in spec["input"]] != list(dimension):
+                raise ValueError(f"the network's input {spec['input']} differs from setDimension {tuple(dimension)}")
+        text = json.dumps(spec)
+    else:
+        text = network
+    shape, classes = _check_with_library(text)
+    if spec is None and dimension is not None and int(np.prod(dimension)) != int(np.prod(shape)):
+        raise ValueError(f"preset {network!r} takes input {'x'.join(map(str, shape))} "
+                         f"({int(np.prod(shape))} features), not setDimension {tuple(dimension)}")
+    return text, tuple(shape), classes
+
+
+def _check_with_library(text):
+    lib = native.load()
+    create = lib.kd_net_create
+    create.restype, create.argtypes = ctypes.c_int, [ctypes.c_char_p, ctypes.c_uint64, ctypes.POINTER(ctypes.c_void_p)]
+    net = ctypes.c_void_p()
+    status = create(text.encode(), 1, ctypes.byref(net))
+    if status != 0:
+        msg = lib.kd_last_error().decode("utf-8", "replace")
+        raise ValueError(f"bad network spec: {msg}")
+    try:
+        return lib.kd_net_input_shape(net).dims(), int(lib.kd_net_num_classes(net))
+    finally:
+        lib.kd_net_free(net)
+
+
+# -------------------------------------------------------------------- rows
+def _rows_of(data, label_name, features_name):
+    """The RDD of training rows: the RDD itself (each row is read by
+    launcher.as_pair) or the DataFrame's label and features columns."""
+    from pyspark.sql import DataFrame
+
+    if isinstance(data, DataFrame):
+        from pyspark.ml.linalg import VectorUDT
+        from pyspark.sql.types import ArrayType, NumericType
+
+        schema = data.schema
+        for name in (label_name, features_name):
+            if name not in schema.names:
+                raise DataError(f"kindling: column {name!r} is not in the DataFrame (columns: "
+                                f"{', '.join(schema.names)})")
+        ltype, ftype = schema[label_name].dataType, schema[features_name].dataType
+        if not isinstance(ltype, NumericType):
+            raise DataError(f"kindling: label column {label_name!r} has type {ltype.simpleString()}; "
+                            f"labels must be numeric class indices 0..classes-1")
+        if not (isinstance(ftype, VectorUDT) or (isinstance(ftype, ArrayType) and
+                                                 isinstance(ftype.elementType, NumericType))):
+            raise DataError(f"kindling: features column {features_name!r} has type {ftype.simpleString()}; "
+                            f"expected a vector or an array of numbers")
+        return data.select(label_name, features_name).rdd.map(tuple)
+    if not hasattr(data, "mapPartitions"):
+        raise TypeError(f"fit needs an RDD or a DataFrame, got {type(data).__name__}")
+    return data
+
+
+# ----------------------------------------------------------------- builder
+def _positive_int(name, v, minimum=1):
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
+    return int(v)
+
+
+class Kindling:
+    """The seed-style builder: every setter checks its value and returns
+    self; fit(data) trains through a Spark barrier stage and returns a
+    KindlingModel. Defaults: mlp, 10 epochs, batch 128 per worker, 2 workers
+    and 1 parameter server (async), Adam with a cosine schedule."""
+
+    def __init__(self):
+        self._network = "mlp"
+        self._dimension = None
+        self._epochs = 10
+        self._batch = 128
+        self._workers = 2
+        self._servers = 1
+        self._mode = "async"
+        self._staleness = -1
+        self._context = "cpu"
+        self._label, self._features = "label", "features"
+        self._optimizer = {"optimizer": "adam"}
+        self._seed = 42
+        self._threads = None
+        self._retries = 2
+        self._ckpt_dir = None
+        self._ckpt_every = 0
+        self._mpi_args = ()
+        self._on_progress = None
+        self._timeout = None
+        self._spool_root = None
+
+    # --------------------------------------------------------- setters
+    def setNetwork(self, network):
+        """A preset ("mlp", "lenet"), a spec dict, JSON text or a spec file."""
+        if not isinstance(network, (str, dict, os.PathLike)):
+            raise TypeError(f"setNetwork takes a preset name, a spec dict, JSON text or a file path, got "
+                            f"{type(network).__name__}")
+        self._network = network
+        return self
+
+    def setDimension(self, shape):
+        """Per-sample input shape, e.g. (1, 28, 28) or (784,)."""
+        shape = tuple(shape) if not isinstance(shape, numbers.Integral) else (shape,)
+        if not 1 <= len(shape) <= 3:
+            raise ValueError(f"setDimension takes 1 to 3 dimensions, got {shape}")
+        self._dimension = tuple(_positive_int("each dimension", d) for d in shape)
+        return self
+
+    def setNumEpoch(self, n):
+        self._epochs = _positive_int("numEpoch", n)
+        return self
+
+    def setBatchSize(self, n):
+        """Samples per worker per step (a step covers batch x workers)."""
+        self._batch = _positive_int("batchSize", n)
+        return self
+
+    def setNumWorker(self, n):
+        self._workers = _positive_int("numWorker", n)
+        return self
+
+    def setNumServer(self, n):
+        """Parameter-server ranks (async mode; 0 switches to sync allreduce)."""
+        self._servers = _positive_int("numServer", n, 0)
+        if self._servers == 0:
+            self._mode = "sync"
+        return self
+
+    def setMode(self, mode):
+        """"async" (parameter servers) or "sync" (allreduce; no servers)."""
+        if mode not in ("sync", "async"):
+            raise ValueError(f"mode must be 'sync' or 'async', got {mode!r}")
+        self._mode = mode
+        return self
+
+    def setMaxStaleness(self, k):
+        """async: a worker runs at most k steps ahead of the slowest (-1: unbounded)."""
+        self._staleness = _positive_int("maxStaleness", k, -1)
+        return self
+
+    def setContext(self, context):
+        if context not in ("cpu", "gpu"):
+            raise ValueError(f"context must be 'cpu' or 'gpu', got {context!r}")
+        self._context = context
+        return self
+
+    def setLabelName(self, name):
+        self._label = str(name)
+        return self
+
+    def setFeaturesName(self, name):
+        self._features = str(name)
+        return self
+
+    def setOptimizer(self, name, **settings):
+        """name: sgd, momentum, adam or adamw; settings: lr (learningRate),
+        momentum, nesterov, beta1, beta2, eps, weightDecay."""
+        if name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {name!r} (choose {', '.join(OPTIMIZERS)})")
+        opt = {k: v for k, v in self._optimizer.items() if k in ("schedule", "step_size", "gamma", "lr_min")}
+        opt["optimizer"] = name
+        for key, value in settings.items():
+            if key not in _OPT_KEYS:
+                raise ValueError(f"unknown optimizer setting {key!r} (known: {', '.join(sorted(_OPT_KEYS))})")
+            if key == "nesterov":
+                opt["nesterov"] = bool(value)
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"optimizer setting {key} must be a finite number >= 0, got {value!r}")
+            opt[_OPT_KEYS[key]] = float(value)
+        self._optimizer = opt
+        return self
+
+    def setLearningRate(self, lr):
+        return self.setOptimizer(self._optimizer["optimizer"], **{k: v for k, v in self._optimizer.items()
+                                                                  if k in _OPT_KEYS}, lr=lr)
+
+    def setSchedule(self, name, stepSize=None, gamma=None, lrMin=None):
+        """constant, step (every stepSize epochs by gamma) or cosine (down to lrMin)."""
+        if name not in SCHEDULES:
+            raise ValueError(f"unknown schedule {name!r} (choose {', '.join(SCHEDULES)})")
+        self._optimizer["schedule"] = name
+        for key, v in (("step_size", stepSize), ("gamma", gamma), ("lr_min", lrMin)):
+            self._optimizer.pop(key, None)
+            if v is not None:
+                self._optimizer[key] = int(v) if key == "step_size" else float(v)
+        return self
+
+    def setSeed(self, seed):
+        self._seed = _positive_int("seed", seed, 0)
+        return self
+
+    def setThreadsPerRank(self, n):
+        """BLAS threads per rank (default spark.task.cpus)."""
+        self._threads = _positive_int("threadsPerRank", n)
+        return self
+
+    def setMaxRetries(self, n):
+        """How many times a failed barrier stage starts again (resuming)."""
+        self._retries = _positive_int("maxRetries", n, 0)
+        return self
+
+    def setCheckpointDir(self, path):
+        """Where the job's checkpoint lives (default: a temporary directory
+        on the driver, removed after fit). Across hosts it must be shared
+        storage for a retry to resume."""
+        self._ckpt_dir = None if path is None else os.fspath(path)
+        return self
+
+    def setCheckpointEvery(self, steps):
+        """Also checkpoint every `steps` optimizer steps (0: per epoch only)."""
+        self._ckpt_every = _positive_int("checkpointEvery", steps, 0)
+        return self
+
+    def setMpiArgs(self, args):
+        """Extra mpirun options, e.g. ["--mca", "btl_tcp_if_include", "eth0"]."""
+        self._mpi_args = tuple(str(a) for a in args)
+        return self
+
+    def setProgressCallback(self, fn):
+        """fn(line) for every output line of the ranks, as it arrives."""
+        self._on_progress = fn
+        return self
+
+    def setTimeout(self, seconds):
+        """Kill an attempt that runs longer than this (default: none)."""
+        self._timeout = None if seconds is None else float(seconds)
+        return self
+
+    def setSpoolDir(self, path):
+        """Local directory (same path on every host) for the partitions' spool files."""
+        self._spool_root = None if path is None else os.fspath(path)
+        return self
+
+    # ------------------------------------------------------------- fit
+    def _config(self, sc):
+        if self._context == "gpu":
+            raise ValueError("context 'gpu': this kindling's train command has no GPU option yet; use 'cpu'")
+        text, shape, classes = resolve_network(self._network, self._dimension)
+        threads = self._threads or max(1, int(sc.getConf().get("spark.task.cpus", "1")))
+        mode = self._mode
+        return launcher.TrainConfig(
+            network=text, input_size=int(np.prod(shape)), num_classes=classes, epochs=self._epochs,
+            batch_size=self._batch, workers=self._workers, servers=self._servers if mode == "async" else 0,
+            mode=mode, max_staleness=self._staleness, seed=self._seed, threads=threads,
+            optimizer=dict(self._optimizer), checkpoint_every=self._ckpt_every, checkpoint_dir=self._ckpt_dir,
+            max_retries=self._retries, mpi_args=self._mpi_args, spool_root=self._spool_root), shape
+
+    def fit(self, data, **model_params):
+        """Train on an RDD ((label, features) pairs, LabeledPoints, Rows,
+        arrays [label, features...]) or a DataFrame (setLabelName /
+        setFeaturesName columns). Returns a KindlingModel whose history is
+        the checkpoint's; `model.training_summary` tells how it ran."""
+        sc = data.context if hasattr(data, "context") else data.sparkSession.sparkContext
+        cfg, shape = self._config(sc)
+        if cfg.mode == "async" and cfg.servers < 1:
+            raise ValueError("async mode needs at least 1 server (setNumServer) or setMode('sync')")
+        rows = _rows_of(data, self._label, self._features)
+        ckpt, record = launcher.run_training(sc, rows, cfg, native.cli_path(), on_line=self._on_progress,
+                                             timeout=self._timeout, label_name=self._label,
+                                             features_name=self._features)
+        params = {"featuresCol": self._features, "labelCol": self._label}
+        params.update(model_params)
+        model = KindlingModel(checkpoint=ckpt, **params)
+        model.training_summary = record
+        return model
+
+
+# --------------------------------------------------------------- estimator
+def _p(name, doc, conv):
+    return Param(Params._dummy(), name, doc, typeConverter=conv)
+
+
+class KindlingClassifier(Estimator, KindlingModelParams, DefaultParamsReadable, DefaultParamsWritable):
+    """pyspark.ml Estimator: fit(df) trains through a barrier stage of
+    numWorkers (+ numServers) MPI ranks and returns a KindlingModel."""
+
+    network = _p("network", "preset name (mlp, lenet) or JSON spec text", TypeConverters.toString)
+    inputShape = _p("inputShape", "per-sample input shape, e.g. [1, 28, 28] (default: the network's)",
+                    TypeConverters.toListInt)
+    numEpochs = _p("numEpochs", "epochs to train (>= 1)", TypeConverters.toInt)
+    batchSize = _p("batchSize", "samples per worker per step (>= 1)", TypeConverters.toInt)
+    numWorkers = _p("numWorkers", "worker ranks, one Spark partition each (>= 1)", TypeConverters.toInt)
+    numServers = _p("numServers", "parameter-server ranks in async mode (>= 1)", TypeConverters.toInt)
+    mode = _p("mode", "async (parameter servers) or sync (allreduce)", TypeConverters.toString)
+    maxStaleness = _p("maxStaleness", "async: steps a worker may run ahead (-1 unbounded)", TypeConverters.toInt)
+    optimizer = _p("optimizer", "sgd, momentum, adam or adamw", TypeConverters.toString)
+    learningRate = _p("learningRate", "learning rate (default per optimizer)", TypeConverters.toFloat)
+    momentum = _p("momentum", "momentum optimizer: momentum", TypeConverters.toFloat)
+    weightDecay = _p("weightDecay", "weight decay", TypeConverters.toFloat)
+    schedule = _p("schedule", "constant, step or cosine", TypeConverters.toString)
+    seed = _p("seed", "initialisation, data order and dropout seed", TypeConverters.toInt)
+    maxRetries = _p("maxRetries", "restarts of a failed barrier stage, resuming from the checkpoint",
+                    TypeConverters.toInt)
+    checkpointDir = _p("checkpointDir", "job checkpoint directory (shared storage across hosts)",
+                       TypeConverters.toString)
+    checkpointEvery = _p("checkpointEvery", "checkpoint every N steps too (0: per epoch)", TypeConverters.toInt)
+    threadsPerRank = _p("threadsPerRank", "BLAS threads per rank (0: spark.task.cpus)", TypeConverters.toInt)
+    context = _p("context", "cpu or gpu", TypeConverters.toString)
+
+    @keyword_only
+    def __init__(self, *, featuresCol="features", labelCol="label", probabilityCol="probability",
+                 predictionCol="prediction", predictBatchSize=256, network="mlp", inputShape=None,
+                 numEpochs=10, batchSize=64, numWorkers=2, numServers=1, mode="async", maxStaleness=-1,
+                 optimizer="adam", learningRate=None, momentum=None, weightDecay=None, schedule="cosine",
+                 seed=42, maxRetries=2, checkpointDir=None, checkpointEvery=0, threadsPerRank=0,
+                 context="cpu"):
+        super().__init__()
+        self._setDefault(network="mlp", numEpochs=10, batchSize=64, numWorkers=2, numServers=1, mode="async",
+                         maxStaleness=-1, optimizer="adam", schedule="cosine", seed=42, maxRetries=2,
+                         checkpointEvery=0, threadsPerRank=0, context="cpu")
+        self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+
+    @keyword_only
+    def setParams(self, **kwargs):
+        return self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
+
+    def _get(self, param):
+        return self.getOrDefault(param) if self.isDefined(param) else None
+
+    def builder(self):
+        """The equivalent Kindling builder."""
+        k = (Kindling().setNetwork(self._get(self.network)).setNumEpoch(self._get(self.numEpochs))
+             .setBatchSize(self._get(self.batchSize)).setNumWorker(self._get(self.numWorkers))
+             .setMode(self._get(self.mode)).setMaxStaleness(self._get(self.maxStaleness))
+             .setSeed(self._get(self.seed)).setMaxRetries(self._get(self.maxRetries))
+             .setCheckpointDir(self._get(self.checkpointDir))
+             .setCheckpointEvery(self._get(self.checkpointEvery)).setContext(self._get(self.context))
+             .setLabelName(self.getLabelCol()).setFeaturesName(self.getFeaturesCol()))
+        if self._get(self.mode) == "async":
+            k.setNumServer(self._get(self.numServers))
+        if self._get(self.inputShape):
+            k.setDimension(self._get(self.inputShape))
+        opt = {}
+        for name, param in (("lr", self.learningRate), ("momentum", self.momentum),
+                            ("weightDecay", self.weightDecay)):
+            if self._get(param) is not None:
+                opt[name] = self._get(param)
+        k.setOptimizer(self._get(self.optimizer), **opt)
+        k.setSchedule(self._get(self.schedule))
+        if self._get(self.threadsPerRank):
+            k.setThreadsPerRank(self._get(self.threadsPerRank))
+        return k
+
+    def _fit(self, dataset):
+        return self.builder().fit(dataset, probabilityCol=self.getProbabilityCol(),
+                                  predictionCol=self.getPredictionCol(),
+                                  predictBatchSize=self.getPredictBatchSize())
+
+
+__all__ = ["Kindling", "KindlingClassifier", "resolve_network", "as_pair", "DataError", "KindlingSparkError",
+           "NotEnoughSlotsError", "TrainingCancelled", "TrainingError"]

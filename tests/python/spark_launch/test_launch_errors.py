@@ -1,0 +1,107 @@
+"""Bad input gives a clear Python exception (naming the problem) and leaves
+no process behind: wrong feature length, null or non-numeric labels,
+labels outside the classes, an empty DataFrame, too few task slots, a bad
+network spec."""
+import json
+import time
+
+import numpy as np
+import pytest
+from conftest import NUM_FEATURES, SPEC, make_blobs
+
+from kindling_spark.estimator import Kindling, KindlingClassifier
+from kindling_spark.launcher import DataError, NotEnoughSlotsError
+
+
+def kindling(**kw):
+    return (Kindling().setNetwork(kw.get("network", SPEC)).setNumEpoch(2).setBatchSize(16)
+            .setNumWorker(kw.get("workers", 2)).setNumServer(kw.get("servers", 1)).setMaxRetries(2))
+
+
+def rows(n=60, seed=1):
+    x, y = make_blobs(n, seed)
+    return [(int(a), b.tolist()) for a, b in zip(y, x)]
+
+
+def fit_rdd(spark, data, partitions=2, **kw):
+    return kindling(**kw).fit(spark.sparkContext.parallelize(data, partitions))
+
+
+def test_wrong_feature_length(spark, no_strays):
+    data = rows()
+    data[37] = (data[37][0], data[37][1][:-1])
+    with pytest.raises(DataError, match=rf"row \d+: {NUM_FEATURES - 1} features, but the network takes "
+                                        rf"{NUM_FEATURES}"):
+        fit_rdd(spark, data)
+
+
+def test_null_label_in_a_dataframe(spark, no_strays):
+    data = [(float(a), b) for a, b in rows()]
+    data[5] = (None, data[5][1])
+    df = spark.createDataFrame(data, "label double, features array<double>")
+    with pytest.raises(DataError, match="row 5: label is null"):
+        KindlingClassifier(network=json.dumps(SPEC), numEpochs=1, batchSize=16).fit(df.coalesce(1))
+
+
+def test_non_numeric_labels(spark, no_strays):
+    df = spark.createDataFrame([("cat", b) for _, b in rows(10)], "label string, features array<double>")
+    with pytest.raises(DataError, match="label column 'label' has type string"):
+        KindlingClassifier(network=json.dumps(SPEC), numEpochs=1).fit(df)
+    data = rows()
+    data[3] = ("three", data[3][1])
+    with pytest.raises(DataError, match="label 'three' is not a number"):
+        fit_rdd(spark, data)
+
+
+def test_label_outside_the_classes(spark, no_strays):
+    data = rows()
+    data[11] = (3, data[11][1])  # the network has classes 0..2
+    with pytest.raises(DataError, match=r"label 3 is not a class of the network \(whole numbers 0\.\.2\)"):
+        fit_rdd(spark, data)
+    data[11] = (1.5, data[11][1])
+    with pytest.raises(DataError, match="label 1.5 is not a class"):
+        fit_rdd(spark, data)
+
+
+def test_empty_dataframe(spark, no_strays):
+    df = spark.createDataFrame([], "label double, features array<double>")
+    with pytest.raises(DataError, match="the training data is empty"):
+        KindlingClassifier(network=json.dumps(SPEC), numEpochs=1).fit(df)
+
+
+def test_too_few_slots_fails_at_once(spark, no_strays):
+    t0 = time.time()
+    with pytest.raises(NotEnoughSlotsError, match=r"barrier stage of 5 tasks \(4 workers \+ 1 server\).* has 4 "
+                                                  r"task slots .*local\[4\].*local\[5\]"):
+        fit_rdd(spark, rows(), workers=4, servers=1)
+    assert time.time() - t0 < 10
+
+
+@pytest.mark.parametrize("network, message", [
+    ({"input": [NUM_FEATURES], "layers": [{"type": "dense", "units": 3}, {"type": "wobble"}]}, "wobble"),
+    ({"input": [NUM_FEATURES], "layers": [{"type": "dense", "units": 0}, {"type": "softmax"}]}, "units"),
+    ('{"input": [8], "layers": [', "not valid JSON"),
+    ("resnet", "neither a preset"),
+])
+def test_bad_network_spec(spark, network, message, no_strays):
+    with pytest.raises(ValueError, match=message):
+        fit_rdd(spark, rows(), network=network)
+
+
+def test_dimension_must_match_the_network(spark, no_strays):
+    with pytest.raises(ValueError, match="differs from setDimension"):
+        kindling().setDimension((1, 28, 28)).fit(spark.sparkContext.parallelize(rows(), 2))
+    with pytest.raises(ValueError, match="preset 'mlp' takes input"):
+        kindling(network="mlp").setDimension((3, 32, 32)).fit(spark.sparkContext.parallelize(rows(), 2))
+
+
+def test_bad_settings_fail_when_set():
+    with pytest.raises(ValueError, match="numWorker must be an integer >= 1"):
+        Kindling().setNumWorker(0)
+    with pytest.raises(ValueError, match="unknown optimizer 'adagrad'"):
+        Kindling().setOptimizer("adagrad")
+    with pytest.raises(ValueError, match="lr must be a finite number"):
+        Kindling().setOptimizer("sgd", lr=float("nan"))
+    with pytest.raises(ValueError, match="context must be 'cpu' or 'gpu'"):
+        Kindling().setContext("tpu")
+    assert np.prod(Kindling().setDimension((1, 28, 28))._dimension) == 784
