@@ -43,17 +43,16 @@
  * handler afterwards) and turns the innermost HDF5 error into the message.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <hdf5.h>
 
 #include "error.h"
 #include "kindling.h"
+#include "safe_file.h"
 
 #define CKPT_FORMAT "kindling-checkpoint"
 #define CKPT_FORMAT_VERSION 1
@@ -465,38 +464,6 @@ static kd_status write_contents(const char *path, hid_t file, kd_net *net, kd_op
     return KD_OK;
 }
 
-static kd_status fsync_path(const char *path, int flags, const char *what)
-{
-    int fd = open(path, flags);
-    if (fd < 0)
-        return kd_fail(KD_ERR_IO, "%s: cannot open %s for fsync: %s", path, what, strerror(errno));
-    if (fsync(fd) != 0 && errno != EINVAL) { /* EINVAL: this file system cannot sync it */
-        int e = errno;
-        close(fd);
-        return kd_fail(KD_ERR_IO, "%s: fsync of %s failed: %s", path, what, strerror(e));
-    }
-    close(fd);
-    return KD_OK;
-}
-
-/* The directory holding path ("." when path has no slash). Caller frees. */
-static char *dir_of(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    size_t n = slash ? (size_t)(slash - path) : 1;
-    char *dir = kd_malloc(n + 1, "checkpoint directory name");
-    if (!dir)
-        return NULL;
-    if (!slash)
-        memcpy(dir, ".", 1);
-    else if (n == 0) /* "/x.h5" */
-        memcpy(dir, "/", (n = 1));
-    else
-        memcpy(dir, path, n);
-    dir[n] = '\0';
-    return dir;
-}
-
 static kd_status save_quiet(const char *path, const kd_net *cnet, const kd_optim *copt,
                             const kd_train_state *state)
 {
@@ -504,15 +471,9 @@ static kd_status save_quiet(const char *path, const kd_net *cnet, const kd_optim
      * saving only reads through them. */
     kd_net *net = (kd_net *)cnet;
     kd_optim *opt = (kd_optim *)copt;
-    size_t tmp_len = strlen(path) + 32;
-    char *tmp = kd_malloc(tmp_len, "checkpoint temporary name");
-    char *dir = NULL;
+    kd_safe_file sf;
     hid_t fapl = H5I_INVALID_HID, file = H5I_INVALID_HID;
     kd_status s = KD_OK;
-
-    if (!tmp)
-        return KD_ERR_NOMEM;
-    snprintf(tmp, tmp_len, "%s.tmp-%ld", path, (long)getpid());
 
     /* STRONG: closing the file closes anything an error path left open. */
     fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -520,6 +481,10 @@ static kd_status save_quiet(const char *path, const kd_net *cnet, const kd_optim
         s = h5_fail(KD_ERR_IO, path, "creating file access properties");
         goto done;
     }
+    s = kd_safe_file_begin(&sf, path, "checkpoint temporary name");
+    if (s != KD_OK)
+        goto done;
+    const char *tmp = sf.tmp;
     file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     if (file < 0) {
         char reason[256];
@@ -540,32 +505,16 @@ static kd_status save_quiet(const char *path, const kd_net *cnet, const kd_optim
         goto fail;
     }
     file = H5I_INVALID_HID;
-    s = fsync_path(tmp, O_RDONLY, "the temporary file");
-    if (s != KD_OK)
-        goto fail;
-    if (rename(tmp, path) != 0) {
-        s = kd_fail(KD_ERR_IO, "%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
-        goto fail;
-    }
-    /* The rename is only durable once the directory entry is on disk. */
-    dir = dir_of(path);
-    if (!dir) {
-        s = KD_ERR_NOMEM;
-        goto done;
-    }
-    s = fsync_path(dir, O_RDONLY | O_DIRECTORY, "its directory");
+    s = kd_safe_file_commit(&sf);
     goto done;
 
 fail:
     if (file >= 0)
         H5Fclose(file);
     file = H5I_INVALID_HID;
-    /* unlink, not remove: if the name is a directory it is not ours to delete. */
-    unlink(tmp);
+    kd_safe_file_abort(&sf);
 done:
     close_plist(&fapl);
-    free(dir);
-    free(tmp);
     return s;
 }
 

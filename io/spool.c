@@ -30,15 +30,14 @@
 
 #include "error.h"
 #include "reader_util.h"
+#include "safe_file.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #define SPOOL_MAGIC "KDSPOOL1"
@@ -346,20 +345,6 @@ static uLong crc_words(uLong crc, const void *src, size_t words, unsigned char *
     return crc;
 }
 
-static kd_status fsync_path(const char *path, const char *target, int flags, const char *what)
-{
-    int fd = open(target, flags);
-    if (fd < 0)
-        return kd_fail(KD_ERR_IO, "%s: cannot open %s for fsync: %s", path, what, strerror(errno));
-    if (fsync(fd) != 0 && errno != EINVAL) { /* EINVAL: this file system cannot sync it */
-        int e = errno;
-        close(fd);
-        return kd_fail(KD_ERR_IO, "%s: fsync of %s failed: %s", path, what, strerror(e));
-    }
-    close(fd);
-    return KD_OK;
-}
-
 /* Writes header and payload to the already opened temporary file. */
 static kd_status write_contents(FILE *f, const char *path, const char *tmp, const kd_dataset *ds,
                                 size_t size, int has_labels)
@@ -394,24 +379,6 @@ static kd_status write_contents(FILE *f, const char *path, const char *tmp, cons
     return s;
 }
 
-/* The directory holding path ("." when path has no slash). Caller frees. */
-static char *dir_of(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-    size_t n = slash ? (size_t)(slash - path) : 1;
-    char *dir = kd_malloc(n + 1, "spool directory name");
-    if (!dir)
-        return NULL;
-    if (!slash)
-        memcpy(dir, ".", 1);
-    else if (n == 0) /* "/x.spool" */
-        memcpy(dir, "/", (n = 1));
-    else
-        memcpy(dir, path, n);
-    dir[n] = '\0';
-    return dir;
-}
-
 kd_status kd_dataset_save_spool(const char *path, const kd_dataset *ds)
 {
     if (!path)
@@ -442,39 +409,25 @@ kd_status kd_dataset_save_spool(const char *path, const kd_dataset *ds)
                        path, (long long)first_unlabelled, (long long)labelled);
     int has_labels = labelled > 0;
 
-    size_t tmp_len = strlen(path) + 32;
-    char *tmp = kd_malloc(tmp_len, "spool temporary name");
-    if (!tmp)
-        return KD_ERR_NOMEM;
-    snprintf(tmp, tmp_len, "%s.tmp-%ld", path, (long)getpid());
-    char *dir = NULL;
-    kd_status s = KD_OK;
+    kd_safe_file sf;
+    kd_status s = kd_safe_file_begin(&sf, path, "spool temporary name");
+    if (s != KD_OK)
+        return s;
+    const char *tmp = sf.tmp;
     FILE *f = fopen(tmp, "wb");
     if (!f) {
         s = kd_fail(KD_ERR_IO, "%s: cannot create temporary file %s: %s", path, tmp, strerror(errno));
-        free(tmp);
+        kd_safe_file_abort(&sf);
         return s;
     }
     s = write_contents(f, path, tmp, ds, size, has_labels);
     if (s == KD_OK && fflush(f) != 0)
         s = kd_fail(KD_ERR_IO, "%s: flushing %s failed: %s", path, tmp, strerror(errno));
-    if (s == KD_OK && fsync(fileno(f)) != 0 && errno != EINVAL)
-        s = kd_fail(KD_ERR_IO, "%s: fsync of %s failed: %s", path, tmp, strerror(errno));
     if (fclose(f) != 0 && s == KD_OK)
         s = kd_fail(KD_ERR_IO, "%s: closing %s failed: %s", path, tmp, strerror(errno));
-    if (s == KD_OK && rename(tmp, path) != 0)
-        s = kd_fail(KD_ERR_IO, "%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
     if (s != KD_OK) {
-        unlink(tmp); /* unlink, not remove: never a directory of someone else's */
-        free(tmp);
+        kd_safe_file_abort(&sf);
         return s;
     }
-    free(tmp);
-    /* The rename is only durable once the directory entry is on disk. */
-    dir = dir_of(path);
-    if (!dir)
-        return KD_ERR_NOMEM;
-    s = fsync_path(path, dir, O_RDONLY | O_DIRECTORY, "its directory");
-    free(dir);
-    return s;
+    return kd_safe_file_commit(&sf);
 }

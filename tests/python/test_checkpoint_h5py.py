@@ -6,117 +6,37 @@ stored weights and spec, comparing with kd_net_predict on Fashion-MNIST
 test images. Also checks the attributes, the optimizer and training
 groups, and that h5dump reads the file.
 
-Finds the library via KD_LIB, else beside KD_CLI, else
-<repo>/build/libkindling.so; skips (with the reason) when it is missing.
+Finds the library through kdlib (KD_LIB, else beside KD_CLI, else
+<repo>/build/libkindling.so); skips (with the reason) when it is missing.
 """
 import ctypes
 import gzip
 import json
-import os
 import pathlib
 import shutil
 import subprocess
 
 import numpy as np
 import pytest
+# kdlib (on sys.path via conftest.py) locates the library, declares its
+# functions and mirrors the structs; conftest's `kd` fixture skips with
+# kdlib's reason when the library is missing.
+from kdlib import EpochRecord, F32P, KD_OPT_ADAM, TrainState
 
 h5py = pytest.importorskip("h5py")
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 FASHION_IMAGES = pathlib.Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 
 
-def _library_path():
-    candidates = []
-    if os.environ.get("KD_LIB"):
-        candidates.append(pathlib.Path(os.environ["KD_LIB"]))
-    if os.environ.get("KD_CLI"):
-        candidates.append(pathlib.Path(os.environ["KD_CLI"]).parent / "libkindling.so")
-    candidates.append(ROOT / "build" / "libkindling.so")
-    for c in candidates:
-        if c.exists():
-            return c, candidates
-    return None, candidates
-
-
-LIB_PATH, LIB_CANDIDATES = _library_path()
-pytestmark = pytest.mark.skipif(
-    LIB_PATH is None,
-    reason="libkindling.so not found (set KD_LIB or KD_CLI); looked at "
-    + ", ".join(str(c) for c in LIB_CANDIDATES),
-)
-
-
 # ------------------------------------------------------------------ ctypes
-class OptimConfig(ctypes.Structure):
-    _fields_ = [
-        ("kind", ctypes.c_int),
-        ("lr", ctypes.c_double),
-        ("momentum", ctypes.c_double),
-        ("nesterov", ctypes.c_int),
-        ("beta1", ctypes.c_double),
-        ("beta2", ctypes.c_double),
-        ("eps", ctypes.c_double),
-        ("weight_decay", ctypes.c_double),
-        ("schedule", ctypes.c_int),
-        ("step_size", ctypes.c_int64),
-        ("gamma", ctypes.c_double),
-        ("total_steps", ctypes.c_int64),
-        ("lr_min", ctypes.c_double),
-    ]
-
-
-class EpochRecord(ctypes.Structure):
-    _fields_ = [
-        ("epoch", ctypes.c_int32),
-        ("train_loss", ctypes.c_double),
-        ("train_accuracy", ctypes.c_double),
-        ("test_loss", ctypes.c_double),
-        ("test_accuracy", ctypes.c_double),
-        ("seconds", ctypes.c_double),
-        ("learning_rate", ctypes.c_double),
-    ]
-
-
-class TrainState(ctypes.Structure):
-    _fields_ = [
-        ("epoch", ctypes.c_int32),
-        ("step", ctypes.c_int64),
-        ("seed", ctypes.c_uint64),
-        ("batch_size", ctypes.c_int32),
-        ("history_len", ctypes.c_int32),
-        ("history", ctypes.POINTER(EpochRecord)),
-    ]
-
-
-KD_OPT_ADAM = 2
-F32P = ctypes.POINTER(ctypes.c_float)
-
-
 @pytest.fixture(scope="module")
-def lib():
-    L = ctypes.CDLL(str(LIB_PATH))
+def lib(kd):
+    L = kd.load()
     vp = ctypes.c_void_p
-    L.kd_last_error.restype = ctypes.c_char_p
-    L.kd_net_create.argtypes = [ctypes.c_char_p, ctypes.c_uint64, ctypes.POINTER(vp)]
-    L.kd_net_free.argtypes = [vp]
-    L.kd_net_num_classes.argtypes = [vp]
-    L.kd_net_param_count.argtypes = [vp]
-    L.kd_net_param_count.restype = ctypes.c_size_t
-    L.kd_net_params.argtypes = [vp]
-    L.kd_net_params.restype = F32P
-    L.kd_net_predict.argtypes = [vp, F32P, ctypes.c_int64, F32P]
+    # Functions kdlib does not declare itself.
     L.kd_checkpoint_save.argtypes = [ctypes.c_char_p, vp, vp, ctypes.POINTER(TrainState)]
-    L.kd_optim_config_default.restype = OptimConfig
-    L.kd_optim_create.argtypes = [ctypes.POINTER(OptimConfig), ctypes.c_size_t, ctypes.POINTER(vp)]
-    L.kd_optim_free.argtypes = [vp]
-    L.kd_optim_step.argtypes = [vp, F32P, F32P]
-    L.kd_optim_steps.argtypes = [vp]
-    L.kd_optim_steps.restype = ctypes.c_int64
     L.kd_optim_state.argtypes = [vp, ctypes.POINTER(ctypes.c_size_t)]
     L.kd_optim_state.restype = F32P
-    L.kd_train_state_init.argtypes = [ctypes.POINTER(TrainState)]
-    L.kd_train_state_clear.argtypes = [ctypes.POINTER(TrainState)]
     L.kd_train_state_append.argtypes = [ctypes.POINTER(TrainState), ctypes.POINTER(EpochRecord)]
     return L
 

@@ -6,87 +6,33 @@ weight decay, Adam with weight decay, AdamW), with StepLR and
 CosineAnnealingLR stepped once after every optimizer step, and requires
 the parameters, the learning rate and the optimizer state to agree.
 
-Finds the library via KD_LIB, else beside KD_CLI, else
-<repo>/build/libkindling.so; skips (with the reason) when it is missing.
+Finds the library through kdlib (KD_LIB, else beside KD_CLI, else
+<repo>/build/libkindling.so); skips (with the reason) when it is missing.
 """
 import ctypes
-import os
-import pathlib
 
 import numpy as np
 import pytest
+# kdlib (on sys.path via conftest.py) locates the library, declares its
+# functions and mirrors kd_optim_config; conftest's `kd` fixture skips with
+# kdlib's reason when the library is missing.
+from kdlib import (F32P, KD_OPT_ADAM, KD_OPT_ADAMW, KD_OPT_MOMENTUM, KD_OPT_SGD, KD_SCHED_CONSTANT,
+                   KD_SCHED_COSINE, KD_SCHED_STEP, OptimConfig)
 
 torch = pytest.importorskip("torch")
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 STEPS = 10
 N = 37  # not a multiple of the SIMD width: vector body and scalar tail
 TOL = 1e-5
 
 
-def _library_path():
-    candidates = []
-    if os.environ.get("KD_LIB"):
-        candidates.append(pathlib.Path(os.environ["KD_LIB"]))
-    if os.environ.get("KD_CLI"):
-        candidates.append(pathlib.Path(os.environ["KD_CLI"]).parent / "libkindling.so")
-    candidates.append(ROOT / "build" / "libkindling.so")
-    for c in candidates:
-        if c.exists():
-            return c, candidates
-    return None, candidates
-
-
-LIB_PATH, LIB_CANDIDATES = _library_path()
-pytestmark = pytest.mark.skipif(
-    LIB_PATH is None,
-    reason="libkindling.so not found (set KD_LIB or KD_CLI); looked at "
-    + ", ".join(str(c) for c in LIB_CANDIDATES),
-)
-
-KD_OPT_SGD, KD_OPT_MOMENTUM, KD_OPT_ADAM, KD_OPT_ADAMW = range(4)
-KD_SCHED_CONSTANT, KD_SCHED_STEP, KD_SCHED_COSINE = range(3)
-
-
-class OptimConfig(ctypes.Structure):
-    """Mirror of kd_optim_config (same order and types)."""
-
-    _fields_ = [
-        ("kind", ctypes.c_int),
-        ("lr", ctypes.c_double),
-        ("momentum", ctypes.c_double),
-        ("nesterov", ctypes.c_int),
-        ("beta1", ctypes.c_double),
-        ("beta2", ctypes.c_double),
-        ("eps", ctypes.c_double),
-        ("weight_decay", ctypes.c_double),
-        ("schedule", ctypes.c_int),
-        ("step_size", ctypes.c_int64),
-        ("gamma", ctypes.c_double),
-        ("total_steps", ctypes.c_int64),
-        ("lr_min", ctypes.c_double),
-    ]
-
-
-F32P = ctypes.POINTER(ctypes.c_float)
-
-
 @pytest.fixture(scope="module")
-def lib():
-    L = ctypes.CDLL(str(LIB_PATH))
+def lib(kd):
+    L = kd.load()
     vp = ctypes.c_void_p
-    L.kd_last_error.restype = ctypes.c_char_p
-    L.kd_optim_config_default.restype = OptimConfig
+    # Functions kdlib does not declare itself.
     L.kd_optim_config_validate.argtypes = [ctypes.POINTER(OptimConfig)]
     L.kd_optim_config_validate.restype = ctypes.c_int
-    L.kd_optim_create.argtypes = [ctypes.POINTER(OptimConfig), ctypes.c_size_t, ctypes.POINTER(vp)]
-    L.kd_optim_create.restype = ctypes.c_int
-    L.kd_optim_free.argtypes = [vp]
-    L.kd_optim_free.restype = None
-    L.kd_optim_step.argtypes = [vp, F32P, F32P]
-    L.kd_optim_step.restype = ctypes.c_int
-    L.kd_optim_current_lr.argtypes = [vp]
-    L.kd_optim_current_lr.restype = ctypes.c_double
     L.kd_optim_state.argtypes = [vp, ctypes.POINTER(ctypes.c_size_t)]
     L.kd_optim_state.restype = F32P
     L.kd_optim_state_slots.argtypes = [vp]
