@@ -39,11 +39,14 @@ if [ $# -gt 0 ]; then
   harnesses=("$@")
 else
   harnesses=()
-  for h in "$root"/fuzz/fuzz_*.c; do
+  for h in "$root"/fuzz/fuzz_*.c "$root"/fuzz/fuzz_*.py; do
     case "$h" in *_raw.c) continue ;; esac
-    harnesses+=("$(basename "$h" .c)")
+    h="$(basename "$h")"
+    harnesses+=("${h%.*}")
   done
 fi
+# Python harnesses (atheris) run in the project's venv.
+venv_python="${KD_VENV:-/opt/kindling-venv}/bin/python"
 
 failed=()
 for h in "${harnesses[@]}"; do
@@ -51,8 +54,12 @@ for h in "${harnesses[@]}"; do
     echo "== $h: skipped (KD_FUZZ_SKIP)"
     continue
   fi
-  bin="$out/$h"
-  [ -x "$bin" ] || { echo "fuzz/run.sh: no harness $h" >&2; exit 2; }
+  if [ -f "$root/fuzz/$h.py" ]; then
+    bin=("$venv_python" "$root/fuzz/$h.py")
+  else
+    bin=("$out/$h")
+    [ -x "${bin[0]}" ] || { echo "fuzz/run.sh: no harness $h" >&2; exit 2; }
+  fi
   mkdir -p "$out/corpus/$h" "$out/artifacts/$h"
   dict=()
   [ -f "$root/fuzz/dicts/$h.dict" ] && dict=(-dict="$root/fuzz/dicts/$h.dict")
@@ -64,7 +71,7 @@ for h in "${harnesses[@]}"; do
   fi
   if [ ${#regs[@]} -gt 0 ]; then
     echo "== $h: replaying ${#regs[@]} regression inputs"
-    if ! "$bin" "${common[@]}" "${regs[@]}" >"$out/$h.regressions.log" 2>&1; then
+    if ! "${bin[@]}" "${common[@]}" "${regs[@]}" >"$out/$h.regressions.log" 2>&1; then
       tail -n 40 "$out/$h.regressions.log"
       echo "== $h: REGRESSION input crashes again (log: $out/$h.regressions.log)"
       failed+=("$h(regression)")
@@ -74,7 +81,7 @@ for h in "${harnesses[@]}"; do
 
   [ "$secs" -gt 0 ] || continue
   echo "== $h: fuzzing for ${secs}s"
-  if "$bin" "${common[@]}" "${dict[@]}" -max_total_time="$secs" -print_final_stats=1 \
+  if "${bin[@]}" "${common[@]}" "${dict[@]}" -max_total_time="$secs" -print_final_stats=1 \
        -artifact_prefix="$out/artifacts/$h/" "$out/corpus/$h" "$root/fuzz/corpus/$h" \
        >"$out/$h.log" 2>&1; then
     grep -E '^stat::number_of_executed_units|^#[0-9]+.*DONE' "$out/$h.log" | tail -n 2 || true

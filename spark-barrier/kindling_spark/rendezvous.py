@@ -93,6 +93,8 @@ class Channel:
             msg = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError):
             raise RendezvousError(f"frame of {n} bytes is not JSON") from None
+        except RecursionError:  # "[[[[..." nested deeper than Python's stack allows
+            raise RendezvousError(f"frame of {n} bytes nests too deeply") from None
         if not isinstance(msg, dict):
             raise RendezvousError("frame is not a JSON object")
         return msg

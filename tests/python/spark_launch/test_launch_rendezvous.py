@@ -114,6 +114,7 @@ def test_silent_client_is_dropped_after_the_handshake_timeout(hub, monkeypatch):
     (struct.pack(">I", 1 << 30), "exceeds"),
     (frame(b"[1, 2, 3]"), "not a JSON object"),
     (b"GET / HTTP/1.1\r\n\r\n", "exceeds"),
+    (frame(b"[" * 3000), "nests too deeply"),  # found by fuzz/fuzz_rendezvous.py
 ])
 def test_garbage_and_oversized_frames_are_refused(hub, payload, reason):
     s = socket.create_connection(hub.address)
