@@ -5,6 +5,7 @@
 #define KD_DIST_TEST_UTIL_H
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -81,6 +82,64 @@ static inline double dist_max_diff(const float *a, const float *b, size_t n)
             m = isnan(d) ? INFINITY : d;
     }
     return m;
+}
+
+/* ------------------------------------------------- set-up and tear-down */
+
+/* main()'s start: MPI up, one BLAS thread; returns the world size, or 0
+ * (with the reason printed) when MPI could not start. */
+static inline int dist_test_begin(int *argc, char ***argv, int *rank)
+{
+    if (kd_mpi_init(argc, argv) != KD_OK) {
+        fprintf(stderr, "%s\n", kd_last_error());
+        return 0;
+    }
+    kd_set_threads(1);
+    int size;
+    MPI_Comm_rank(MPI_COMM_WORLD, rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    return size;
+}
+
+/* main()'s end: the job fails when any rank saw a failed check. */
+static inline int dist_test_end(void)
+{
+    int failed = check_summary(), any = 0;
+    MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    kd_mpi_finalize();
+    return any;
+}
+
+/* A communicator of world ranks 0..ranks-1; MPI_COMM_NULL on the others. */
+static inline MPI_Comm dist_sub_comm(int ranks)
+{
+    int rank;
+    MPI_Comm comm;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_split(MPI_COMM_WORLD, rank < ranks ? 1 : MPI_UNDEFINED, rank, &comm);
+    return comm;
+}
+
+/* A progress callback that stops training once `*(int64_t *)user` steps are done. */
+static inline int dist_stop_at_step(const kd_progress *p, void *user)
+{
+    return p->step >= *(const int64_t *)user;
+}
+
+/* The run's starting point: the checkpoint when resuming, else DIST_SPEC
+ * with seed 7 and a fresh optimizer (data seed 11). */
+static inline void dist_start(const char *resume_from, const kd_optim_config *oc, kd_net **net, kd_optim **opt,
+                              kd_train_state *st)
+{
+    kd_train_state_init(st);
+    if (resume_from) {
+        CHECK_OK(kd_checkpoint_load(resume_from, net, opt, st));
+    } else {
+        CHECK_OK(kd_net_create(DIST_SPEC, 7, net));
+        if (*net)
+            CHECK_OK(kd_optim_create(oc, kd_net_param_count(*net), opt));
+        st->seed = 11;
+    }
 }
 
 #endif

@@ -62,13 +62,9 @@ static kd_status check_with(const setup *s, int servers)
 
 int main(int argc, char **argv)
 {
-    if (kd_mpi_init(&argc, &argv) != KD_OK) {
-        fprintf(stderr, "%s\n", kd_last_error());
+    int rank, size = dist_test_begin(&argc, &argv, &rank);
+    if (!size)
         return 1;
-    }
-    int rank, size;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
     CHECK(size == 4, "run with 4 ranks, got %d", size);
     if (size == 4) {
         kd_dist_config dc = cfg_of(KD_DIST_ASYNC, 4);
@@ -116,8 +112,5 @@ int main(int argc, char **argv)
         s.spec = TINY_SPEC;
         CHECK_FAILS(check_with(&s, 3), KD_ERR_INVALID, "3 servers for 2 parameters");
     }
-    int failed = check_summary(), any = 0;
-    MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    kd_mpi_finalize();
-    return any;
+    return dist_test_end();
 }

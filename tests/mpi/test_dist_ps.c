@@ -10,11 +10,6 @@
 
 #define TOL 1e-5
 
-static int stop_at_step(const kd_progress *p, void *user)
-{
-    return p->step >= *(const int64_t *)user;
-}
-
 typedef struct ps_case {
     int ranks, servers, staleness, batch, epochs;
     int64_t n, stop_step;
@@ -28,8 +23,7 @@ static void ps_run(const ps_case *c)
 {
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm comm;
-    MPI_Comm_split(MPI_COMM_WORLD, rank < c->ranks ? 1 : MPI_UNDEFINED, rank, &comm);
+    MPI_Comm comm = dist_sub_comm(c->ranks);
     if (comm == MPI_COMM_NULL)
         return;
     kd_dataset *ds = dist_blobs(c->n, 5);
@@ -37,14 +31,7 @@ static void ps_run(const ps_case *c)
     kd_net *net = NULL;
     kd_optim *opt = NULL;
     kd_train_state st;
-    kd_train_state_init(&st);
-    if (c->resume) {
-        CHECK_OK(kd_checkpoint_load(c->ckpt, &net, &opt, &st));
-    } else {
-        CHECK_OK(kd_net_create(DIST_SPEC, 7, &net));
-        CHECK_OK(kd_optim_create(&oc, kd_net_param_count(net), &opt));
-        st.seed = 11;
-    }
+    dist_start(c->resume ? c->ckpt : NULL, &oc, &net, &opt, &st);
     kd_dist_config dc = kd_dist_config_default();
     dc.mode = KD_DIST_ASYNC;
     dc.servers = c->servers;
@@ -58,7 +45,7 @@ static void ps_run(const ps_case *c)
     tc.checkpoint_path = c->ckpt;
     int64_t stop = c->stop_step;
     if (stop) {
-        tc.progress = stop_at_step;
+        tc.progress = dist_stop_at_step;
         tc.progress_user = &stop;
         tc.progress_interval = 1e-12;
     }
@@ -124,14 +111,9 @@ static void ps_run(const ps_case *c)
 
 int main(int argc, char **argv)
 {
-    if (kd_mpi_init(&argc, &argv) != KD_OK) {
-        fprintf(stderr, "%s\n", kd_last_error());
+    int rank, size = dist_test_begin(&argc, &argv, &rank);
+    if (!size)
         return 1;
-    }
-    kd_set_threads(1);
-    int rank, size;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
     CHECK(size >= 4, "run with at least 4 ranks, got %d", size);
     if (size >= 4) {
         const ps_case cases[] = {
@@ -150,8 +132,5 @@ int main(int argc, char **argv)
             for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
                 remove(cases[i].ckpt);
     }
-    int failed = check_summary(), any = 0;
-    MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    kd_mpi_finalize();
-    return any;
+    return dist_test_end();
 }

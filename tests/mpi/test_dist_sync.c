@@ -10,18 +10,10 @@
 #define N_SAMPLES 194 /* last global batch: 2 samples, so with 3 workers one share is empty */
 #define TOL 1e-5
 
-static int stop_at_step(const kd_progress *p, void *user)
-{
-    return p->step >= *(const int64_t *)user;
-}
-
 /* Train with `workers` ranks of world (the others only wait). */
 static void sync_run(int workers, int batch, int epochs, const char *ckpt, int64_t stop_step, int resume)
 {
-    int rank;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm comm;
-    MPI_Comm_split(MPI_COMM_WORLD, rank < workers ? 1 : MPI_UNDEFINED, rank, &comm);
+    MPI_Comm comm = dist_sub_comm(workers);
     if (comm == MPI_COMM_NULL)
         return;
     kd_dataset *ds = dist_blobs(N_SAMPLES, 3);
@@ -29,16 +21,10 @@ static void sync_run(int workers, int batch, int epochs, const char *ckpt, int64
     kd_net *net = NULL;
     kd_optim *opt = NULL;
     kd_train_state st;
-    kd_train_state_init(&st);
-    if (resume) {
-        CHECK_OK(kd_checkpoint_load(ckpt, &net, &opt, &st));
+    dist_start(resume ? ckpt : NULL, &oc, &net, &opt, &st);
+    if (resume)
         CHECK(st.batch_size == batch * workers, "checkpoint global batch %d, resuming with %d x %d", st.batch_size,
               workers, batch);
-    } else {
-        CHECK_OK(kd_net_create(DIST_SPEC, 7, &net));
-        CHECK_OK(kd_optim_create(&oc, kd_net_param_count(net), &opt));
-        st.seed = 11;
-    }
     kd_dist_config dc = kd_dist_config_default();
     dc.bucket_bytes = 256; /* several buckets even for this small model */
     kd_dist *d = NULL;
@@ -50,7 +36,7 @@ static void sync_run(int workers, int batch, int epochs, const char *ckpt, int64
     tc.checkpoint_path = ckpt;
     tc.checkpoint_every = stop_step ? 0 : 4;
     if (stop_step) {
-        tc.progress = stop_at_step;
+        tc.progress = dist_stop_at_step;
         tc.progress_user = &stop_step;
         tc.progress_interval = 1e-12;
     }
@@ -105,14 +91,9 @@ static void sync_run(int workers, int batch, int epochs, const char *ckpt, int64
 
 int main(int argc, char **argv)
 {
-    if (kd_mpi_init(&argc, &argv) != KD_OK) {
-        fprintf(stderr, "%s\n", kd_last_error());
+    int rank, size = dist_test_begin(&argc, &argv, &rank);
+    if (!size)
         return 1;
-    }
-    kd_set_threads(1);
-    int rank, size;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
     CHECK(size >= 3, "run with at least 3 ranks, got %d", size);
     char a[64], b[64];
     snprintf(a, sizeof a, "dist_sync_w2_%d.h5", 0);
@@ -133,8 +114,5 @@ int main(int argc, char **argv)
         remove(b);
         remove("dist_sync_w3.h5");
     }
-    int failed = check_summary(), any = 0;
-    MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-    kd_mpi_finalize();
-    return any;
+    return dist_test_end();
 }
