@@ -53,6 +53,8 @@ static kd_status parse_input(const cJSON *root, kd_shape *input)
     if (!in)
         return kd_fail(KD_ERR_INVALID, "spec: missing \"input\" (the per-sample shape, e.g. [1, 28, 28] or [784])");
     if (cJSON_IsNumber(in)) {
+        if (in->valuedouble != (double)in->valueint)
+            return kd_fail(KD_ERR_INVALID, "spec: \"input\" %g must be a whole number of features (at most 16777216)", in->valuedouble);
         input->rank = 1;
         input->dim[0] = in->valueint;
     } else if (cJSON_IsArray(in)) {

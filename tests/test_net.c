@@ -66,6 +66,11 @@ static void test_spec_errors(void)
     CHECK_FAILS(kd_net_create("{\"input\": [784], \"layers\": [{\"type\": \"dense\", \"units\": 10}]}", 1, &net),
                 KD_ERR_INVALID, "last layer must be \"softmax\"");
     CHECK_FAILS(kd_net_create("{\"layers\": []}", 1, &net), KD_ERR_INVALID, "missing \"input\"");
+    CHECK_FAILS(kd_net_create("{\"input\": 2.5, \"layers\": [{\"type\": \"softmax\"}]}", 1, &net), KD_ERR_INVALID,
+                "\"input\" 2.5 must be a whole number");
+    CHECK_OK(kd_net_create("{\"input\": 3, \"layers\": [{\"type\": \"softmax\"}]}", 1, &net));
+    kd_net_free(net);
+    net = NULL;
     CHECK_FAILS(kd_net_create("{\"input\": [784], \"layers\": [", 1, &net), KD_ERR_INVALID, "invalid JSON");
     CHECK_FAILS(kd_net_create("{\"input\": [0], \"layers\": [{\"type\": \"softmax\"}]}", 1, &net), KD_ERR_INVALID,
                 "dimension 0 must be");
