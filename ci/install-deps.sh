@@ -3,7 +3,7 @@
 # packages already present and a Python environment already set up are kept.
 set -euo pipefail
 
-APT_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libhdf5-dev hdf5-tools clang libclang-rt-14-dev
+APT_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libhdf5-dev hdf5-tools clang libclang-rt-14-dev valgrind
               libcjson-dev zlib1g-dev dataset-fashion-mnist openmpi-bin libopenmpi-dev
               python3 python3-venv python3-pip)
 
