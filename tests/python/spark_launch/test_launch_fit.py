@@ -209,3 +209,53 @@ def test_cancelled_job_group_leaves_no_process(spark, no_strays):
     assert isinstance(outcome.get("error"), launcher.TrainingCancelled), outcome
     left = wait_no_job_processes()
     assert not left, describe(left)
+
+
+def _parent(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
+def _listening():
+    """(process name, pid, local address) of every listening TCP socket."""
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+    found = []
+    for line in out.splitlines():
+        cols = line.split()
+        if len(cols) < 6:
+            continue
+        local = cols[3].rsplit(":", 1)[0]
+        for name, pid in __import__("re").findall(r'\("([^"]+)",pid=(\d+)', line):
+            found.append((name, int(pid), local))
+    return found
+
+
+def test_kindling_sockets_listen_on_loopback_only_in_local_mode(spark, no_strays):
+    """The driver hub and every task's launch service listen on 127.0.0.1
+    in local mode (Open MPI's own daemons and ranks are not Kindling's:
+    they listen on every interface, see docs/reliability.md)."""
+    rdd, _, _ = pairs_rdd(spark, 400, 2)
+    seen = {}
+
+    def snapshot(line):
+        if line.startswith("epoch 1/") and not seen:
+            job = launcher.job_processes()
+            ours = {os.getpid()}
+            for pid in job:  # the barrier tasks' Python workers are ancestors of the keepers
+                p = _parent(pid)
+                while p > 1 and p not in ours:
+                    ours.add(p)
+                    p = _parent(p)
+            mpi = {"mpirun", "orted", "kindling", "java"}
+            seen["sockets"] = [(n, pid, a) for n, pid, a in _listening() if pid in ours and n not in mpi]
+
+    builder(mode="sync", epochs=2).setProgressCallback(snapshot).fit(rdd)
+    sockets = seen.get("sockets")
+    assert sockets, "no listening socket of the driver or the tasks was seen during training"
+    assert any(pid == os.getpid() for _, pid, _ in sockets), f"the driver hub was not seen: {sockets}"
+    assert any(pid != os.getpid() for _, pid, _ in sockets), f"no task's launch service was seen: {sockets}"
+    wide = [s for s in sockets if s[2] not in ("127.0.0.1", "[::1]")]
+    assert not wide, f"sockets listening beyond loopback: {wide}"
