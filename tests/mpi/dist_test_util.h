@@ -142,4 +142,28 @@ static inline void dist_start(const char *resume_from, const kd_optim_config *oc
     }
 }
 
+/* The writer's view of its checkpoint: it loads, records `step` and the
+ * global batch, and holds exactly `net`'s weights. The loaded optimizer is
+ * handed back through opt_out (may be NULL) for further checks. */
+static inline void dist_check_checkpoint(const char *path, kd_net *net, int64_t step, int global_batch,
+                                         kd_optim **opt_out)
+{
+    kd_net *back = NULL;
+    kd_optim *bopt = NULL;
+    kd_train_state bst;
+    kd_train_state_init(&bst);
+    CHECK_OK(kd_checkpoint_load(path, &back, &bopt, &bst));
+    CHECK(bst.step == step, "%s: step %lld, want %lld", path, (long long)bst.step, (long long)step);
+    CHECK(bst.batch_size == global_batch, "%s: batch %d, want the global %d", path, bst.batch_size, global_batch);
+    if (back)
+        CHECK(dist_max_diff(kd_net_params(back), kd_net_params(net), kd_net_param_count(net)) == 0,
+              "%s holds other weights than the writer's", path);
+    kd_net_free(back);
+    kd_train_state_clear(&bst);
+    if (opt_out)
+        *opt_out = bopt;
+    else
+        kd_optim_free(bopt);
+}
+
 #endif

@@ -72,17 +72,8 @@ static void ps_run(const ps_case *c)
             kd_net_free(ref);
         }
         if (kd_dist_is_writer(d)) {
-            kd_net *back = NULL;
             kd_optim *bopt = NULL;
-            kd_train_state bst;
-            kd_train_state_init(&bst);
-            CHECK_OK(kd_checkpoint_load(c->ckpt, &back, &bopt, &bst));
-            CHECK(bst.step == st.step, "checkpoint step %lld, want %lld", (long long)bst.step, (long long)st.step);
-            CHECK(bst.batch_size == c->batch * kd_dist_num_workers(d), "checkpoint batch %d, want the global %d",
-                  bst.batch_size, c->batch * kd_dist_num_workers(d));
-            if (back)
-                CHECK(dist_max_diff(kd_net_params(back), kd_net_params(net), kd_net_param_count(net)) == 0,
-                      "checkpoint holds other weights than the gathered ones");
+            dist_check_checkpoint(c->ckpt, net, st.step, c->batch * kd_dist_num_workers(d), &bopt);
             /* Momentum state really came from the servers: nonzero after training. */
             size_t cnt = 0;
             const float *vel = bopt ? kd_optim_state(bopt, &cnt) : NULL;
@@ -96,9 +87,7 @@ static void ps_run(const ps_case *c)
                 CHECK(er.accuracy >= c->min_accuracy, "async accuracy %.3f < %.3f", er.accuracy, c->min_accuracy);
                 kd_eval_result_clear(&er);
             }
-            kd_net_free(back);
             kd_optim_free(bopt);
-            kd_train_state_clear(&bst);
         }
     }
     kd_dist_free(d);

@@ -66,20 +66,8 @@ static void sync_run(int workers, int batch, int epochs, const char *ckpt, int64
             kd_net_free(ref);
         }
         MPI_Barrier(comm);
-        if (kd_dist_is_writer(d)) {
-            kd_net *back = NULL;
-            kd_train_state bst;
-            kd_train_state_init(&bst);
-            CHECK_OK(kd_checkpoint_load(ckpt, &back, NULL, &bst));
-            CHECK(bst.batch_size == batch * workers, "checkpoint batch %d, want the global %d", bst.batch_size,
-                  batch * workers);
-            CHECK(bst.step == st.step, "checkpoint step %lld, want %lld", (long long)bst.step, (long long)st.step);
-            if (back)
-                CHECK(dist_max_diff(kd_net_params(back), kd_net_params(net), kd_net_param_count(net)) == 0,
-                      "checkpoint holds other weights than the writer");
-            kd_net_free(back);
-            kd_train_state_clear(&bst);
-        }
+        if (kd_dist_is_writer(d))
+            dist_check_checkpoint(ckpt, net, st.step, batch * workers, NULL);
     }
     kd_dist_free(d);
     kd_train_state_clear(&st);
