@@ -9,7 +9,8 @@ if [ ! -e "$DATA/train-images-idx3-ubyte.gz" ]; then
     echo "SKIP: Fashion-MNIST not found in $DATA (apt-get install dataset-fashion-mnist)"
     exit 77
 fi
-EPOCHS=${KD_ASYNC_EPOCHS:-5}
+# 8 epochs: at 5 the result (0.871-0.875 in runs on a loaded machine) sits too close to the bar.
+EPOCHS=${KD_ASYNC_EPOCHS:-8}
 t0=$(date +%s.%N)
 check "async: 2 servers + 3 workers, MLP, $EPOCHS epochs" \
     bash -c "timeout 600 $KD_MPIEXEC --oversubscribe -np 5 '$KD_CLI' train --net mlp --epochs $EPOCHS --batch-size 32 \
