@@ -34,7 +34,7 @@
  * Strings are written as variable-length UTF-8; the reader also accepts
  * fixed-length strings (what other tools often write).
  *
- * Saving writes "<path>.tmp-<pid>", flushes and closes it, fsyncs it,
+ * Saving writes "<path>.tmp-<host>-<pid>", flushes and closes it, fsyncs it,
  * renames it over path and fsyncs the directory, so a crash or error at
  * any point leaves either the old or the new checkpoint, never a mix.
  *

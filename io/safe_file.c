@@ -3,22 +3,59 @@
 
 #include "error.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+static void remove_stale_temporaries(const char *path);
+
+/* This host's name as it goes into a temporary's name: letters, digits,
+ * '.', '_' and '-' only, at most 64 characters. */
+static void host_tag(char *buf, size_t len)
+{
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0 || !host[0])
+        snprintf(host, sizeof host, "host");
+    size_t j = 0;
+    for (size_t i = 0; host[i] && j + 1 < len && j < 64; i++) {
+        char c = host[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+                 c == '_' || c == '-';
+        buf[j++] = ok ? c : '_';
+    }
+    buf[j] = 0;
+}
+
+kd_status kd_safe_file_temp_name(const char *path, char *buf, size_t len)
+{
+    char host[72];
+    host_tag(host, sizeof host);
+    int n = snprintf(buf, len, "%s.tmp-%s-%ld", path, host, (long)getpid());
+    if (n < 0 || (size_t)n >= len)
+        return kd_fail(KD_ERR_INVALID, "%s: path too long for a temporary name", path);
+    return KD_OK;
+}
+
 kd_status kd_safe_file_begin(kd_safe_file *sf, const char *path, const char *what)
 {
-    /* Room for ".tmp-" and any pid. */
-    size_t tmp_len = strlen(path) + 32;
+    /* Room for ".tmp-", the host tag, '-' and any pid. */
+    size_t tmp_len = strlen(path) + 100;
     sf->path = path;
     sf->tmp = kd_malloc(tmp_len, what);
     if (!sf->tmp)
         return KD_ERR_NOMEM;
-    snprintf(sf->tmp, tmp_len, "%s.tmp-%ld", path, (long)getpid());
+    kd_status s = kd_safe_file_temp_name(path, sf->tmp, tmp_len);
+    if (s != KD_OK) {
+        free(sf->tmp);
+        sf->tmp = NULL;
+        return s;
+    }
+    remove_stale_temporaries(path);
     return KD_OK;
 }
 
@@ -53,6 +90,42 @@ static char *dir_of(const char *path)
         memcpy(dir, path, n);
     dir[n] = '\0';
     return dir;
+}
+
+/* Temporaries of path left by writers that died (SIGKILL, power loss):
+ * "<name>.tmp-<host>-<pid>" beside it, written on this host by a process
+ * that no longer exists. Checked on every save (a directory scan, cheap
+ * next to writing the file), so the run that resumes after a crash removes
+ * what the crashed one left. Temporaries of other hosts sharing the
+ * directory are never touched: their pids mean nothing here. */
+static void remove_stale_temporaries(const char *path)
+{
+    char host[72];
+    host_tag(host, sizeof host);
+    const char *slash = strrchr(path, '/');
+    const char *base = slash ? slash + 1 : path;
+    size_t blen = strlen(base), hlen = strlen(host);
+    char *dir = dir_of(path);
+    DIR *d = dir ? opendir(dir) : NULL;
+    free(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *n = e->d_name;
+        if (strncmp(n, base, blen) != 0 || strncmp(n + blen, ".tmp-", 5) != 0 ||
+            strncmp(n + blen + 5, host, hlen) != 0 || n[blen + 5 + hlen] != '-')
+            continue;
+        const char *digits = n + blen + 5 + hlen + 1;
+        char *end;
+        errno = 0;
+        long pid = strtol(digits, &end, 10);
+        if (end == digits || *end || errno || pid <= 0 || pid == (long)getpid())
+            continue;
+        if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+            unlinkat(dirfd(d), n, 0);
+    }
+    closedir(d);
 }
 
 kd_status kd_safe_file_commit(kd_safe_file *sf)

@@ -22,7 +22,7 @@
  * file, the field and its offset in each message. Without labels every
  * sample's label is -1 (the kd_dataset convention for "no label").
  *
- * Saving writes "<path>.tmp-<pid>", flushes and fsyncs it, renames it over
+ * Saving writes "<path>.tmp-<host>-<pid>", flushes and fsyncs it, renames it over
  * path and fsyncs the directory (as checkpoints do), so a reader never sees
  * a half-written spool under the final name.
  */

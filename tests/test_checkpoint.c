@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 /* tests/CMakeLists.txt does not add HDF5's include directory; Debian keeps
@@ -28,6 +29,7 @@
 
 #include "check.h"
 #include "kindling.h"
+#include "safe_file.h"
 #include "rng.h"
 
 static char tmpdir[64];
@@ -310,7 +312,7 @@ static void test_crash_safety(void)
     CHECK_FAILS(kd_checkpoint_save(missing_dir, other, NULL, NULL), KD_ERR_IO, missing_dir);
 
     /* The temporary name is taken by a directory, so creating it fails. */
-    snprintf(tmpname, sizeof tmpname, "%s.tmp-%ld", good, (long)getpid());
+    CHECK_OK(kd_safe_file_temp_name(good, tmpname, sizeof tmpname));
     CHECK(mkdir(tmpname, 0755) == 0, "mkdir %s: %s", tmpname, strerror(errno));
     CHECK_FAILS(kd_checkpoint_save(good, other, NULL, NULL), KD_ERR_IO, good);
     struct stat sb;
@@ -564,6 +566,40 @@ static void remove_tree(void)
     rmdir(tmpdir);
 }
 
+/* A writer killed mid-save leaves "<path>.tmp-<host>-<pid>": the next save
+ * on this host removes it once that pid is gone, and never touches a live
+ * process's temporary or another host's. */
+static void test_stale_temporaries(void)
+{
+    char path[512], mine[640], dead[640], live[640], other[640];
+    path_in(path, sizeof path, "stale.h5");
+    CHECK_OK(kd_safe_file_temp_name(path, mine, sizeof mine));
+    pid_t child = fork();
+    if (child == 0)
+        _exit(0);
+    waitpid(child, NULL, 0); /* its pid is now free */
+    char *dash = strrchr(mine, '-');
+    CHECK(dash != NULL, "temporary name %s has no pid", mine);
+    if (!dash)
+        return;
+    snprintf(dead, sizeof dead, "%.*s-%ld", (int)(dash - mine), mine, (long)child);
+    snprintf(live, sizeof live, "%.*s-%ld", (int)(dash - mine), mine, (long)getppid());
+    snprintf(other, sizeof other, "%s.tmp-some-other-host-%ld", path, (long)child);
+    CHECK(write_all(dead, "x", 1) == 0 && write_all(live, "x", 1) == 0 && write_all(other, "x", 1) == 0,
+          "creating temporaries");
+    kd_net *net = NULL;
+    CHECK_OK(kd_net_create("mlp", 1, &net));
+    CHECK_OK(kd_checkpoint_save(path, net, NULL, NULL));
+    CHECK(access(dead, F_OK) != 0, "a dead writer's temporary %s was kept", dead);
+    CHECK(access(live, F_OK) == 0, "a live process's temporary %s was removed", live);
+    CHECK(access(other, F_OK) == 0, "another host's temporary %s was removed", other);
+    CHECK(access(mine, F_OK) != 0, "the save left its own temporary");
+    unlink(live);
+    unlink(other);
+    unlink(path);
+    kd_net_free(net);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/kd_ckpt_XXXXXX");
@@ -583,6 +619,7 @@ int main(void)
     round_trip("bn", BN_SPEC);
     test_optional_parts();
     test_crash_safety();
+    test_stale_temporaries();
     test_bad_files();
     test_error_handler_restored();
     remove_tree();

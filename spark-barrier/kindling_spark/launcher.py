@@ -54,6 +54,7 @@ log = logging.getLogger("kindling_spark")
 HOST_PREFIX = "kdspark-t"
 JOB_ENV = "KINDLING_SPARK_JOB"         # set on every process of a job: orphans can be found by it
 FAULT_ENV = "KINDLING_SPARK_FAULT"     # test hook "RANK:STEP": kill that rank at that step, first attempt only
+FAULT_RANK_ENV = "KINDLING_SPARK_FAULT_ENV"  # test hook "NAME=VALUE ...": set in the ranks' environment, first attempt only
 TAIL_LINES = 40
 BLOCK_ROWS = 4096                      # rows per block shipped from the map stage to a worker
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 36
@@ -370,6 +371,7 @@ class JobSpec:
     checkpoint: str
     resume: bool
     fault: tuple = None
+    fault_env: tuple = None  # ("NAME=VALUE", ...) for the ranks (tests/faults: the failpoint preload)
     timeout: float = None
 
 
@@ -608,6 +610,7 @@ def _run_mpirun(job, infos, order, workdir, env, relay):
            "--mca", "btl", "self,tcp", "--bind-to", "none",
            "-H", ",".join(f"{h}:1" for h in table), "-np", str(n),  # rank r on the r-th host
            "-x", "OPENBLAS_NUM_THREADS", "-x", "OMP_NUM_THREADS", "-x", JOB_ENV, *job.cfg.mpi_args,
+           *[a for kv in job.fault_env or () for a in ("-x", kv)],
            job.cli, *train_argv(job.cfg, net_arg, os.path.join(job.spool_dir, "part-%w.spool"), job.checkpoint,
                                 job.resume)]
     relay.send_line(f"kindling: attempt {job.attempt + 1}, " +
@@ -697,7 +700,12 @@ def barrier_task(job, rows):
         order = rank_order(infos, cfg.server_ranks)
         my_rank[0] = order.index(t)
         if not server:  # the rank reads part-<its worker index>
-            os.symlink(f"task-{t}.spool", os.path.join(job.spool_dir, f"part-{my_rank[0] - cfg.server_ranks}.spool"))
+            part = os.path.join(job.spool_dir, f"part-{my_rank[0] - cfg.server_ranks}.spool")
+            try:  # left by a task of a failed attempt that was killed before its cleanup
+                os.unlink(part)
+            except FileNotFoundError:
+                pass
+            os.symlink(f"task-{t}.spool", part)
 
         if t == 0:
             link.send_line(f"kindling: {sum(i['rows'] for i in infos)} rows spooled by {cfg.workers} worker "
@@ -822,6 +830,7 @@ def run_training(sc, rdd, cfg, cli, on_line=None, timeout=None, label_name="labe
     if os.environ.get(FAULT_ENV):
         r, s = os.environ[FAULT_ENV].split(":")
         fault = (int(r), int(s))
+    fault_env = tuple(os.environ.get(FAULT_RANK_ENV, "").split()) or None
     host = sc.getConf().get("spark.driver.host", "127.0.0.1")
     try:
         host = socket.gethostbyname(host)
@@ -841,7 +850,8 @@ def run_training(sc, rdd, cfg, cli, on_line=None, timeout=None, label_name="labe
             resume = attempt > 0 and os.path.exists(checkpoint)
             job = JobSpec(job_id=job_id, attempt=attempt, secret=secret, hub=tuple(hub.address), cfg=cfg, cli=cli,
                           spool_dir=spool_dir, checkpoint=checkpoint, resume=resume,
-                          fault=fault if attempt == 0 else None, timeout=timeout)
+                          fault=fault if attempt == 0 else None, fault_env=fault_env if attempt == 0 else None,
+                          timeout=timeout)
             t0 = time.time()
             hub.expect(attempt, cfg.ranks)
             try:
