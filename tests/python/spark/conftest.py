@@ -6,7 +6,6 @@ with the reason when pyspark or Java is missing)."""
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import types
@@ -15,21 +14,11 @@ import numpy as np
 import pytest
 
 HERE = pathlib.Path(__file__).resolve().parent
-REPO = HERE.parents[2]
-PACKAGE_DIR = REPO / "spark-barrier"
-
-# The package under test is this checkout's, also in Spark's Python workers
-# (they inherit the environment through the JVM).
-sys.path.insert(0, str(PACKAGE_DIR))
 sys.path.insert(0, str(HERE))
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_DIR), os.environ.get("PYTHONPATH")) if p)
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-# ci/test.sh names the build under test with KD_LIB / KD_CLI.
-if os.environ.get("KD_LIB"):
-    os.environ.setdefault("KINDLING_LIB", os.environ["KD_LIB"])
-if os.environ.get("KD_CLI"):
-    os.environ.setdefault("KINDLING_CLI", os.environ["KD_CLI"])
+sys.path.insert(0, str(HERE.parent))  # tests/python: sparkenv
+from sparkenv import java_missing, use_this_checkout  # noqa: E402
+
+use_this_checkout()
 
 from kdspark_data import EPOCHS, SPEC, make_blobs  # noqa: E402
 from kindling_spark import native  # noqa: E402
@@ -70,19 +59,10 @@ def trained(tmp_path_factory, cli):
     return types.SimpleNamespace(path=ckpt, dir=d, x=x, y=y)
 
 
-def _java_missing():
-    home = os.environ.get("JAVA_HOME")
-    if home and (pathlib.Path(home) / "bin" / "java").exists():
-        return None
-    if shutil.which("java"):
-        return None
-    return "Java not found (Spark needs Java 17: set JAVA_HOME or put java on PATH)"
-
-
 @pytest.fixture(scope="module")
 def spark():
     pytest.importorskip("pyspark", reason="pyspark is not installed (pip install pyspark)")
-    reason = _java_missing()
+    reason = java_missing()
     if reason:
         pytest.skip(reason)
     from pyspark.sql import SparkSession

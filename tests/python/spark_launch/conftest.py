@@ -13,18 +13,10 @@ import time
 import numpy as np
 import pytest
 
-HERE = pathlib.Path(__file__).resolve().parent
-REPO = HERE.parents[2]
-PACKAGE_DIR = REPO / "spark-barrier"
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tests/python: sparkenv
+from sparkenv import REPO, java_missing, use_this_checkout  # noqa: E402
 
-sys.path.insert(0, str(PACKAGE_DIR))
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_DIR), os.environ.get("PYTHONPATH")) if p)
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-if os.environ.get("KD_LIB"):
-    os.environ.setdefault("KINDLING_LIB", os.environ["KD_LIB"])
-if os.environ.get("KD_CLI"):
-    os.environ.setdefault("KINDLING_CLI", os.environ["KD_CLI"])
+use_this_checkout()
 for build in ("build-launch", "build"):  # ci/build.sh build-launch, or the default build
     if not os.environ.get("KINDLING_CLI") and (REPO / build / "kindling").is_file():
         os.environ["KINDLING_CLI"] = str(REPO / build / "kindling")
@@ -88,8 +80,9 @@ def _session():
 @pytest.fixture(scope="session")
 def _spark_for_session(cli):
     pytest.importorskip("pyspark", reason="pyspark is not installed (pip install pyspark)")
-    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
-        pytest.skip("Java not found (Spark needs Java 17)")
+    reason = java_missing()
+    if reason:
+        pytest.skip(reason)
     yield
     from pyspark.sql import SparkSession
 
