@@ -72,6 +72,12 @@ typedef struct kd_dataset {
     float *x;        /* n * kd_shape_size(&shape) */
     int32_t *y;      /* n labels; -1 where the source had no label */
     int num_classes; /* 1 + max label seen (0 if unlabelled) */
+    /* How x and y are held; set by the library, read by kd_dataset_free.
+     * NULL (what kd_dataset_alloc and a zeroed struct give): x and y are
+     * malloc'd. Otherwise x (and y when the file has labels) point into a
+     * READ-ONLY memory mapping of a spool file: writing into them faults;
+     * copy the data first to change it. */
+    struct kd_dataset_mapping *mapping;
 } kd_dataset;
 
 kd_status kd_dataset_alloc(int64_t n, const kd_shape *shape, kd_dataset **out);
@@ -96,12 +102,47 @@ kd_status kd_dataset_load_libsvm(const char *path, int num_features,
  * Loading checks every header field, the exact size and the CRC; a file
  * without labels gives labels -1. count 0 is a valid (empty) file. */
 kd_status kd_dataset_load_spool(const char *path, kd_dataset **out);
+/* (The spool loader memory-maps the file read-only instead of copying it:
+ * the kernel pages it in and out, so a spool larger than this process's
+ * share of RAM still trains. The file must not be truncated or rewritten
+ * in place while the data set is alive; replacing it by rename, as every
+ * Kindling writer does, is safe.) */
 /* Labels are written when every sample has one (>= 0), omitted when all are
  * -1; a mix is KD_ERR_INVALID. Crash-safe: temporary file, fsync, rename. */
 kd_status kd_dataset_save_spool(const char *path, const kd_dataset *ds);
 /* Reject NaN/Inf features and labels outside [0, num_classes). The
  * message names the first bad sample. */
 kd_status kd_dataset_validate(const kd_dataset *ds, int num_classes);
+
+/* Memory limits. The readers that convert (IDX, CSV, LibSVM, gzip) check
+ * the bytes they are about to allocate against the memory available and
+ * refuse with KD_ERR_NOMEM and a message naming the file, the size needed
+ * and the limit (and suggesting a conversion to a spool file), instead of
+ * failing in malloc or being killed by the OOM killer. Available = the
+ * smallest of /proc/meminfo MemAvailable, the cgroup's memory limit minus
+ * its unreclaimable usage (v2 memory.max or v1 memory.limit_in_bytes), and
+ * the headroom under RLIMIT_AS and RLIMIT_DATA. Spool files are mapped, so
+ * only RLIMIT_AS applies to them.
+ * kd_set_memory_limit(bytes > 0) replaces the detection with a fixed budget
+ * per data set (for tests, or to allow using swap); 0 restores detection.
+ * Process-wide, like kd_set_threads. */
+void kd_set_memory_limit(uint64_t bytes);
+/* Bytes available for a data set now (UINT64_MAX when nothing can be
+ * measured). `source` (may be NULL) receives which limit binds, e.g.
+ * "MemAvailable", "RLIMIT_AS (ulimit -v)", "kd_set_memory_limit". */
+uint64_t kd_memory_available(char *source, size_t len);
+
+/* Streamed conversion to a spool file (crash-safe, like
+ * kd_dataset_save_spool) in bounded memory, whatever the size of the input:
+ * a few MiB of buffers, never the data set. Arguments as for the loaders;
+ * LibSVM with num_features 0 reads the file twice (the first pass finds the
+ * width). On success *count (may be NULL) is the number of samples. */
+kd_status kd_convert_idx_to_spool(const char *images_path, const char *labels_path,
+                                  const char *spool_path, int64_t *count);
+kd_status kd_convert_csv_to_spool(const char *path, int label_col, int has_header,
+                                  const kd_shape *shape, const char *spool_path, int64_t *count);
+kd_status kd_convert_libsvm_to_spool(const char *path, int num_features,
+                                     const char *spool_path, int64_t *count);
 
 /* --------------------------------------------------------------- networks */
 typedef struct kd_net kd_net;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* Per-sample shapes have rank 1..3; 0 for anything else so callers can
  * treat 0 as "not a valid shape". */
@@ -76,6 +77,18 @@ kd_status kd_dataset_alloc(int64_t n, const kd_shape *shape, kd_dataset **out)
         return kd_fail(KD_ERR_NOMEM, "dataset: %lld samples of shape %s do not fit in memory",
                        (long long)n, kd_shape_str(shape, sb, sizeof sb));
     }
+    /* calloc of more than there is succeeds lazily and the OOM killer
+     * strikes later, while the data are written: refuse it here instead. */
+    uint64_t fbytes = (uint64_t)n * size * sizeof(float), lbytes = (uint64_t)n * sizeof(int32_t);
+    uint64_t bytes = fbytes > UINT64_MAX - lbytes ? UINT64_MAX : fbytes + lbytes;
+    const char *source;
+    uint64_t avail = kd_memory_headroom(0, &source);
+    if (bytes > avail) {
+        char sb[64], need[32], have[32];
+        return kd_fail(KD_ERR_NOMEM, "dataset: %lld samples of shape %s need %s, but only %s is available (%s)",
+                       (long long)n, kd_shape_str(shape, sb, sizeof sb), kd_format_bytes(bytes, need, sizeof need),
+                       kd_format_bytes(avail, have, sizeof have), source);
+    }
     kd_dataset *ds = kd_calloc(1, sizeof *ds, "a dataset");
     if (!ds)
         return KD_ERR_NOMEM;
@@ -100,8 +113,19 @@ void kd_dataset_free(kd_dataset *ds)
 {
     if (!ds)
         return;
-    free(ds->x);
-    free(ds->y);
+    struct kd_dataset_mapping *m = ds->mapping;
+    if (m) {
+        const char *lo = m->addr, *hi = lo + m->len;
+        if (!((const char *)ds->x >= lo && (const char *)ds->x < hi))
+            free(ds->x);
+        if (!((const char *)ds->y >= lo && (const char *)ds->y < hi))
+            free(ds->y);
+        munmap(m->addr, m->len);
+        free(m);
+    } else {
+        free(ds->x);
+        free(ds->y);
+    }
     free(ds);
 }
 

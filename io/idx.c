@@ -148,6 +148,26 @@ static kd_status expect_end(kd_reader *r, const idx_header *h, const char *what)
     return KD_OK;
 }
 
+/* Per-sample shape: drop the count; 2-d images get one channel. */
+static kd_shape sample_shape(const idx_header *ih)
+{
+    kd_shape shape = {0, {0}};
+    if (ih->rank == 1) {
+        shape.rank = 1;
+        shape.dim[0] = 1;
+    } else if (ih->rank == 3) {
+        shape.rank = 3;
+        shape.dim[0] = 1;
+        shape.dim[1] = (int)ih->dim[1];
+        shape.dim[2] = (int)ih->dim[2];
+    } else {
+        shape.rank = ih->rank - 1;
+        for (int i = 1; i < ih->rank; i++)
+            shape.dim[i - 1] = (int)ih->dim[i];
+    }
+    return shape;
+}
+
 static kd_status read_images(kd_reader *r, const idx_header *h, kd_dataset *ds)
 {
     unsigned char *chunk = kd_malloc(IDX_CHUNK, "the IDX read buffer");
@@ -215,21 +235,15 @@ kd_status kd_dataset_load_idx(const char *images_path, const char *labels_path,
         s = kd_fail(KD_ERR_FORMAT, "count mismatch: %s has %u images but %s has %u labels",
                     images_path, ih.dim[0], labels_path, lh.dim[0]);
     if (s == KD_OK) {
-        /* Per-sample shape: drop the count; 2-d images get one channel. */
-        kd_shape shape = {0, {0}};
-        if (ih.rank == 1) {
-            shape.rank = 1;
-            shape.dim[0] = 1;
-        } else if (ih.rank == 3) {
-            shape.rank = 3;
-            shape.dim[0] = 1;
-            shape.dim[1] = (int)ih.dim[1];
-            shape.dim[2] = (int)ih.dim[2];
-        } else {
-            shape.rank = ih.rank - 1;
-            for (int i = 1; i < ih.rank; i++)
-                shape.dim[i - 1] = (int)ih.dim[i];
-        }
+        kd_shape shape = sample_shape(&ih);
+        char what[160], sb[64];
+        snprintf(what, sizeof what, "loading %u samples of shape %s as float32%s", ih.dim[0],
+                 kd_shape_str(&shape, sb, sizeof sb), ih.type == IDX_UINT8 ? " (4 bytes per uint8 pixel)" : "");
+        uint64_t bytes = (uint64_t)ih.dim[0] * (kd_shape_size(&shape) * 4 + 4);
+        s = kd_memory_check(bytes, bytes, 0, images_path, what);
+    }
+    if (s == KD_OK) {
+        kd_shape shape = sample_shape(&ih);
         s = kd_dataset_alloc((int64_t)ih.dim[0], &shape, &ds);
         if (s != KD_OK)
             kd_fail_context(s, "%s", images_path);
@@ -246,4 +260,85 @@ kd_status kd_dataset_load_idx(const char *images_path, const char *labels_path,
     }
     *out = ds;
     return KD_OK;
+}
+
+/* Streams images (and labels) into a spool writer, a block of samples at a time. */
+static kd_status convert_stream(kd_reader *images, const idx_header *ih, kd_reader *labels, const idx_header *lh,
+                                kd_spool_writer *w, size_t size)
+{
+    size_t elem = ih->type == IDX_UINT8 ? 1 : 4;
+    size_t per = size * elem; /* raw bytes per sample */
+    size_t block = IDX_CHUNK / per ? IDX_CHUNK / per : 1;
+    unsigned char *raw = kd_malloc(block * per, "the IDX read buffer");
+    float *x = raw ? kd_malloc(block * size * sizeof(float), "the IDX conversion buffer") : NULL;
+    unsigned char *lraw = x ? kd_malloc(block, "the IDX label buffer") : NULL;
+    int32_t *y = lraw ? kd_malloc(block * sizeof(int32_t), "the IDX label buffer") : NULL;
+    kd_status s = y ? KD_OK : KD_ERR_NOMEM;
+    size_t done = 0, ldone = 0;
+    for (uint32_t at = 0; s == KD_OK && at < ih->dim[0];) {
+        size_t k = ih->dim[0] - at < block ? ih->dim[0] - at : block;
+        s = read_data(images, ih, "image", raw, k * per, done);
+        for (size_t i = 0; s == KD_OK && i < k * size; i++) {
+            if (elem == 1) {
+                x[i] = (float)raw[i] / 255.0f;
+            } else {
+                uint32_t bits = be32(raw + 4 * i);
+                memcpy(&x[i], &bits, sizeof bits);
+            }
+        }
+        if (s == KD_OK && labels) {
+            s = read_data(labels, lh, "label", lraw, k, ldone);
+            for (size_t i = 0; s == KD_OK && i < k; i++)
+                y[i] = lraw[i];
+        }
+        if (s == KD_OK)
+            s = kd_spool_writer_add(w, x, labels ? y : NULL, k);
+        done += k * per;
+        ldone += k;
+        at += (uint32_t)k;
+    }
+    free(raw);
+    free(x);
+    free(lraw);
+    free(y);
+    if (s == KD_OK)
+        s = expect_end(images, ih, "image");
+    if (s == KD_OK && labels)
+        s = expect_end(labels, lh, "label");
+    return s;
+}
+
+kd_status kd_convert_idx_to_spool(const char *images_path, const char *labels_path, const char *spool_path,
+                                  int64_t *count)
+{
+    if (count)
+        *count = 0;
+    if (!images_path || !spool_path)
+        return kd_fail(KD_ERR_INVALID, "convert_idx: no %s path given", images_path ? "spool" : "images");
+    kd_reader images, labels;
+    idx_header ih, lh;
+    memset(&labels, 0, sizeof labels);
+    kd_spool_writer *w = NULL;
+    kd_status s = open_idx(images_path, 0, &images, &ih);
+    if (s == KD_OK && labels_path)
+        s = open_idx(labels_path, 1, &labels, &lh);
+    if (s == KD_OK && labels_path && lh.dim[0] != ih.dim[0])
+        s = kd_fail(KD_ERR_FORMAT, "count mismatch: %s has %u images but %s has %u labels",
+                    images_path, ih.dim[0], labels_path, lh.dim[0]);
+    kd_shape shape = sample_shape(&ih);
+    if (s == KD_OK)
+        s = kd_spool_writer_open(spool_path, &shape, labels_path != NULL, &w);
+    if (s == KD_OK)
+        s = convert_stream(&images, &ih, labels_path ? &labels : NULL, &lh, w, kd_shape_size(&shape));
+    kd_reader_close(&images);
+    kd_reader_close(&labels);
+    if (s == KD_OK) {
+        int64_t n = kd_spool_writer_count(w);
+        s = kd_spool_writer_finish(w);
+        if (s == KD_OK && count)
+            *count = n;
+    } else {
+        kd_spool_writer_abort(w);
+    }
+    return s;
 }

@@ -22,6 +22,13 @@
  * file, the field and its offset in each message. Without labels every
  * sample's label is -1 (the kd_dataset convention for "no label").
  *
+ * Loading maps the file read-only (mmap) on little-endian hosts: ds->x and,
+ * with labels, ds->y point into the mapping, the kernel pages it in and out
+ * as training touches it, and a spool larger than the memory this process
+ * may use still trains. The CRC and label checks stream through the mapping
+ * once. Elsewhere (or where the file system cannot map) it is read into
+ * malloc'd memory.
+ *
  * Saving writes "<path>.tmp-<host>-<pid>", flushes and fsyncs it, renames it over
  * path and fsyncs the directory (as checkpoints do), so a reader never sees
  * a half-written spool under the final name.
@@ -37,7 +44,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #define SPOOL_MAGIC "KDSPOOL1"
@@ -241,6 +250,95 @@ static kd_status read_words(FILE *f, const char *path, void *dst, uint64_t bytes
     return KD_OK;
 }
 
+/* The labels (at y, count n) must be >= 0 and below INT32_MAX. */
+static kd_status check_labels(const char *path, const int32_t *y, int64_t n, uint64_t feature_bytes)
+{
+    for (int64_t i = 0; i < n; i++) {
+        if (y[i] >= 0 && y[i] != INT32_MAX)
+            continue;
+        unsigned long long off = SPOOL_HEADER_BYTES + feature_bytes + 4 * (uint64_t)i;
+        if (y[i] < 0)
+            return kd_fail(KD_ERR_FORMAT, "%s: offset %llu (label of sample %lld): %d; labels must be >= 0", path,
+                           off, (long long)i, y[i]);
+        /* num_classes = 1 + the largest label must fit an int */
+        return kd_fail(KD_ERR_FORMAT, "%s: offset %llu (label of sample %lld): %d; labels must be below %d", path,
+                       off, (long long)i, y[i], INT32_MAX);
+    }
+    return KD_OK;
+}
+
+static kd_status crc_mismatch(const char *path, uint64_t payload, uint32_t got, uint32_t want)
+{
+    return kd_fail(KD_ERR_FORMAT, "%s: payload corrupt: CRC32 of the %llu payload bytes from offset %d is "
+                                  "0x%08x, the header (offset %d, crc32) says 0x%08x",
+                   path, (unsigned long long)payload, SPOOL_HEADER_BYTES, (unsigned)got, OFF_CRC, (unsigned)want);
+}
+
+/* Maps the whole (already checked) file read-only and builds the data set
+ * on it. KD_ERR_UNSUPPORTED (no message) when this file cannot be mapped,
+ * so the caller reads it instead. */
+static kd_status load_mapped(int fd, const char *path, uint64_t file_size, const kd_shape *shape, uint64_t count,
+                             int has_labels, uint64_t feature_bytes, uint64_t label_bytes, uint32_t want_crc,
+                             kd_dataset **out)
+{
+    char what[128], sb[64];
+    snprintf(what, sizeof what, "%llu samples of shape %s", (unsigned long long)count,
+             kd_shape_str(shape, sb, sizeof sb));
+    if (file_size > SIZE_MAX)
+        return kd_fail(KD_ERR_NOMEM, "%s: %llu bytes do not fit this process's address space", path,
+                       (unsigned long long)file_size);
+    KD_TRY(kd_memory_check(file_size, file_size, 1, path, what));
+    void *addr = mmap(NULL, (size_t)file_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (addr == MAP_FAILED) {
+        int e = errno;
+        if (e == ENOMEM)
+            return kd_fail(KD_ERR_NOMEM, "%s: cannot map %s (%llu bytes): %s", path, what,
+                           (unsigned long long)file_size, strerror(e));
+        return KD_ERR_UNSUPPORTED; /* e.g. ENODEV: a file system without mmap */
+    }
+    const unsigned char *base = addr;
+    kd_dataset *ds = kd_calloc(1, sizeof *ds, "a dataset");
+    struct kd_dataset_mapping *m = ds ? kd_malloc(sizeof *m, "a dataset mapping") : NULL;
+    if (!m) {
+        free(ds);
+        munmap(addr, (size_t)file_size);
+        return KD_ERR_NOMEM;
+    }
+    m->addr = addr;
+    m->len = (size_t)file_size;
+    ds->mapping = m;
+    ds->n = (int64_t)count;
+    ds->shape = *shape;
+    ds->x = (float *)(void *)(base + SPOOL_HEADER_BYTES); /* page-aligned + 64: float-aligned */
+    kd_status s = KD_OK;
+    if (has_labels) {
+        ds->y = (int32_t *)(void *)(base + SPOOL_HEADER_BYTES + feature_bytes); /* 4-aligned */
+    } else if (kd_memory_check((uint64_t)count * 4, (uint64_t)count * 4, 0, path, "the labels (-1)") != KD_OK ||
+               !(ds->y = kd_malloc((size_t)count * sizeof(int32_t), "dataset labels"))) {
+        s = KD_ERR_NOMEM;
+    } else {
+        for (uint64_t i = 0; i < count; i++)
+            ds->y[i] = -1;
+    }
+    /* One sequential pass for the CRC (read-ahead), then ordinary access. */
+    madvise(addr, (size_t)file_size, MADV_SEQUENTIAL);
+    uLong crc = crc32(0L, Z_NULL, 0);
+    if (s == KD_OK)
+        crc = crc_update(crc, base + SPOOL_HEADER_BYTES, (size_t)(feature_bytes + label_bytes));
+    if (s == KD_OK && (uint32_t)crc != want_crc)
+        s = crc_mismatch(path, feature_bytes + label_bytes, (uint32_t)crc, want_crc);
+    if (s == KD_OK && has_labels)
+        s = check_labels(path, ds->y, ds->n, feature_bytes);
+    madvise(addr, (size_t)file_size, MADV_NORMAL);
+    if (s != KD_OK) {
+        kd_dataset_free(ds);
+        return s;
+    }
+    ds->num_classes = kd_labels_num_classes(ds->y, ds->n);
+    *out = ds;
+    return KD_OK;
+}
+
 static kd_status load_open(FILE *f, const char *path, kd_dataset **out)
 {
     struct stat st;
@@ -262,26 +360,28 @@ static kd_status load_open(FILE *f, const char *path, kd_dataset **out)
     int has_labels = (flags & SPOOL_FLAG_LABELS) != 0;
     KD_TRY(check_size(path, file_size, &shape, count, has_labels, &feature_bytes, &label_bytes));
 
+    if (count > 0 && host_is_little_endian()) {
+        kd_status ms = load_mapped(fileno(f), path, file_size, &shape, count, has_labels, feature_bytes,
+                                   label_bytes, want_crc, out);
+        if (ms != KD_ERR_UNSUPPORTED)
+            return ms;
+    }
+
     kd_dataset *ds = NULL;
+    char what[128], sb[64];
+    snprintf(what, sizeof what, "reading %llu samples of shape %s", (unsigned long long)count,
+             kd_shape_str(&shape, sb, sizeof sb));
+    uint64_t bytes = feature_bytes + count * 4;
+    KD_TRY(kd_memory_check(bytes, bytes, 0, path, what));
     KD_TRY(kd_dataset_alloc((int64_t)count, &shape, &ds));
     uLong crc = crc32(0L, Z_NULL, 0);
     kd_status s = read_words(f, path, ds->x, feature_bytes, SPOOL_HEADER_BYTES, "features", &crc);
     if (s == KD_OK && has_labels)
         s = read_words(f, path, ds->y, label_bytes, SPOOL_HEADER_BYTES + feature_bytes, "labels", &crc);
     if (s == KD_OK && (uint32_t)crc != want_crc)
-        s = kd_fail(KD_ERR_FORMAT, "%s: payload corrupt: CRC32 of the %llu payload bytes from offset %d is "
-                                   "0x%08x, the header (offset %d, crc32) says 0x%08x",
-                    path, (unsigned long long)(feature_bytes + label_bytes), SPOOL_HEADER_BYTES,
-                    (unsigned)(uint32_t)crc, OFF_CRC, (unsigned)want_crc);
-    for (int64_t i = 0; s == KD_OK && has_labels && i < ds->n; i++)
-        if (ds->y[i] < 0)
-            s = kd_fail(KD_ERR_FORMAT, "%s: offset %llu (label of sample %lld): %d; labels must be >= 0", path,
-                        (unsigned long long)(SPOOL_HEADER_BYTES + feature_bytes + 4 * (uint64_t)i), (long long)i,
-                        ds->y[i]);
-        else if (ds->y[i] == INT32_MAX) /* num_classes = 1 + the largest label must fit an int */
-            s = kd_fail(KD_ERR_FORMAT, "%s: offset %llu (label of sample %lld): %d; labels must be below %d", path,
-                        (unsigned long long)(SPOOL_HEADER_BYTES + feature_bytes + 4 * (uint64_t)i), (long long)i,
-                        ds->y[i], INT32_MAX);
+        s = crc_mismatch(path, feature_bytes + label_bytes, (uint32_t)crc, want_crc);
+    if (s == KD_OK && has_labels)
+        s = check_labels(path, ds->y, ds->n, feature_bytes);
     if (s != KD_OK) {
         kd_dataset_free(ds);
         return s;
@@ -430,4 +530,187 @@ kd_status kd_dataset_save_spool(const char *path, const kd_dataset *ds)
         return s;
     }
     return kd_safe_file_commit(&sf);
+}
+
+/* ------------------------------------------------------ streaming writer */
+struct kd_spool_writer {
+    kd_safe_file sf;
+    FILE *f;             /* the temporary spool file */
+    FILE *labels;        /* unlinked side file holding the labels so far */
+    kd_shape shape;
+    size_t size;         /* floats per sample */
+    int has_labels;
+    uint64_t floats, nlabels;
+    uLong crc;           /* of the features so far */
+    unsigned char *swap_buf;
+};
+
+kd_status kd_spool_writer_open(const char *path, const kd_shape *shape, int has_labels, kd_spool_writer **out)
+{
+    *out = NULL;
+    if (!path)
+        return kd_fail(KD_ERR_INVALID, "spool writer: no path");
+    size_t size = kd_shape_size(shape);
+    if (!shape || shape->rank < 1 || shape->rank > SPOOL_MAX_RANK || size == 0)
+        return kd_fail(KD_ERR_SHAPE, "%s: a spool holds samples of rank 1..%d with every dimension >= 1", path,
+                       SPOOL_MAX_RANK);
+    kd_spool_writer *w = kd_calloc(1, sizeof *w, "a spool writer");
+    if (!w)
+        return KD_ERR_NOMEM;
+    w->shape = *shape;
+    for (int i = shape->rank; i < KD_MAX_RANK; i++)
+        w->shape.dim[i] = 0;
+    w->size = size;
+    w->has_labels = has_labels;
+    w->crc = crc32(0L, Z_NULL, 0);
+    kd_status s = kd_safe_file_begin(&w->sf, path, "spool temporary name");
+    if (s != KD_OK) {
+        free(w);
+        return s;
+    }
+    if (!host_is_little_endian() && !(w->swap_buf = kd_malloc(CHUNK_BYTES, "spool byte-swap buffer"))) {
+        kd_spool_writer_abort(w);
+        return KD_ERR_NOMEM;
+    }
+    w->f = fopen(w->sf.tmp, "wb");
+    if (!w->f) {
+        s = kd_fail(KD_ERR_IO, "%s: cannot create temporary file %s: %s", path, w->sf.tmp, strerror(errno));
+        kd_spool_writer_abort(w);
+        return s;
+    }
+    static const unsigned char zero[SPOOL_HEADER_BYTES]; /* the real header comes last */
+    if (fwrite(zero, 1, sizeof zero, w->f) != sizeof zero) {
+        s = kd_fail(KD_ERR_IO, "%s: writing %s failed: %s", path, w->sf.tmp, strerror(errno));
+        kd_spool_writer_abort(w);
+        return s;
+    }
+    if (has_labels) {
+        size_t len = strlen(w->sf.tmp) + 8;
+        char *name = kd_malloc(len, "spool label file name");
+        if (!name) {
+            kd_spool_writer_abort(w);
+            return KD_ERR_NOMEM;
+        }
+        snprintf(name, len, "%s.labels", w->sf.tmp);
+        w->labels = fopen(name, "w+b");
+        int e = errno;
+        if (w->labels)
+            unlink(name); /* lives until closed, never left behind */
+        else
+            s = kd_fail(KD_ERR_IO, "%s: cannot create temporary file %s: %s", path, name, strerror(e));
+        free(name);
+        if (s != KD_OK) {
+            kd_spool_writer_abort(w);
+            return s;
+        }
+    }
+    *out = w;
+    return KD_OK;
+}
+
+int64_t kd_spool_writer_count(const kd_spool_writer *w) { return (int64_t)(w->floats / w->size); }
+
+kd_status kd_spool_writer_features(kd_spool_writer *w, const float *x, size_t nfloats)
+{
+    if (nfloats == 0)
+        return KD_OK;
+    w->crc = crc_words(w->crc, x, nfloats, w->swap_buf);
+    KD_TRY(write_words(w->f, w->sf.path, w->sf.tmp, x, nfloats, w->swap_buf, "features"));
+    w->floats += nfloats;
+    return KD_OK;
+}
+
+kd_status kd_spool_writer_labels(kd_spool_writer *w, const int32_t *y, size_t n)
+{
+    const char *path = w->sf.path;
+    if (!w->has_labels)
+        return kd_fail(KD_ERR_INVALID, "%s: labels given, but the spool was opened without labels", path);
+    for (size_t i = 0; i < n; i++)
+        if (y[i] < 0 || y[i] == INT32_MAX)
+            return kd_fail(KD_ERR_INVALID, "%s: sample %llu has label %d; labels must be in [0, %d)", path,
+                           (unsigned long long)(w->nlabels + i), y[i], INT32_MAX);
+    if (n == 0)
+        return KD_OK;
+    KD_TRY(write_words(w->labels, path, "the label file", y, n, w->swap_buf, "labels"));
+    w->nlabels += n;
+    return KD_OK;
+}
+
+kd_status kd_spool_writer_add(kd_spool_writer *w, const float *x, const int32_t *y, size_t n)
+{
+    if (w->has_labels != (y != NULL))
+        return kd_fail(KD_ERR_INVALID, "%s: labels %s, but the spool was opened %s labels", w->sf.path,
+                       y ? "given" : "missing", w->has_labels ? "with" : "without");
+    if (n > SIZE_MAX / 4 / w->size)
+        return kd_fail(KD_ERR_INVALID, "%s: %zu samples of %zu floats do not fit", w->sf.path, n, w->size);
+    KD_TRY(kd_spool_writer_features(w, x, n * w->size));
+    return y ? kd_spool_writer_labels(w, y, n) : KD_OK;
+}
+
+kd_status kd_spool_writer_finish(kd_spool_writer *w)
+{
+    const char *path = w->sf.path;
+    kd_status s = KD_OK;
+    uint64_t count = w->floats / w->size;
+    unsigned char *buf = NULL;
+    uLong crc = w->crc;
+    if (w->floats % w->size != 0 || (w->has_labels && w->nlabels != count))
+        s = kd_fail(KD_ERR_INVALID, "%s: %llu floats and %llu labels do not make whole samples of %zu floats",
+                    path, (unsigned long long)w->floats, (unsigned long long)w->nlabels, w->size);
+    if (s == KD_OK && w->labels) { /* append the labels (already little-endian) after the features */
+        if (!(buf = kd_malloc(CHUNK_BYTES, "spool copy buffer")))
+            s = KD_ERR_NOMEM;
+        if (s == KD_OK && (fflush(w->labels) != 0 || fseek(w->labels, 0, SEEK_SET) != 0))
+            s = kd_fail(KD_ERR_IO, "%s: rewinding the label file failed: %s", path, strerror(errno));
+        uint64_t left = w->nlabels * 4;
+        while (s == KD_OK && left > 0) {
+            size_t n = left > CHUNK_BYTES ? CHUNK_BYTES : (size_t)left;
+            if (fread(buf, 1, n, w->labels) != n)
+                s = kd_fail(KD_ERR_IO, "%s: reading back the label file failed: %s", path,
+                            ferror(w->labels) ? strerror(errno) : "short read");
+            else if (fwrite(buf, 1, n, w->f) != n)
+                s = kd_fail(KD_ERR_IO, "%s: writing the labels to %s failed: %s", path, w->sf.tmp, strerror(errno));
+            else
+                crc = crc_update(crc, buf, n);
+            left -= n;
+        }
+        free(buf);
+    }
+    unsigned char h[SPOOL_HEADER_BYTES] = {0};
+    memcpy(h + OFF_MAGIC, SPOOL_MAGIC, 8);
+    put_u32(h + OFF_VERSION, SPOOL_VERSION);
+    put_u32(h + OFF_RANK, (uint32_t)w->shape.rank);
+    for (int i = 0; i < w->shape.rank; i++)
+        put_u32(h + OFF_DIMS + 4 * i, (uint32_t)w->shape.dim[i]);
+    put_u32(h + OFF_FLAGS, w->has_labels && count > 0 ? SPOOL_FLAG_LABELS : 0u);
+    put_u64(h + OFF_COUNT, count);
+    put_u64(h + OFF_CRC, (uint64_t)(uint32_t)crc);
+    if (s == KD_OK && (fseek(w->f, 0, SEEK_SET) != 0 || fwrite(h, 1, sizeof h, w->f) != sizeof h))
+        s = kd_fail(KD_ERR_IO, "%s: writing the header to %s failed: %s", path, w->sf.tmp, strerror(errno));
+    if (s == KD_OK && fflush(w->f) != 0)
+        s = kd_fail(KD_ERR_IO, "%s: flushing %s failed: %s", path, w->sf.tmp, strerror(errno));
+    int closed = fclose(w->f);
+    w->f = NULL;
+    if (closed != 0 && s == KD_OK)
+        s = kd_fail(KD_ERR_IO, "%s: closing %s failed: %s", path, w->sf.tmp, strerror(errno));
+    if (s == KD_OK) {
+        s = kd_safe_file_commit(&w->sf);
+        w->sf.tmp = NULL; /* released by commit either way */
+    }
+    kd_spool_writer_abort(w);
+    return s;
+}
+
+void kd_spool_writer_abort(kd_spool_writer *w)
+{
+    if (!w)
+        return;
+    if (w->f)
+        fclose(w->f);
+    if (w->labels)
+        fclose(w->labels);
+    if (w->sf.tmp)
+        kd_safe_file_abort(&w->sf);
+    free(w->swap_buf);
+    free(w);
 }

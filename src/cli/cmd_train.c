@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -421,6 +422,16 @@ static int print_summary(kd_net *net, const kd_dataset *train, const kd_dataset 
     return CLI_OK;
 }
 
+/* "kindling train: peak RSS 245.1 MiB" on stderr: the most memory this
+ * process had resident (getrusage ru_maxrss; includes the resident pages of
+ * a memory-mapped spool). */
+static void print_peak_rss(const char *who)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        fprintf(stderr, "kindling train: peak RSS %.1f MiB%s\n", (double)ru.ru_maxrss / 1024.0, who);
+}
+
 #ifdef KD_HAVE_MPI
 /* ------------------------------------------------------- distributed runs */
 
@@ -621,6 +632,8 @@ static int train_distributed(train_args *a)
                     ds.steps ? 1e3 * ds.exchange_seconds / (double)ds.steps : 0.0,
                     ds.train_seconds > 0 ? 100.0 * ds.exchange_seconds / ds.train_seconds : 0.0);
         }
+        if (!a->quiet)
+            print_peak_rss(" (this rank)");
         if ((rc = print_summary(net, train, test, &st, (int)a->batch)) != CLI_OK) {
             rc = dist_local_failure(d, rc, 0);
             goto done;
@@ -742,6 +755,8 @@ int cmd_train(int argc, char **argv)
         rc = cli_library_error();
         goto done;
     }
+    if (!a.quiet)
+        print_peak_rss("");
     if ((rc = print_summary(net, train, test, &st, (int)a.batch)) != CLI_OK)
         goto done;
     if (save_path)

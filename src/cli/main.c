@@ -19,6 +19,7 @@ static const command COMMANDS[] = {
     {"eval", cmd_eval, "loss, accuracy and per-class accuracy of a checkpoint"},
     {"predict", cmd_predict, "class probabilities of a checkpoint as CSV"},
     {"inspect", cmd_inspect, "layers, optimizer and history stored in a checkpoint"},
+    {"convert", cmd_convert, "IDX, CSV or LibSVM to a spool file, in bounded memory"},
 };
 #define NUM_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
@@ -64,9 +65,37 @@ static void choose_blas_kernels(char **argv)
     unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on with what we have */
 }
 
+/* KD_MEMORY_LIMIT=N[KMG]: the memory budget for loading a data set instead
+ * of what the system reports (see kd_set_memory_limit). Returns 0, or 2
+ * after a message for a bad value. */
+static int apply_memory_limit(void)
+{
+    const char *v = getenv("KD_MEMORY_LIMIT");
+    if (!v || !*v)
+        return CLI_OK;
+    char *end;
+    double x = strtod(v, &end);
+    double mult = 1;
+    switch (*end) {
+    case 'k': case 'K': mult = 1024.0; end++; break;
+    case 'm': case 'M': mult = 1024.0 * 1024; end++; break;
+    case 'g': case 'G': mult = 1024.0 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (end == v || *end != '\0' || !(x >= 0) || x * mult >= 1.8e19) {
+        fprintf(stderr, "kindling: KD_MEMORY_LIMIT: expected bytes with an optional K, M or G suffix (0 = detect), "
+                        "got '%s'\n", v);
+        return CLI_USAGE;
+    }
+    kd_set_memory_limit((uint64_t)(x * mult));
+    return CLI_OK;
+}
+
 int main(int argc, char **argv)
 {
     choose_blas_kernels(argv);
+    if (apply_memory_limit() != CLI_OK)
+        return CLI_USAGE;
     if (argc < 2) {
         usage(stderr);
         return CLI_USAGE;
