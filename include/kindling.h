@@ -36,7 +36,8 @@ typedef enum kd_status {
     KD_ERR_NOMEM = 5,    /* allocation failed */
     KD_ERR_NUMERIC = 6,  /* NaN / Inf where a number was needed */
     KD_ERR_STATE = 7,    /* call out of order (e.g. backward before forward) */
-    KD_ERR_UNSUPPORTED = 8
+    KD_ERR_UNSUPPORTED = 8, /* also: no GPU support built, or no CUDA device */
+    KD_ERR_DEVICE = 9       /* a CUDA / cuBLAS / cuDNN / NCCL call failed */
 } kd_status;
 
 /* Message of the last failure on this thread ("" if none). Never NULL. */
@@ -62,6 +63,40 @@ typedef struct kd_shape {
 size_t kd_shape_size(const kd_shape *s);
 /* "1x28x28" into buf; returns buf. */
 const char *kd_shape_str(const kd_shape *s, char *buf, size_t len);
+
+/* ----------------------------------------------------------------- devices */
+/* Where a network computes. A network starts on the CPU; kd_net_set_context
+ * moves it to a GPU (the CUDA backend in gpu/, when built). Every call
+ * works the same on both; the flat buffers keep their layout and offsets.
+ *
+ * On a GPU the parameters, gradients, state and (inside kd_train) the
+ * optimizer state live on the device. kd_net_params / kd_net_grads /
+ * kd_net_state still return the host buffers: they first copy the device
+ * values back and then treat the host copy as written, so the next device
+ * operation uploads it (that is how checkpoints, the parameter server and
+ * MPI allreduce work unchanged). The optimizer's own state
+ * (kd_optim_state) is brought back by kd_net_sync, which kd_train calls
+ * before every checkpoint and when it returns.
+ *
+ * Built without CUDA, asking for a GPU fails with KD_ERR_UNSUPPORTED and
+ * "Kindling was built without CUDA"; with CUDA but no usable device, with
+ * KD_ERR_UNSUPPORTED and "no CUDA device: <reason>". */
+typedef enum kd_device_kind { KD_DEVICE_CPU = 0, KD_DEVICE_GPU = 1 } kd_device_kind;
+
+typedef struct kd_context {
+    kd_device_kind kind;
+    int device_id; /* GPU ordinal; -1 = pick: the local MPI rank (OMPI_COMM_WORLD_LOCAL_RANK,
+                      MPI_LOCALRANKID, SLURM_LOCALID; else 0) modulo the device count */
+} kd_context;
+
+/* "cpu", "gpu" (device -1) or "gpu:N". */
+kd_status kd_context_parse(const char *text, kd_context *out);
+/* "cpu", "gpu:N" or "gpu" into buf; returns buf. */
+const char *kd_context_str(kd_context ctx, char *buf, size_t len);
+/* 1 if this library was built with the CUDA backend, else 0. */
+int kd_gpu_built(void);
+/* Number of usable CUDA devices (fails as described above when none). */
+kd_status kd_gpu_device_count(int *count);
 
 /* ---------------------------------------------------------------- datasets */
 /* An in-memory labelled data set: n samples of `shape` float32 features
@@ -207,6 +242,15 @@ void kd_net_set_noise_seed(kd_net *net, uint64_t seed, int64_t step);
 /* Probabilities for n samples (inference mode), in batches. */
 kd_status kd_net_predict(kd_net *net, const float *x, int64_t n, float *probs_out);
 
+/* Move the network to `ctx` (see "devices" above). To a GPU: allocates the
+ * device buffers and uploads parameters and state. Back to the CPU: copies
+ * them down and frees the device (an optimizer stepped with
+ * kd_net_optim_step outside kd_train needs kd_net_sync(net, opt) first, or
+ * its device state is lost). Setting the current context again is a no-op. */
+kd_status kd_net_set_context(kd_net *net, kd_context ctx);
+/* The network's context; a GPU context names the device actually used. */
+kd_context kd_net_get_context(const kd_net *net);
+
 /* -------------------------------------------------------------- optimizers */
 typedef enum kd_optim_kind {
     KD_OPT_SGD = 0,      /* momentum 0 */
@@ -253,6 +297,15 @@ void kd_optim_free(kd_optim *opt);
 const kd_optim_config *kd_optim_get_config(const kd_optim *opt);
 /* One update: params -= f(grads). Increments the step counter. */
 kd_status kd_optim_step(kd_optim *opt, float *params, const float *grads);
+/* One update of the network's parameters from its gradients, where the
+ * network lives: kd_optim_step on the CPU, the same rule in device kernels
+ * on a GPU (the optimizer state is then kept on the device until
+ * kd_net_sync). The local exchange of kd_train uses this. */
+kd_status kd_net_optim_step(kd_net *net, kd_optim *opt);
+/* Bring the host copies up to date: parameters, gradients and state, and,
+ * when opt is not NULL, the optimizer state a GPU step keeps on the device.
+ * A no-op on the CPU. */
+kd_status kd_net_sync(kd_net *net, kd_optim *opt);
 /* Learning rate the next step will use. */
 double kd_optim_current_lr(const kd_optim *opt);
 int64_t kd_optim_steps(const kd_optim *opt);

@@ -21,6 +21,9 @@
 #include "net.h"
 #include "ps.h"
 #include "world.h"
+#ifdef KD_HAVE_NCCL
+#include "nccl_allreduce.h"
+#endif
 
 static double now_seconds(void)
 {
@@ -38,6 +41,9 @@ typedef struct dist_run {
     kd_ps *ps;                   /* async */
     kd_exchange ps_exchange;
     kd_allreduce *ar;            /* sync */
+#ifdef KD_HAVE_NCCL
+    kd_nccl *nccl;               /* sync with every worker's network on a GPU */
+#endif
     /* Where kd_train is in the epoch: mirrors its batching so each worker
      * knows its share of the global batch (src/train.c part_slice). */
     int64_t n, spe, k, global_batch, batch;
@@ -76,6 +82,10 @@ static kd_status save_checkpoint(dist_run *r, int64_t step, int gather)
         if (s != KD_OK)
             return kd_fail_context(s, "gathering the model for a checkpoint");
     }
+    /* A GPU network's parameters and optimizer state come back to the host. */
+    kd_status ss = kd_net_sync(r->net, r->opt);
+    if (ss != KD_OK)
+        return kd_fail_context(ss, "saving checkpoint");
     kd_train_state snap = *r->st; /* shallow: the history is only read */
     snap.step = step;
     snap.batch_size = (int32_t)r->global_batch;
@@ -105,10 +115,17 @@ static kd_status dist_step(void *ctx, kd_net *net, kd_optim *opt)
         if (mine > 0 && net->last_batch != mine)
             return kd_fail(KD_ERR_STATE, "sync exchange: expected %lld samples in this step, the network saw %d",
                            (long long)mine, net->last_batch);
-        s = kd_allreduce_weighted_sum(r->ar, kd_net_grads(net), total > 0 ? (double)mine / (double)total : 0.0);
+        double weight = total > 0 ? (double)mine / (double)total : 0.0;
+#ifdef KD_HAVE_NCCL
+        if (r->nccl) /* device to device; queued before the optimizer step */
+            s = kd_nccl_weighted_sum(r->nccl, net, weight);
+        else
+#endif
+            s = kd_allreduce_weighted_sum(r->ar, kd_net_grads(net), weight);
         r->d->stats.exchange_seconds += now_seconds() - t0;
+        /* Where the network lives: device kernels on a GPU. */
         if (s == KD_OK)
-            s = kd_optim_step(opt, kd_net_params(net), kd_net_grads(net));
+            s = kd_net_optim_step(net, opt);
     } else {
         s = r->ps_exchange.step(r->ps_exchange.ctx, net, opt);
         r->d->stats.exchange_seconds += now_seconds() - t0;
@@ -230,6 +247,11 @@ kd_status kd_dist_train(kd_dist *d, kd_net *net, kd_optim *opt, const kd_dataset
     kd_status s;
     if (d->cfg.mode == KD_DIST_SYNC) {
         s = kd_allreduce_create(d->workers, n, d->cfg.bucket_bytes, &r.ar);
+#ifdef KD_HAVE_NCCL
+        /* Collective: NCCL only when every worker's network is on a GPU. */
+        if (s == KD_OK)
+            s = kd_nccl_create(d->workers, net, 0, &r.nccl);
+#endif
         if (s == KD_OK)
             s = work(&r, train, cfg);
     } else {
@@ -250,5 +272,8 @@ kd_status kd_dist_train(kd_dist *d, kd_net *net, kd_optim *opt, const kd_dataset
     if (s == KD_OK)
         kd_ps_free(r.ps);
     kd_allreduce_free(r.ar);
+#ifdef KD_HAVE_NCCL
+    kd_nccl_free(r.nccl);
+#endif
     return s;
 }

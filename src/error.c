@@ -71,6 +71,7 @@ const char *kd_status_name(kd_status s)
     case KD_ERR_NUMERIC: return "numeric error";
     case KD_ERR_STATE: return "invalid state";
     case KD_ERR_UNSUPPORTED: return "unsupported";
+    case KD_ERR_DEVICE: return "device error";
     }
     return "unknown status";
 }

@@ -53,6 +53,11 @@ kd_status kd_evaluate(kd_net *net, const kd_dataset *ds, int batch_size, kd_eval
             return s;
         }
         const float *p = kd_net_output(net);
+        if (!p) { /* a device failure fetching the output; the message is set */
+            free(hits);
+            kd_eval_result_clear(out);
+            return KD_ERR_DEVICE;
+        }
         for (int i = 0; i < b; i++) {
             const float *row = p + (size_t)i * K;
             int y = ds->y[at + i], best = 0;

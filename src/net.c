@@ -33,6 +33,8 @@ void kd_net_free(kd_net *net)
 {
     if (!net)
         return;
+    if (net->backend)
+        net->backend->detach(net);
     free_batch_buffers(net);
     free(net->layers);
     free(net->params);
@@ -180,6 +182,8 @@ kd_status kd_net_init_params(kd_net *net, uint64_t seed)
                          L->bias_count ? net->params + L->bias_offset : NULL,
                          L->state_count ? net->state + L->state_offset : NULL, &rng);
     }
+    if (net->backend)
+        net->backend->host_written(net, KD_BUF_PARAMS | KD_BUF_STATE);
     return KD_OK;
 }
 
@@ -187,10 +191,23 @@ const char *kd_net_spec_json(const kd_net *net) { return net ? net->spec_json : 
 kd_shape kd_net_input_shape(const kd_net *net) { return net->input; }
 int kd_net_num_classes(const kd_net *net) { return net->num_classes; }
 size_t kd_net_param_count(const kd_net *net) { return net->param_count; }
-float *kd_net_params(kd_net *net) { return net->params; }
-float *kd_net_grads(kd_net *net) { return net->grads; }
 size_t kd_net_state_count(const kd_net *net) { return net->state_count; }
-float *kd_net_state(kd_net *net) { return net->state; }
+
+/* On a device the host buffer is brought up to date and then counted as
+ * written, since the caller may write through the pointer (src/backend.h).
+ * A device failure here leaves its message in kd_last_error(). */
+static float *host_buffer(kd_net *net, unsigned which, float *buf)
+{
+    if (net->backend) {
+        net->backend->pull(net, which, NULL);
+        net->backend->host_written(net, which);
+    }
+    return buf;
+}
+
+float *kd_net_params(kd_net *net) { return host_buffer(net, KD_BUF_PARAMS, net->params); }
+float *kd_net_grads(kd_net *net) { return host_buffer(net, KD_BUF_GRADS, net->grads); }
+float *kd_net_state(kd_net *net) { return host_buffer(net, KD_BUF_STATE, net->state); }
 int kd_net_num_layers(const kd_net *net) { return net->num_layers; }
 
 kd_status kd_net_layer_info(const kd_net *net, int i, kd_layer_info *out)
@@ -243,6 +260,14 @@ kd_status kd_net_forward(kd_net *net, const float *x, int batch, int training)
         return kd_fail(KD_ERR_INVALID, "kd_net_forward: NULL argument");
     if (batch < 1)
         return kd_fail(KD_ERR_INVALID, "batch size must be >= 1, got %d", batch);
+    if (net->backend) {
+        net->last_batch = 0;
+        KD_TRY(net->backend->forward(net, x, batch, training));
+        net->last_x = x;
+        net->last_batch = batch;
+        net->last_training = training;
+        return KD_OK;
+    }
     KD_TRY(ensure_batch(net, batch));
     kd_rng rng;
     kd_rng_seed(&rng, net->noise_seed, 0x5eed0000ULL + (uint64_t)net->noise_step);
@@ -261,7 +286,12 @@ kd_status kd_net_forward(kd_net *net, const float *x, int batch, int training)
 
 const float *kd_net_output(const kd_net *net)
 {
-    return net && net->last_batch ? net->acts[net->num_layers - 1] : NULL;
+    if (!net || !net->last_batch)
+        return NULL;
+    /* The device backend fetches its output lazily (a cache, hence the cast). */
+    if (net->backend)
+        return net->backend->output((kd_net *)net);
+    return net->acts[net->num_layers - 1];
 }
 
 static kd_status check_labels(const kd_net *net, const int32_t *labels)
@@ -280,7 +310,9 @@ kd_status kd_net_loss(kd_net *net, const int32_t *labels, double *loss, int *cor
     if (!net || !net->last_batch)
         return kd_fail(KD_ERR_STATE, "kd_net_loss: no forward pass yet");
     KD_TRY(check_labels(net, labels));
-    const float *p = net->acts[net->num_layers - 1];
+    const float *p = kd_net_output(net);
+    if (!p)
+        return KD_ERR_DEVICE; /* the backend set the message */
     int K = net->num_classes, hits = 0;
     double sum = 0;
     for (int b = 0; b < net->last_batch; b++) {
@@ -306,6 +338,8 @@ kd_status kd_net_backward(kd_net *net, const int32_t *labels)
     if (!net || !net->last_batch)
         return kd_fail(KD_ERR_STATE, "kd_net_backward: no forward pass yet");
     KD_TRY(check_labels(net, labels));
+    if (net->backend)
+        return net->backend->backward(net, labels);
     int B = net->last_batch, K = net->num_classes, n = net->num_layers;
     /* Softmax and cross-entropy fused: dL/dlogits = (p - onehot) / B. */
     const float *p = net->acts[n - 1];
@@ -340,7 +374,10 @@ kd_status kd_net_predict(kd_net *net, const float *x, int64_t n, float *probs_ou
     for (int64_t at = 0; at < n; at += KD_PREDICT_BATCH) {
         int b = (int)(n - at < KD_PREDICT_BATCH ? n - at : KD_PREDICT_BATCH);
         KD_TRY(kd_net_forward(net, x + (size_t)at * in, b, 0));
-        memcpy(probs_out + (size_t)at * K, kd_net_output(net), sizeof(float) * K * (size_t)b);
+        const float *p = kd_net_output(net);
+        if (!p)
+            return KD_ERR_DEVICE; /* the backend set the message */
+        memcpy(probs_out + (size_t)at * K, p, sizeof(float) * K * (size_t)b);
     }
     return KD_OK;
 }

@@ -5,6 +5,7 @@
 
 #include <math.h>
 
+#include "backend.h"
 #include "layer.h"
 
 struct kd_net {
@@ -33,6 +34,13 @@ struct kd_net {
 
     uint64_t noise_seed;
     int64_t noise_step;
+
+    /* Where the network computes (src/context.c). On a GPU, backend is the
+     * device's function table and backend_ctx its mirror of the buffers
+     * above; the CPU per-batch buffers are then unused. */
+    kd_context ctx;
+    const kd_backend *backend;
+    void *backend_ctx;
 };
 
 /* Negative log-likelihood of a predicted probability. Underflow to 0 is

@@ -21,7 +21,8 @@ static kd_status local_step(void *ctx, kd_net *net, kd_optim *opt)
     (void)ctx;
     if (!opt)
         return kd_fail(KD_ERR_INVALID, "local training needs an optimizer");
-    return kd_optim_step(opt, kd_net_params(net), kd_net_grads(net));
+    /* Where the network lives: on a GPU the update runs in device kernels. */
+    return kd_net_optim_step(net, opt);
 }
 
 static const kd_exchange local_exchange = {"local", NULL, local_step};
@@ -90,12 +91,15 @@ static void part_slice(int64_t n, int64_t step, int batch, int part, int parts, 
     *hi = start + len * (part + 1) / parts;
 }
 
-static kd_status save_checkpoint(const kd_train_config *cfg, const kd_net *net, const kd_optim *opt,
+static kd_status save_checkpoint(const kd_train_config *cfg, kd_net *net, kd_optim *opt,
                                  const kd_train_state *st)
 {
     if (!cfg->checkpoint_path)
         return KD_OK;
-    kd_status s = kd_checkpoint_save(cfg->checkpoint_path, net, opt, st);
+    /* A GPU network's parameters and optimizer state come back to the host first. */
+    kd_status s = kd_net_sync(net, opt);
+    if (s == KD_OK)
+        s = kd_checkpoint_save(cfg->checkpoint_path, net, opt, st);
     return s == KD_OK ? s : kd_fail_context(s, "saving checkpoint");
 }
 
@@ -126,6 +130,11 @@ kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
         skip = 0;
     st->seed = st->seed ? st->seed : cfg->seed;
     st->batch_size = B;
+
+    /* On a GPU the optimizer state is uploaded again at the first step: the
+     * host copy is the current one whenever kd_train starts (it syncs on return). */
+    if (net->backend)
+        net->backend->host_written(net, KD_BUF_OPTIM);
 
     int64_t *order = kd_malloc(sizeof(int64_t) * (size_t)n, "sample order");
     float *xb = kd_malloc(sizeof(float) * in * (size_t)B, "batch features");
@@ -171,7 +180,7 @@ kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
                 seen += b;
             } else {
                 /* An empty share still takes part in the exchange (collectives must match). */
-                memset(net->grads, 0, sizeof(float) * net->param_count);
+                memset(kd_net_grads(net), 0, sizeof(float) * net->param_count);
             }
             if ((s = ex->step(ex->ctx, net, opt)) != KD_OK)
                 break;
@@ -237,5 +246,8 @@ kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
     free(order);
     free(xb);
     free(yb);
+    /* Leave the host copies current (no-op on the CPU). */
+    if (s == KD_OK)
+        s = kd_net_sync(net, opt);
     return s;
 }

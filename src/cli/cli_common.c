@@ -344,3 +344,21 @@ int cli_progress_print(const kd_progress *p, void *user)
     fflush(stderr);
     return 0;
 }
+
+int cli_parse_context(const char *cmd, const char *text, kd_context *out)
+{
+    if (kd_context_parse(text, out) != KD_OK)
+        return cli_usage_error(cmd, "--context: unknown context '%s' (choose cpu, gpu or gpu:N)", text);
+    return CLI_OK;
+}
+
+int cli_apply_context(kd_net *net, kd_context ctx)
+{
+    if (ctx.kind == KD_DEVICE_CPU)
+        return CLI_OK;
+    if (kd_net_set_context(net, ctx) != KD_OK) {
+        char buf[32];
+        return cli_fail("--context %s: %s", kd_context_str(ctx, buf, sizeof buf), kd_last_error());
+    }
+    return CLI_OK;
+}

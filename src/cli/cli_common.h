@@ -38,6 +38,15 @@ int cli_parse_int(const char *cmd, const char *flag, const char *text,
 int cli_parse_double(const char *cmd, const char *flag, const char *text,
                      double lo, int lo_closed, double hi, int hi_closed, double *out);
 
+/* --context cpu|gpu[:N]: parse the flag value (usage error naming the flag). */
+int cli_parse_context(const char *cmd, const char *text, kd_context *out);
+/* Move net to ctx (no-op for the CPU); "kindling: <reason>" and 1 on failure,
+ * e.g. a build without CUDA or a machine without a CUDA device. */
+int cli_apply_context(kd_net *net, kd_context ctx);
+#define CLI_CONTEXT_HELP \
+    "  --context cpu|gpu[:N]  where to compute (default cpu); gpu without N takes the\n" \
+    "                         MPI local rank modulo the number of GPUs\n"
+
 /* ------------------------------------------------------------ data flags */
 /* Option ids for the data flags (long-only options use ids above 255). */
 enum {

@@ -18,6 +18,7 @@ static void eval_help(void)
         "  --model PATH           checkpoint written by 'kindling train' (required)\n"
         "  --batch-size N         samples per forward pass (default 256)\n"
         "  --threads N            threads (default 1; 0 = library default)\n"
+        CLI_CONTEXT_HELP
         "\n"
         "Data (default: the Fashion-MNIST t10k test set from $KD_FASHION_MNIST_DIR or\n"
         "      " CLI_DEFAULT_FASHION_MNIST_DIR "):\n"
@@ -33,12 +34,13 @@ static void eval_help(void)
         "  -h, --help             this help\n");
 }
 
-enum { OPT_MODEL = CLI_OPT_FIRST_COMMAND_ID, OPT_BATCH, OPT_THREADS };
+enum { OPT_MODEL = CLI_OPT_FIRST_COMMAND_ID, OPT_BATCH, OPT_THREADS, OPT_CONTEXT };
 
 static const struct option EVAL_OPTIONS[] = {
     {"model", required_argument, NULL, OPT_MODEL},
     {"batch-size", required_argument, NULL, OPT_BATCH},
     {"threads", required_argument, NULL, OPT_THREADS},
+    {"context", required_argument, NULL, OPT_CONTEXT},
     {"help", no_argument, NULL, 'h'},
     {"dataset", required_argument, NULL, CLI_OPT_DATASET},
     {"images", required_argument, NULL, CLI_OPT_TEST_IMAGES},
@@ -77,6 +79,7 @@ int cmd_eval(int argc, char **argv)
     const char *model = NULL;
     long long batch = 256, threads = 1;
     cli_data_opts data;
+    kd_context ctx = {KD_DEVICE_CPU, 0};
     int c, rc;
 
     cli_data_opts_init(&data);
@@ -92,6 +95,10 @@ int cmd_eval(int argc, char **argv)
             break;
         case OPT_THREADS:
             if ((rc = cli_parse_int(CMD, "--threads", optarg, 0, 1024, &threads)) != CLI_OK)
+                return rc;
+            break;
+        case OPT_CONTEXT:
+            if ((rc = cli_parse_context(CMD, optarg, &ctx)) != CLI_OK)
                 return rc;
             break;
         case '?':
@@ -114,6 +121,8 @@ int cmd_eval(int argc, char **argv)
 
     if (kd_checkpoint_load(model, &net, NULL, NULL) != KD_OK)
         return cli_library_error();
+    if ((rc = cli_apply_context(net, ctx)) != CLI_OK)
+        goto done;
     if ((rc = cli_load_data(CMD, &data, net, 0, 1, NULL, &ds)) != CLI_OK)
         goto done;
     if (kd_evaluate(net, ds, (int)batch, &r) != KD_OK) {

@@ -23,6 +23,7 @@ static void predict_help(void)
         "  -o, --output PATH      output file (default stdout); written to PATH.tmp and\n"
         "                         renamed, so a failure never leaves a partial file\n"
         "  --threads N            threads (default 1; 0 = library default)\n"
+        CLI_CONTEXT_HELP
         "\n"
         "Data (default: the Fashion-MNIST t10k test set from $KD_FASHION_MNIST_DIR or\n"
         "      " CLI_DEFAULT_FASHION_MNIST_DIR "); labels are not needed:\n"
@@ -38,12 +39,13 @@ static void predict_help(void)
         "  -h, --help             this help\n");
 }
 
-enum { OPT_MODEL = CLI_OPT_FIRST_COMMAND_ID, OPT_THREADS };
+enum { OPT_MODEL = CLI_OPT_FIRST_COMMAND_ID, OPT_THREADS, OPT_CONTEXT };
 
 static const struct option PREDICT_OPTIONS[] = {
     {"model", required_argument, NULL, OPT_MODEL},
     {"output", required_argument, NULL, 'o'},
     {"threads", required_argument, NULL, OPT_THREADS},
+    {"context", required_argument, NULL, OPT_CONTEXT},
     {"help", no_argument, NULL, 'h'},
     {"input", required_argument, NULL, CLI_OPT_INPUT},
     {"dataset", required_argument, NULL, CLI_OPT_DATASET},
@@ -119,6 +121,7 @@ int cmd_predict(int argc, char **argv)
 {
     const char *model = NULL, *output = NULL;
     long long threads = 1;
+    kd_context ctx = {KD_DEVICE_CPU, 0};
     cli_data_opts data;
     int c, rc;
 
@@ -132,6 +135,10 @@ int cmd_predict(int argc, char **argv)
         case OPT_MODEL: model = optarg; break;
         case OPT_THREADS:
             if ((rc = cli_parse_int(CMD, "--threads", optarg, 0, 1024, &threads)) != CLI_OK)
+                return rc;
+            break;
+        case OPT_CONTEXT:
+            if ((rc = cli_parse_context(CMD, optarg, &ctx)) != CLI_OK)
                 return rc;
             break;
         case '?':
@@ -153,6 +160,8 @@ int cmd_predict(int argc, char **argv)
 
     if (kd_checkpoint_load(model, &net, NULL, NULL) != KD_OK)
         return cli_library_error();
+    if ((rc = cli_apply_context(net, ctx)) != CLI_OK)
+        goto done;
     if ((rc = cli_load_data(CMD, &data, net, 0, 0, NULL, &ds)) != CLI_OK)
         goto done;
     int k = kd_net_num_classes(net);

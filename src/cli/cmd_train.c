@@ -47,6 +47,10 @@ static void train_help(void)
         "  --seed N               initialisation, data order and dropout (default 42)\n"
         "  --threads N            threads for BLAS and Kindling loops (default 1, so runs\n"
         "                         are reproducible; 0 = library default)\n"
+        CLI_CONTEXT_HELP
+        "                         (with --dist sync on GPUs gradients are averaged by NCCL\n"
+        "                         when it was found at build time; --dist async copies them\n"
+        "                         to the host for the parameter server)\n"
         "\n"
         "Optimizer:\n"
         "  --optimizer NAME       sgd, momentum, adam or adamw (default adam)\n"
@@ -118,6 +122,7 @@ enum {
     OPT_SERVERS,
     OPT_MAX_STALENESS,
     OPT_LOCAL_DATA,
+    OPT_CONTEXT,
     OPT_RESUME,
 };
 
@@ -146,6 +151,7 @@ static const struct option TRAIN_OPTIONS[] = {
     {"servers", required_argument, NULL, OPT_SERVERS},
     {"max-staleness", required_argument, NULL, OPT_MAX_STALENESS},
     {"local-data", no_argument, NULL, OPT_LOCAL_DATA},
+    {"context", required_argument, NULL, OPT_CONTEXT},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {"dataset", required_argument, NULL, CLI_OPT_DATASET},
@@ -174,6 +180,7 @@ typedef struct train_args {
     const char *checkpoint, *resume;
     const char *dist;        /* NULL, "sync" or "async" */
     long long servers, max_staleness;
+    kd_context ctx;          /* --context */
     cli_data_opts data;
 } train_args;
 
@@ -308,6 +315,10 @@ static int parse_train_args(int argc, char **argv, train_args *a, int *help)
                 return rc;
             break;
         case OPT_LOCAL_DATA: a->local_data = 1; break;
+        case OPT_CONTEXT:
+            if ((rc = cli_parse_context(CMD, optarg, &a->ctx)) != CLI_OK)
+                return rc;
+            break;
         case '?':
         case ':': return cli_getopt_error(CMD, c, argv);
         default:
@@ -539,6 +550,12 @@ static int train_distributed(train_args *a)
         rc = create_net(a, &net);
     }
 
+    /* Workers compute on --context; parameter servers stay on the CPU. */
+    if (rc == CLI_OK && !server && (rc = cli_apply_context(net, a->ctx)) != CLI_OK) {
+        char role[64];
+        fprintf(stderr, "kindling: (on %s)\n", kd_dist_role_str(d, role, sizeof role));
+    }
+
     /* Servers hold no data; the workers' training-set size sizes the schedule. */
     int64_t n_train = 0;
     if (rc == CLI_OK && !server) {
@@ -695,6 +712,8 @@ int cmd_train(int argc, char **argv)
     } else if ((rc = create_net(&a, &net)) != CLI_OK) {
         goto done;
     }
+    if ((rc = cli_apply_context(net, a.ctx)) != CLI_OK)
+        goto done;
 
     if ((rc = cli_load_data(CMD, &a.data, net, 1, 1, &train, &test)) != CLI_OK)
         goto done;
