@@ -214,6 +214,9 @@ class Kindling:
         return self
 
     def setContext(self, context):
+        """"cpu" (default) or "gpu": each worker rank trains on one GPU (the
+        one Spark assigned to its task through spark.task.resource.gpu.amount,
+        else device 0 of its host); parameter servers stay on the CPU."""
         if context not in ("cpu", "gpu"):
             raise ValueError(f"context must be 'cpu' or 'gpu', got {context!r}")
         self._context = context
@@ -309,8 +312,6 @@ class Kindling:
 
     # ------------------------------------------------------------- fit
     def _config(self, sc):
-        if self._context == "gpu":
-            raise ValueError("context 'gpu': this kindling's train command has no GPU option yet; use 'cpu'")
         text, shape, classes = resolve_network(self._network, self._dimension)
         threads = self._threads or max(1, int(sc.getConf().get("spark.task.cpus", "1")))
         mode = self._mode
@@ -319,7 +320,8 @@ class Kindling:
             batch_size=self._batch, workers=self._workers, servers=self._servers if mode == "async" else 0,
             mode=mode, max_staleness=self._staleness, seed=self._seed, threads=threads,
             optimizer=dict(self._optimizer), checkpoint_every=self._ckpt_every, checkpoint_dir=self._ckpt_dir,
-            max_retries=self._retries, mpi_args=self._mpi_args, spool_root=self._spool_root), shape
+            max_retries=self._retries, mpi_args=self._mpi_args, spool_root=self._spool_root,
+            context=self._context), shape
 
     def fit(self, data, **model_params):
         """Train on an RDD ((label, features) pairs, LabeledPoints, Rows,

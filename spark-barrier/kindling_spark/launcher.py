@@ -317,6 +317,7 @@ class TrainConfig:
     mpi_args: tuple = ()
     spool_root: str = None
     slot_wait: float = 10.0
+    context: str = "cpu"  # "gpu": workers train on a GPU (parameter servers stay on the CPU)
 
     @property
     def ranks(self):
@@ -342,6 +343,8 @@ def train_argv(cfg, net_arg, spool_pattern, checkpoint, resume=False):
           "--threads", str(cfg.threads), "--checkpoint", checkpoint]
     if cfg.checkpoint_every:
         a += ["--checkpoint-every", str(cfg.checkpoint_every)]
+    if cfg.context != "cpu":
+        a += ["--context", cfg.context]
     if resume:
         return a + ["--resume", checkpoint]
     a += ["--net", net_arg, "--batch-size", str(cfg.batch_size), "--seed", str(cfg.seed)]
@@ -569,6 +572,25 @@ def _fault_watch(job, rank, orted_proc, stop):
             return
 
 
+def task_gpus(ctx):
+    """The GPU addresses Spark gave this task (spark.task.resource.gpu.amount
+    with a discovery script), or None when it scheduled none."""
+    try:
+        info = ctx.resources().get("gpu")
+    except Exception:  # an older Spark, or resources not configured
+        return None
+    return list(info.addresses) if info is not None and info.addresses else None
+
+
+def gpu_env(env, cfg, gpus):
+    """One GPU per rank: a task's rank is alone on its (virtual) host, so its
+    local rank is 0 and `--context gpu` takes device 0 of what it can see;
+    CUDA_VISIBLE_DEVICES makes that the GPU Spark assigned to the task."""
+    if cfg.context == "gpu" and gpus:
+        env = dict(env, CUDA_VISIBLE_DEVICES=",".join(gpus[:1]))
+    return env
+
+
 def _task_env(job, workdir):
     env = dict(os.environ)
     env.update({JOB_ENV: job.job_id, "TMPDIR": workdir, "OPENBLAS_NUM_THREADS": str(job.cfg.threads),
@@ -645,12 +667,13 @@ def barrier_task(job, rows):
 
     from . import rendezvous, spool
 
-    t = BarrierTaskContext.get().partitionId()
+    ctx = BarrierTaskContext.get()
+    t = ctx.partitionId()
     cfg = job.cfg
     server = t < cfg.server_ranks
     os.makedirs(job.spool_dir, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix=f"t{t}-", dir=job.spool_dir)  # private: orted's TMPDIR, the agent's files
-    env = _task_env(job, workdir)
+    env = gpu_env(_task_env(job, workdir), cfg, task_gpus(ctx))
     error, count = None, 0
     service = link = None
     started = time.time()

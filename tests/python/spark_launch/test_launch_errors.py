@@ -10,6 +10,7 @@ import pytest
 from conftest import NUM_FEATURES, SPEC, make_blobs
 
 from kindling_spark.estimator import Kindling, KindlingClassifier
+from kindling_spark import launcher
 from kindling_spark.launcher import DataError, NotEnoughSlotsError
 
 
@@ -105,3 +106,26 @@ def test_bad_settings_fail_when_set():
     with pytest.raises(ValueError, match="context must be 'cpu' or 'gpu'"):
         Kindling().setContext("tpu")
     assert np.prod(Kindling().setDimension((1, 28, 28))._dimension) == 784
+
+
+def test_gpu_context_reaches_the_ranks_with_the_tasks_gpu():
+    cfg = launcher.TrainConfig(network="mlp", input_size=784, num_classes=10, context="gpu", workers=2, servers=1)
+    for resume in (False, True):
+        argv = launcher.train_argv(cfg, "mlp", "part-%w.spool", "ck.h5", resume=resume)
+        assert argv[argv.index("--context") + 1] == "gpu"
+    cpu = launcher.TrainConfig(network="mlp", input_size=784, num_classes=10)
+    assert "--context" not in launcher.train_argv(cpu, "mlp", "part-%w.spool", "ck.h5")
+    # One GPU per rank: the first address Spark gave the task.
+    assert launcher.gpu_env({"A": "1"}, cfg, ["3", "5"]) == {"A": "1", "CUDA_VISIBLE_DEVICES": "3"}
+    assert launcher.gpu_env({"A": "1"}, cfg, None) == {"A": "1"}
+    assert launcher.gpu_env({"A": "1"}, cpu, ["3"]) == {"A": "1"}
+    assert Kindling().setContext("gpu")._config(_FakeSc())[0].context == "gpu"
+
+
+class _FakeSc:
+    class _Conf:
+        def get(self, key, default=None):
+            return default
+
+    def getConf(self):
+        return self._Conf()
