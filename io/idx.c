@@ -215,6 +215,22 @@ static kd_status read_labels(kd_reader *r, const idx_header *h, kd_dataset *ds)
     return s;
 }
 
+/* Opens the images file and, when labels_path is given, the labels file,
+ * and checks that their counts agree. On failure what was opened stays
+ * open for the caller's usual cleanup (labels is zeroed first). */
+static kd_status open_pair(const char *images_path, const char *labels_path, kd_reader *images, idx_header *ih,
+                           kd_reader *labels, idx_header *lh)
+{
+    memset(labels, 0, sizeof *labels);
+    kd_status s = open_idx(images_path, 0, images, ih);
+    if (s == KD_OK && labels_path)
+        s = open_idx(labels_path, 1, labels, lh);
+    if (s == KD_OK && labels_path && lh->dim[0] != ih->dim[0])
+        s = kd_fail(KD_ERR_FORMAT, "count mismatch: %s has %u images but %s has %u labels",
+                    images_path, ih->dim[0], labels_path, lh->dim[0]);
+    return s;
+}
+
 kd_status kd_dataset_load_idx(const char *images_path, const char *labels_path,
                               kd_dataset **out)
 {
@@ -226,14 +242,8 @@ kd_status kd_dataset_load_idx(const char *images_path, const char *labels_path,
 
     kd_reader images, labels;
     idx_header ih, lh;
-    memset(&labels, 0, sizeof labels);
     kd_dataset *ds = NULL;
-    kd_status s = open_idx(images_path, 0, &images, &ih);
-    if (s == KD_OK && labels_path)
-        s = open_idx(labels_path, 1, &labels, &lh);
-    if (s == KD_OK && labels_path && lh.dim[0] != ih.dim[0])
-        s = kd_fail(KD_ERR_FORMAT, "count mismatch: %s has %u images but %s has %u labels",
-                    images_path, ih.dim[0], labels_path, lh.dim[0]);
+    kd_status s = open_pair(images_path, labels_path, &images, &ih, &labels, &lh);
     if (s == KD_OK) {
         kd_shape shape = sample_shape(&ih);
         char what[160], sb[64];
@@ -317,14 +327,8 @@ kd_status kd_convert_idx_to_spool(const char *images_path, const char *labels_pa
         return kd_fail(KD_ERR_INVALID, "convert_idx: no %s path given", images_path ? "spool" : "images");
     kd_reader images, labels;
     idx_header ih, lh;
-    memset(&labels, 0, sizeof labels);
     kd_spool_writer *w = NULL;
-    kd_status s = open_idx(images_path, 0, &images, &ih);
-    if (s == KD_OK && labels_path)
-        s = open_idx(labels_path, 1, &labels, &lh);
-    if (s == KD_OK && labels_path && lh.dim[0] != ih.dim[0])
-        s = kd_fail(KD_ERR_FORMAT, "count mismatch: %s has %u images but %s has %u labels",
-                    images_path, ih.dim[0], labels_path, lh.dim[0]);
+    kd_status s = open_pair(images_path, labels_path, &images, &ih, &labels, &lh);
     kd_shape shape = sample_shape(&ih);
     if (s == KD_OK)
         s = kd_spool_writer_open(spool_path, &shape, labels_path != NULL, &w);

@@ -123,6 +123,33 @@ static void sparse_rows_free(sparse_rows *rows)
     free(rows->label);
 }
 
+/* The next line holding data, as [*p, *end) without leading blanks or a
+ * trailing '#' comment; blank and comment-only lines are skipped. *p is
+ * NULL at the end of the file. */
+static kd_status next_data_line(kd_reader *r, const char **p, const char **end)
+{
+    for (;;) {
+        char *line;
+        size_t len;
+        kd_status s = kd_reader_next_line(r, &line, &len);
+        *p = NULL;
+        if (s != KD_OK || !line)
+            return s;
+        const char *e = line + len;
+        const char *hash = memchr(line, '#', len);
+        if (hash)
+            e = hash;
+        const char *q = line;
+        while (q < e && is_blank(*q))
+            q++;
+        if (q < e) {
+            *p = q;
+            *end = e;
+            return KD_OK;
+        }
+    }
+}
+
 kd_status kd_dataset_load_libsvm(const char *path, int num_features, kd_dataset **out)
 {
     if (!out)
@@ -137,20 +164,10 @@ kd_status kd_dataset_load_libsvm(const char *path, int num_features, kd_dataset 
     memset(&rows, 0, sizeof rows);
     kd_status s;
     for (;;) {
-        char *line;
-        size_t len;
-        s = kd_reader_next_line(&r, &line, &len);
-        if (s != KD_OK || !line)
+        const char *p, *end;
+        s = next_data_line(&r, &p, &end);
+        if (s != KD_OK || !p)
             break;
-        const char *end = line + len;
-        const char *hash = memchr(line, '#', len);
-        if (hash)
-            end = hash;
-        const char *p = line;
-        while (p < end && is_blank(*p))
-            p++;
-        if (p == end)
-            continue; /* blank or comment-only line */
         s = parse_line(&r, p, end, num_features, &rows);
         if (s != KD_OK)
             break;
@@ -213,20 +230,10 @@ static kd_status convert_pass(const char *path, int num_features, kd_spool_write
     memset(&rows, 0, sizeof rows);
     kd_status s;
     for (;;) {
-        char *line;
-        size_t len;
-        s = kd_reader_next_line(&r, &line, &len);
-        if (s != KD_OK || !line)
+        const char *p, *end;
+        s = next_data_line(&r, &p, &end);
+        if (s != KD_OK || !p)
             break;
-        const char *end = line + len;
-        const char *hash = memchr(line, '#', len);
-        if (hash)
-            end = hash;
-        const char *p = line;
-        while (p < end && is_blank(*p))
-            p++;
-        if (p == end)
-            continue;
         rows.n = 0;
         rows.nnz = 0;
         if ((s = parse_line(&r, p, end, num_features, &rows)) != KD_OK)
