@@ -5,32 +5,11 @@
 #include <string.h>
 
 #include "check.h"
+#include "fashion_data.h"
 #include "kindling.h"
 
 #define LENET_EPOCHS 4
 #define LENET_BATCH 32
-
-static const char *data_dir(void)
-{
-    const char *d = getenv("KD_FASHION_MNIST_DIR");
-    return d && *d ? d : "/usr/share/datasets/fashion-mnist";
-}
-
-static kd_status load(const char *prefix, kd_dataset **out)
-{
-    char img[512], lab[512];
-    snprintf(img, sizeof img, "%s/%s-images-idx3-ubyte.gz", data_dir(), prefix);
-    snprintf(lab, sizeof lab, "%s/%s-labels-idx1-ubyte.gz", data_dir(), prefix);
-    return kd_dataset_load_idx(img, lab, out);
-}
-
-static int report(const kd_progress *p, void *user)
-{
-    if (p->epoch_done)
-        fprintf(stderr, "  %s epoch %d/%d loss %.4f acc %.4f test_acc %.4f %.0f samples/s\n", (const char *)user,
-                p->epoch, p->epochs, p->loss, p->accuracy, p->record->test_accuracy, p->samples_per_sec);
-    return 0;
-}
 
 static double train_preset(const char *preset, kd_optim_config oc, int epochs, int batch, const kd_dataset *train,
                            const kd_dataset *test)
@@ -46,7 +25,7 @@ static double train_preset(const char *preset, kd_optim_config oc, int epochs, i
     cfg.epochs = epochs;
     cfg.batch_size = batch;
     cfg.test = test;
-    cfg.progress = report;
+    cfg.progress = fashion_report;
     cfg.progress_user = (void *)preset;
     if (net && opt) {
         CHECK_OK(kd_train(net, opt, train, &cfg, &st));
@@ -63,8 +42,8 @@ int main(void)
 {
     kd_set_threads(2);
     kd_dataset *train = NULL, *test = NULL;
-    CHECK_OK(load("train", &train));
-    CHECK_OK(load("t10k", &test));
+    CHECK_OK(fashion_load("train", &train));
+    CHECK_OK(fashion_load("t10k", &test));
     if (!train || !test)
         return check_summary();
     CHECK(train->n == 60000 && test->n == 10000, "sizes %lld %lld", (long long)train->n, (long long)test->n);

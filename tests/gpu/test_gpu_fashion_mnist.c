@@ -1,40 +1,18 @@
 /* LeNet on Fashion-MNIST trained on the GPU: >= 0.90 test accuracy with the
  * CPU test's settings (tests/test_fashion_mnist.c: Adam 1e-3, cosine, batch
  * 32, 4 epochs). KD_FASHION_MNIST_DIR overrides the data directory. */
+#include "fashion_data.h"
 #include "gpu_test.h"
 
 #define EPOCHS 4
 #define BATCH 32
 
-static const char *data_dir(void)
-{
-    const char *d = getenv("KD_FASHION_MNIST_DIR");
-    return d && *d ? d : "/usr/share/datasets/fashion-mnist";
-}
-
-static kd_status load(const char *prefix, kd_dataset **out)
-{
-    char img[512], lab[512];
-    snprintf(img, sizeof img, "%s/%s-images-idx3-ubyte.gz", data_dir(), prefix);
-    snprintf(lab, sizeof lab, "%s/%s-labels-idx1-ubyte.gz", data_dir(), prefix);
-    return kd_dataset_load_idx(img, lab, out);
-}
-
-static int report(const kd_progress *p, void *user)
-{
-    (void)user;
-    if (p->epoch_done)
-        fprintf(stderr, "  lenet (gpu) epoch %d/%d loss %.4f acc %.4f test_acc %.4f %.0f samples/s\n", p->epoch,
-                p->epochs, p->loss, p->accuracy, p->record->test_accuracy, p->samples_per_sec);
-    return 0;
-}
-
 int main(void)
 {
     gpu_require_device();
     kd_dataset *train = NULL, *test = NULL;
-    CHECK_OK(load("train", &train));
-    CHECK_OK(load("t10k", &test));
+    CHECK_OK(fashion_load("train", &train));
+    CHECK_OK(fashion_load("t10k", &test));
     if (!train || !test)
         return check_summary();
     kd_net *net = NULL;
@@ -54,7 +32,8 @@ int main(void)
     cfg.epochs = EPOCHS;
     cfg.batch_size = BATCH;
     cfg.test = test;
-    cfg.progress = report;
+    cfg.progress = fashion_report;
+    cfg.progress_user = (void *)"lenet (gpu)";
     double acc = -1;
     if (net && opt && kd_net_get_context(net).kind == KD_DEVICE_GPU) {
         CHECK_OK(kd_train(net, opt, train, &cfg, &st));
