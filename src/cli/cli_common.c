@@ -362,3 +362,40 @@ int cli_apply_context(kd_net *net, kd_context ctx)
     }
     return CLI_OK;
 }
+
+void cli_model_opts_init(cli_model_opts *m)
+{
+    memset(m, 0, sizeof *m);
+    m->threads = 1;
+    m->ctx.kind = KD_DEVICE_CPU;
+    cli_data_opts_init(&m->data);
+}
+
+int cli_model_option(const char *cmd, cli_model_opts *m, int opt, const char *arg)
+{
+    switch (opt) {
+    case CLI_OPT_MODEL: m->model = arg; return CLI_OK;
+    case CLI_OPT_THREADS: return cli_parse_int(cmd, "--threads", arg, 0, 1024, &m->threads);
+    case CLI_OPT_CONTEXT: return cli_parse_context(cmd, arg, &m->ctx);
+    default: return cli_data_option(cmd, &m->data, opt, arg);
+    }
+}
+
+int cli_model_open(const char *cmd, const cli_model_opts *m, int need_labels, kd_net **net, kd_dataset **ds)
+{
+    *net = NULL;
+    *ds = NULL;
+    if (!m->model)
+        return cli_usage_error(cmd, "--model is required");
+    kd_set_threads((int)m->threads);
+    if (kd_checkpoint_load(m->model, net, NULL, NULL) != KD_OK)
+        return cli_library_error();
+    int rc = cli_apply_context(*net, m->ctx);
+    if (rc == CLI_OK)
+        rc = cli_load_data(cmd, &m->data, *net, 0, need_labels, NULL, ds);
+    if (rc != CLI_OK) {
+        kd_net_free(*net);
+        *net = NULL;
+    }
+    return rc;
+}

@@ -65,6 +65,9 @@ enum {
     CLI_OPT_INPUT, /* predict: any one file, format from its extension */
     CLI_OPT_TRAIN_SPOOL,
     CLI_OPT_TEST_SPOOL,
+    CLI_OPT_MODEL,   /* eval, predict: the checkpoint */
+    CLI_OPT_THREADS, /* eval, predict */
+    CLI_OPT_CONTEXT, /* eval, predict */
     CLI_OPT_FIRST_COMMAND_ID /* commands number their own flags from here */
 };
 
@@ -96,6 +99,24 @@ int cli_data_option(const char *cmd, cli_data_opts *d, int opt, const char *arg)
  * nothing is left allocated. */
 int cli_load_data(const char *cmd, const cli_data_opts *d, const kd_net *net,
                   int want_train, int need_labels, kd_dataset **train, kd_dataset **test);
+
+/* ------------------------------------- a checkpoint and its data (eval, predict) */
+typedef struct cli_model_opts {
+    const char *model;  /* --model */
+    long long threads;  /* --threads (default 1) */
+    kd_context ctx;     /* --context (default cpu) */
+    cli_data_opts data; /* the data flags */
+} cli_model_opts;
+
+void cli_model_opts_init(cli_model_opts *m);
+/* Handle --model, --threads, --context or a data flag. Returns 0 if
+ * handled, 2 on a bad value, -1 if `opt` is none of them. */
+int cli_model_option(const char *cmd, cli_model_opts *m, int opt, const char *arg);
+/* After parsing: --model must be given (usage error, 2), then set the
+ * threads, load the checkpoint, move it to --context and load the data
+ * (need_labels as for cli_load_data). Returns an exit code; on failure
+ * nothing is left allocated. */
+int cli_model_open(const char *cmd, const cli_model_opts *m, int need_labels, kd_net **net, kd_dataset **ds);
 
 /* ------------------------------------------------------------- progress */
 typedef struct cli_progress {

@@ -34,13 +34,13 @@ static void eval_help(void)
         "  -h, --help             this help\n");
 }
 
-enum { OPT_MODEL = CLI_OPT_FIRST_COMMAND_ID, OPT_BATCH, OPT_THREADS, OPT_CONTEXT };
+enum { OPT_BATCH = CLI_OPT_FIRST_COMMAND_ID };
 
 static const struct option EVAL_OPTIONS[] = {
-    {"model", required_argument, NULL, OPT_MODEL},
+    {"model", required_argument, NULL, CLI_OPT_MODEL},
     {"batch-size", required_argument, NULL, OPT_BATCH},
-    {"threads", required_argument, NULL, OPT_THREADS},
-    {"context", required_argument, NULL, OPT_CONTEXT},
+    {"threads", required_argument, NULL, CLI_OPT_THREADS},
+    {"context", required_argument, NULL, CLI_OPT_CONTEXT},
     {"help", no_argument, NULL, 'h'},
     {"dataset", required_argument, NULL, CLI_OPT_DATASET},
     {"images", required_argument, NULL, CLI_OPT_TEST_IMAGES},
@@ -76,63 +76,42 @@ static void print_result(const char *model, const kd_eval_result *r)
 
 int cmd_eval(int argc, char **argv)
 {
-    const char *model = NULL;
-    long long batch = 256, threads = 1;
-    cli_data_opts data;
-    kd_context ctx = {KD_DEVICE_CPU, 0};
+    long long batch = 256;
+    cli_model_opts m;
     int c, rc;
 
-    cli_data_opts_init(&data);
+    cli_model_opts_init(&m);
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", EVAL_OPTIONS, NULL)) != -1) {
         switch (c) {
         case 'h': eval_help(); return CLI_OK;
-        case OPT_MODEL: model = optarg; break;
         case OPT_BATCH:
             if ((rc = cli_parse_int(CMD, "--batch-size", optarg, 1, INT_MAX, &batch)) != CLI_OK)
-                return rc;
-            break;
-        case OPT_THREADS:
-            if ((rc = cli_parse_int(CMD, "--threads", optarg, 0, 1024, &threads)) != CLI_OK)
-                return rc;
-            break;
-        case OPT_CONTEXT:
-            if ((rc = cli_parse_context(CMD, optarg, &ctx)) != CLI_OK)
                 return rc;
             break;
         case '?':
         case ':': return cli_getopt_error(CMD, c, argv);
         default:
-            if ((rc = cli_data_option(CMD, &data, c, optarg)) != CLI_OK)
+            if ((rc = cli_model_option(CMD, &m, c, optarg)) != CLI_OK)
                 return rc < 0 ? cli_usage_error(CMD, "unhandled option") : rc;
         }
     }
     if (optind < argc)
         return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
-    if (!model)
-        return cli_usage_error(CMD, "--model is required");
 
-    kd_set_threads((int)threads);
     kd_net *net = NULL;
     kd_dataset *ds = NULL;
     kd_eval_result r;
     memset(&r, 0, sizeof r);
-
-    if (kd_checkpoint_load(model, &net, NULL, NULL) != KD_OK)
-        return cli_library_error();
-    if ((rc = cli_apply_context(net, ctx)) != CLI_OK)
-        goto done;
-    if ((rc = cli_load_data(CMD, &data, net, 0, 1, NULL, &ds)) != CLI_OK)
-        goto done;
+    if ((rc = cli_model_open(CMD, &m, 1, &net, &ds)) != CLI_OK)
+        return rc;
     if (kd_evaluate(net, ds, (int)batch, &r) != KD_OK) {
         rc = cli_library_error();
-        goto done;
+    } else {
+        print_result(m.model, &r);
+        rc = CLI_OK;
     }
-    print_result(model, &r);
-    rc = CLI_OK;
-
-done:
     kd_eval_result_clear(&r);
     kd_dataset_free(ds);
     kd_net_free(net);

@@ -39,13 +39,12 @@ static void predict_help(void)
         "  -h, --help             this help\n");
 }
 
-enum { OPT_MODEL = CLI_OPT_FIRST_COMMAND_ID, OPT_THREADS, OPT_CONTEXT };
 
 static const struct option PREDICT_OPTIONS[] = {
-    {"model", required_argument, NULL, OPT_MODEL},
+    {"model", required_argument, NULL, CLI_OPT_MODEL},
     {"output", required_argument, NULL, 'o'},
-    {"threads", required_argument, NULL, OPT_THREADS},
-    {"context", required_argument, NULL, OPT_CONTEXT},
+    {"threads", required_argument, NULL, CLI_OPT_THREADS},
+    {"context", required_argument, NULL, CLI_OPT_CONTEXT},
     {"help", no_argument, NULL, 'h'},
     {"input", required_argument, NULL, CLI_OPT_INPUT},
     {"dataset", required_argument, NULL, CLI_OPT_DATASET},
@@ -119,51 +118,32 @@ static int write_output(const char *path, const float *probs, int64_t n, int k)
 
 int cmd_predict(int argc, char **argv)
 {
-    const char *model = NULL, *output = NULL;
-    long long threads = 1;
-    kd_context ctx = {KD_DEVICE_CPU, 0};
-    cli_data_opts data;
+    const char *output = NULL;
+    cli_model_opts m;
     int c, rc;
 
-    cli_data_opts_init(&data);
+    cli_model_opts_init(&m);
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":ho:", PREDICT_OPTIONS, NULL)) != -1) {
         switch (c) {
         case 'h': predict_help(); return CLI_OK;
         case 'o': output = optarg; break;
-        case OPT_MODEL: model = optarg; break;
-        case OPT_THREADS:
-            if ((rc = cli_parse_int(CMD, "--threads", optarg, 0, 1024, &threads)) != CLI_OK)
-                return rc;
-            break;
-        case OPT_CONTEXT:
-            if ((rc = cli_parse_context(CMD, optarg, &ctx)) != CLI_OK)
-                return rc;
-            break;
         case '?':
         case ':': return cli_getopt_error(CMD, c, argv);
         default:
-            if ((rc = cli_data_option(CMD, &data, c, optarg)) != CLI_OK)
+            if ((rc = cli_model_option(CMD, &m, c, optarg)) != CLI_OK)
                 return rc < 0 ? cli_usage_error(CMD, "unhandled option") : rc;
         }
     }
     if (optind < argc)
         return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
-    if (!model)
-        return cli_usage_error(CMD, "--model is required");
 
-    kd_set_threads((int)threads);
     kd_net *net = NULL;
     kd_dataset *ds = NULL;
     float *probs = NULL;
-
-    if (kd_checkpoint_load(model, &net, NULL, NULL) != KD_OK)
-        return cli_library_error();
-    if ((rc = cli_apply_context(net, ctx)) != CLI_OK)
-        goto done;
-    if ((rc = cli_load_data(CMD, &data, net, 0, 0, NULL, &ds)) != CLI_OK)
-        goto done;
+    if ((rc = cli_model_open(CMD, &m, 0, &net, &ds)) != CLI_OK)
+        return rc;
     int k = kd_net_num_classes(net);
     probs = malloc((size_t)(ds->n > 0 ? ds->n : 1) * (size_t)k * sizeof *probs);
     if (!probs) {
