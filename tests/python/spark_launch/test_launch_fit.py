@@ -5,6 +5,7 @@ job group leaves no process behind."""
 import json
 import logging
 import os
+import re
 import subprocess
 import threading
 import time
@@ -228,7 +229,7 @@ def _listening():
         if len(cols) < 6:
             continue
         local = cols[3].rsplit(":", 1)[0]
-        for name, pid in __import__("re").findall(r'\("([^"]+)",pid=(\d+)', line):
+        for name, pid in re.findall(r'\("([^"]+)",pid=(\d+)', line):
             found.append((name, int(pid), local))
     return found
 
