@@ -443,6 +443,69 @@ static void print_peak_rss(const char *who)
         fprintf(stderr, "kindling train: peak RSS %.1f MiB%s\n", (double)ru.ru_maxrss / 1024.0, who);
 }
 
+/* The optimizer the flags describe (unless resuming brought one): the CLI
+ * speaks epochs, the schedule counts optimizer steps. KD_ERR_INVALID when
+ * the settings are wrong (a usage error), another status when the library
+ * failed; the message is in kd_last_error(). */
+static kd_status create_optimizer(train_args *a, const kd_net *net, int64_t steps_per_epoch,
+                                  const kd_train_state *st, kd_optim **opt)
+{
+    a->opt.step_size = a->step_size_epochs * steps_per_epoch;
+    a->opt.total_steps = a->epochs * steps_per_epoch;
+    kd_status s = kd_optim_config_validate(&a->opt);
+    if (s != KD_OK)
+        return KD_ERR_INVALID;
+    s = kd_optim_create(&a->opt, kd_net_param_count(net), opt);
+    if (s == KD_OK && a->resume) /* checkpoint without an optimizer: the schedule resumes at its step */
+        kd_optim_set_steps(*opt, st->step);
+    return s == KD_ERR_INVALID ? KD_ERR_STATE : s;
+}
+
+/* A new run records its seed and (global) batch; a resumed one says when
+ * there is nothing left to train (if `speak`). */
+static void start_state(const train_args *a, kd_train_state *st, int64_t batch_recorded, int speak)
+{
+    if (!a->resume) {
+        st->seed = (uint64_t)a->seed;
+        st->batch_size = (int32_t)batch_recorded;
+    } else if (st->epoch >= a->epochs && speak) {
+        fprintf(stderr, "kindling train: note: the checkpoint already has %d epochs (--epochs %lld); nothing to train\n",
+                st->epoch, a->epochs);
+    }
+}
+
+/* kd_train's settings from the flags; progress lines only if `speak`. */
+static kd_train_config train_config(const train_args *a, const kd_dataset *test, const char *save_path,
+                                    cli_progress *progress, int speak)
+{
+    kd_train_config cfg = kd_train_config_default();
+    cfg.epochs = (int32_t)a->epochs;
+    cfg.batch_size = (int32_t)a->batch;
+    cfg.seed = (uint64_t)a->seed;
+    cfg.shuffle = 1;
+    cfg.test = test;
+    cfg.checkpoint_path = save_path;
+    cfg.checkpoint_every = a->checkpoint_every;
+    if (speak) {
+        cfg.progress = cli_progress_print;
+        cfg.progress_user = progress;
+        cfg.progress_interval = progress->live ? 0.5 : 0.0;
+    }
+    return cfg;
+}
+
+/* After training: peak RSS, the summary lines and the checkpoint's name. */
+static int finish_report(const train_args *a, kd_net *net, const kd_dataset *train, const kd_dataset *test,
+                         const kd_train_state *st, const char *save_path, const char *who)
+{
+    if (!a->quiet)
+        print_peak_rss(who);
+    int rc = print_summary(net, train, test, st, (int)a->batch);
+    if (rc == CLI_OK && save_path)
+        printf("checkpoint %s\n", save_path);
+    return rc;
+}
+
 #ifdef KD_HAVE_MPI
 /* ------------------------------------------------------- distributed runs */
 
@@ -587,41 +650,20 @@ static int train_distributed(train_args *a)
         steps_per_epoch = (n_train + global_batch - 1) / global_batch;
     }
     if (!opt) {
-        a->opt.step_size = a->step_size_epochs * steps_per_epoch;
-        a->opt.total_steps = a->epochs * steps_per_epoch;
-        if (kd_optim_config_validate(&a->opt) != KD_OK)
+        kd_status os = create_optimizer(a, net, steps_per_epoch, &st, &opt);
+        if (os == KD_ERR_INVALID)
             rc = kd_mpi_world_rank() == 0 ? cli_usage_error(CMD, "%s", kd_last_error()) : CLI_USAGE;
-        else if (kd_optim_create(&a->opt, kd_net_param_count(net), &opt) != KD_OK) {
+        else if (os != KD_OK) {
             dist_print_error(d);
             rc = CLI_FAIL;
         }
-        if (rc == CLI_OK && a->resume)
-            kd_optim_set_steps(opt, st.step);
     }
     if ((rc = dist_setup_result(rc)) != CLI_OK)
         goto done;
-    if (!a->resume) {
-        st.seed = (uint64_t)a->seed;
-        st.batch_size = (int32_t)global_batch;
-    } else if (st.epoch >= a->epochs && writer) {
-        fprintf(stderr, "kindling train: note: the checkpoint already has %d epochs (--epochs %lld); nothing to train\n",
-                st.epoch, a->epochs);
-    }
+    start_state(a, &st, global_batch, writer);
 
     cli_progress progress = {isatty(fileno(stderr)), 0};
-    kd_train_config cfg = kd_train_config_default();
-    cfg.epochs = (int32_t)a->epochs;
-    cfg.batch_size = (int32_t)a->batch;
-    cfg.seed = (uint64_t)a->seed;
-    cfg.shuffle = 1;
-    cfg.test = test;
-    cfg.checkpoint_path = save_path;
-    cfg.checkpoint_every = a->checkpoint_every;
-    if (!a->quiet && writer) {
-        cfg.progress = cli_progress_print;
-        cfg.progress_user = &progress;
-        cfg.progress_interval = progress.live ? 0.5 : 0.0;
-    }
+    kd_train_config cfg = train_config(a, test, save_path, &progress, !a->quiet && writer);
     if (kd_dist_check_config(d, net, opt, &cfg, &st, n_train) != KD_OK) {
         rc = dist_collective_failure();
         goto done;
@@ -649,14 +691,10 @@ static int train_distributed(train_args *a)
                     ds.steps ? 1e3 * ds.exchange_seconds / (double)ds.steps : 0.0,
                     ds.train_seconds > 0 ? 100.0 * ds.exchange_seconds / ds.train_seconds : 0.0);
         }
-        if (!a->quiet)
-            print_peak_rss(" (this rank)");
-        if ((rc = print_summary(net, train, test, &st, (int)a->batch)) != CLI_OK) {
+        if ((rc = finish_report(a, net, train, test, &st, save_path, " (this rank)")) != CLI_OK) {
             rc = dist_local_failure(d, rc, 0);
             goto done;
         }
-        if (save_path)
-            printf("checkpoint %s\n", save_path);
     }
 
 done:
@@ -724,42 +762,16 @@ int cmd_train(int argc, char **argv)
 
     int64_t steps_per_epoch = (train->n + a.batch - 1) / a.batch;
     if (!opt) {
-        /* Optimizer steps are what the schedule counts; the CLI speaks epochs. */
-        a.opt.step_size = a.step_size_epochs * steps_per_epoch;
-        a.opt.total_steps = a.epochs * steps_per_epoch;
-        if (kd_optim_config_validate(&a.opt) != KD_OK) {
-            rc = cli_usage_error(CMD, "%s", kd_last_error());
+        kd_status os = create_optimizer(&a, net, steps_per_epoch, &st, &opt);
+        if (os != KD_OK) {
+            rc = os == KD_ERR_INVALID ? cli_usage_error(CMD, "%s", kd_last_error()) : cli_library_error();
             goto done;
         }
-        if (kd_optim_create(&a.opt, kd_net_param_count(net), &opt) != KD_OK) {
-            rc = cli_library_error();
-            goto done;
-        }
-        if (a.resume) /* checkpoint without an optimizer: the schedule resumes at its step */
-            kd_optim_set_steps(opt, st.step);
     }
-    if (!a.resume) {
-        st.seed = (uint64_t)a.seed;
-        st.batch_size = (int32_t)a.batch;
-    } else if (st.epoch >= a.epochs) {
-        fprintf(stderr, "kindling train: note: the checkpoint already has %d epochs (--epochs %lld); nothing to train\n",
-                st.epoch, a.epochs);
-    }
+    start_state(&a, &st, a.batch, 1);
 
     cli_progress progress = {isatty(fileno(stderr)), 0};
-    kd_train_config cfg = kd_train_config_default();
-    cfg.epochs = (int32_t)a.epochs;
-    cfg.batch_size = (int32_t)a.batch;
-    cfg.seed = (uint64_t)a.seed;
-    cfg.shuffle = 1;
-    cfg.test = test;
-    cfg.checkpoint_path = save_path;
-    cfg.checkpoint_every = a.checkpoint_every;
-    if (!a.quiet) {
-        cfg.progress = cli_progress_print;
-        cfg.progress_user = &progress;
-        cfg.progress_interval = progress.live ? 0.5 : 0.0;
-    }
+    kd_train_config cfg = train_config(&a, test, save_path, &progress, !a.quiet);
 
     kd_status s = kd_train(net, opt, train, &cfg, &st);
     if (progress.line_open)
@@ -774,12 +786,7 @@ int cmd_train(int argc, char **argv)
         rc = cli_library_error();
         goto done;
     }
-    if (!a.quiet)
-        print_peak_rss("");
-    if ((rc = print_summary(net, train, test, &st, (int)a.batch)) != CLI_OK)
-        goto done;
-    if (save_path)
-        printf("checkpoint %s\n", save_path);
+    rc = finish_report(&a, net, train, test, &st, save_path, "");
 
 done:
     kd_train_state_clear(&st);
