@@ -59,7 +59,8 @@ class Shape(ctypes.Structure):
 
 
 class Dataset(ctypes.Structure):
-    _fields_ = [("n", c_int64), ("shape", Shape), ("x", F32P), ("y", I32P), ("num_classes", c_int)]
+    _fields_ = [("n", c_int64), ("shape", Shape), ("x", F32P), ("y", I32P), ("num_classes", c_int),
+                ("mapping", c_void_p)]  # NULL: malloc'd; else x, y are a read-only file mapping
 
 
 class EpochRecord(ctypes.Structure):

@@ -252,7 +252,14 @@ class Matrix:
         if point:
             extra = ("-x", f"LD_PRELOAD={self.preload}", "-x", f"KD_FAILPOINT={point}", "-x",
                      f"KD_FAILPOINT_RANK={victim}")
-        delay = round(self.rng.uniform(0.2, 1.0), 2) if random_kill else None
+        delay = None
+        if random_kill:
+            # A fraction of the unbroken run's length, so the kill lands while
+            # training runs however fast this machine is (a fixed 0.2-1.0 s
+            # missed a 1.4 s run on a quiet machine).
+            self.ref_accuracy(mode, np_, servers, epochs)
+            ref_seconds = self.refs[(mode, np_, servers, epochs)][1]
+            delay = round(self.rng.uniform(0.1, 0.4) * ref_seconds, 2)
         if random_kill and victim is None:
             victim = self.rng.randrange(np_)
         fault = point or f"SIGKILL rank {victim} {delay} s after the first checkpoint (seed {a.seed})"
