@@ -66,5 +66,9 @@ run_fails "writer cannot save its checkpoint" "worker 0 (rank 1): saving checkpo
 check "... and no rank of that job is left running" bash -c "! pgrep -f '$WORK/[n]o/such/dir' >/dev/null"
 
 # Without mpirun the program is a one-rank world: sync training just works.
-check "--dist sync as a singleton" "$KD_CLI" train "${ARGS[@]}" --dist sync
+# No leak check here: in an MPI singleton LeakSanitizer's stop-the-world
+# tracer sometimes crashes at exit ("Tracer caught signal 11", seen in about
+# one CI run in four) on Open MPI's own threads; the same run under mpirun
+# is leak-checked by the other cases.
+check "--dist sync as a singleton" env ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" "$KD_CLI" train "${ARGS[@]}" --dist sync
 finish
