@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static void remove_stale_temporaries(const char *path);
@@ -92,6 +94,50 @@ static char *dir_of(const char *path)
     return dir;
 }
 
+/* Whether the process that wrote a temporary last modified at `mtime` may
+ * still be writing it. Dead: no such pid, a zombie (killed, not yet
+ * reaped), or a pid now used by a process or thread that started after the
+ * file was last written (pid reuse). Unknown cases count as alive. */
+static int writer_alive(pid_t pid, time_t mtime)
+{
+    if (kill(pid, 0) != 0 && errno == ESRCH)
+        return 0;
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 1;
+    size_t len = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[len] = 0;
+    const char *p = strrchr(buf, ')'); /* the name may hold spaces and ')' */
+    if (!p || p[1] != ' ')
+        return 1;
+    char state = p[2];
+    if (state == 'Z' || state == 'X')
+        return 0;
+    /* Field 22, starttime in clock ticks since boot; fields from 3 on follow ") ". */
+    unsigned long long start = 0;
+    int field = 3;
+    for (const char *q = p + 2; *q && field < 22; q++)
+        if (*q == ' ')
+            field++, start = strtoull(q + 1, NULL, 10);
+    long ticks = sysconf(_SC_CLK_TCK);
+    unsigned long long btime = 0;
+    FILE *st = fopen("/proc/stat", "r");
+    if (st) {
+        char line[256];
+        while (fgets(line, sizeof line, st))
+            if (sscanf(line, "btime %llu", &btime) == 1)
+                break;
+        fclose(st);
+    }
+    if (field != 22 || ticks <= 0 || !btime)
+        return 1;
+    time_t started = (time_t)(btime + start / (unsigned long long)ticks);
+    return started <= mtime + 1; /* started later than the last write: someone else */
+}
+
 /* Temporaries of path left by writers that died (SIGKILL, power loss):
  * "<name>.tmp-<host>-<pid>" beside it, written on this host by a process
  * that no longer exists. Checked on every save (a directory scan, cheap
@@ -122,7 +168,8 @@ static void remove_stale_temporaries(const char *path)
         long pid = strtol(digits, &end, 10);
         if (end == digits || *end || errno || pid <= 0 || pid == (long)getpid())
             continue;
-        if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
+        struct stat sb;
+        if (fstatat(dirfd(d), n, &sb, AT_SYMLINK_NOFOLLOW) == 0 && !writer_alive((pid_t)pid, sb.st_mtime))
             unlinkat(dirfd(d), n, 0);
     }
     closedir(d);

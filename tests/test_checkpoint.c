@@ -7,6 +7,9 @@
  * engine's only HDF5 code stays in io/checkpoint.c. */
 #include <dirent.h>
 #include <errno.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -594,6 +597,46 @@ static void test_stale_temporaries(void)
     CHECK(access(live, F_OK) == 0, "a live process's temporary %s was removed", live);
     CHECK(access(other, F_OK) == 0, "another host's temporary %s was removed", other);
     CHECK(access(mine, F_OK) != 0, "the save left its own temporary");
+
+    /* A writer killed but not yet reaped (a zombie) is dead too; so is a
+     * pid now held by a process that started after the file's last write. */
+    char zombie_tmp[640], reused_tmp[640];
+    pid_t zombie = fork();
+    if (zombie == 0)
+        _exit(0);
+    pid_t sleeper = fork();
+    if (sleeper == 0) {
+        sleep(30);
+        _exit(0);
+    }
+    for (int i = 0; i < 200; i++) { /* until the kernel shows it as a zombie */
+        char sp[64], st[256] = "";
+        snprintf(sp, sizeof sp, "/proc/%ld/stat", (long)zombie);
+        FILE *f = fopen(sp, "r");
+        if (f) {
+            size_t got = fread(st, 1, sizeof st - 1, f);
+            st[got] = 0;
+            fclose(f);
+        }
+        char *rp = strrchr(st, ')');
+        if (rp && rp[1] == ' ' && rp[2] == 'Z')
+            break;
+        usleep(10000);
+    }
+    snprintf(zombie_tmp, sizeof zombie_tmp, "%.*s-%ld", (int)(dash - mine), mine, (long)zombie);
+    snprintf(reused_tmp, sizeof reused_tmp, "%.*s-%ld", (int)(dash - mine), mine, (long)sleeper);
+    CHECK(write_all(zombie_tmp, "x", 1) == 0 && write_all(reused_tmp, "x", 1) == 0, "creating temporaries");
+    struct timespec old_times[2] = {{time(NULL) - 3600, 0}, {time(NULL) - 3600, 0}};
+    CHECK(utimensat(AT_FDCWD, reused_tmp, old_times, 0) == 0, "backdating %s", reused_tmp);
+    CHECK_OK(kd_checkpoint_save(path, net, NULL, NULL));
+    CHECK(access(zombie_tmp, F_OK) != 0, "a zombie writer's temporary %s was kept", zombie_tmp);
+    CHECK(access(reused_tmp, F_OK) != 0, "a temporary whose pid was reused later (%s) was kept", reused_tmp);
+    CHECK(access(live, F_OK) == 0, "a live process's temporary %s was removed", live);
+    kill(sleeper, SIGKILL);
+    waitpid(sleeper, NULL, 0);
+    waitpid(zombie, NULL, 0);
+    unlink(zombie_tmp);
+    unlink(reused_tmp);
     unlink(live);
     unlink(other);
     unlink(path);
