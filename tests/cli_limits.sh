@@ -10,42 +10,8 @@ CLI=${KD_CLI:?KD_CLI must name the kindling binary}
 T=$(mktemp -d "${TMPDIR:-/tmp}/kd_cli_limits.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); }
-bad() {
-    failed=$((failed + 1))
-    echo "FAIL: $*"
-}
-# expect CODE NAME COMMAND...: exit status CODE, no sanitizer report; output in $T/out, $T/err.
-expect() {
-    local code=$1 name=$2
-    shift 2
-    "$@" >"$T/out" 2>"$T/err"
-    local rc=$?
-    if [ "$rc" -eq "$code" ] && ! grep -qE "Sanitizer|runtime error:" "$T/err"; then
-        ok
-    else
-        bad "$name (exit $rc, wanted $code)"
-        sed 's/^/    stderr: /' "$T/err" | head -5
-    fi
-}
-has() { # has NAME FILE PATTERN (extended regex)
-    if grep -qE -- "$3" "$2"; then ok; else bad "$1: no line matching '$3' in $(basename "$2")"; fi
-}
+source "$(dirname "$0")/lib_cli.sh"
 
-make_csv() { # FILE N SEED
-    awk -v n="$2" -v seed="$3" 'BEGIN {
-        srand(seed)
-        for (i = 0; i < n; i++) {
-            c = i % 10
-            line = c
-            for (j = 0; j < 784; j++)
-                line = line "," sprintf("%.3f", (j % 10 == c ? 0.6 : 0) + 0.4 * rand())
-            print line
-        }
-    }' >"$1"
-}
 make_csv "$T/train.csv" 300 1
 make_csv "$T/test.csv" 60 2
 
@@ -97,5 +63,4 @@ has "missing file message" "$T/err" "nope.csv: cannot open"
 expect 0 "convert --help" "$CLI" convert --help
 has "help mentions spool" "$T/out" "--train-spool"
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

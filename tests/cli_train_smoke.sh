@@ -7,43 +7,8 @@ CLI=${KD_CLI:?KD_CLI must name the kindling binary}
 T=$(mktemp -d "${TMPDIR:-/tmp}/kd_cli_smoke.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); }
-bad() {
-    failed=$((failed + 1))
-    echo "FAIL: $*"
-}
-# run NAME COMMAND...: the command must exit 0 without a sanitizer report;
-# its output is kept in $T/out and $T/err.
-run() {
-    local name=$1
-    shift
-    # A sanitizer build reports memory errors on stderr.
-    if "$@" >"$T/out" 2>"$T/err" && ! grep -qE "Sanitizer|runtime error:" "$T/err"; then
-        ok
-    else
-        bad "$name (exit $?)"
-        sed 's/^/    stderr: /' "$T/err" | head -5
-    fi
-}
-has() { # has NAME FILE PATTERN (extended regex)
-    if grep -qE -- "$3" "$2"; then ok; else bad "$1: no line matching '$3' in $(basename "$2")"; fi
-}
+source "$(dirname "$0")/lib_cli.sh"
 
-# Learnable data: class c lights up every 10th pixel starting at c.
-make_csv() { # FILE N SEED
-    awk -v n="$2" -v seed="$3" 'BEGIN {
-        srand(seed)
-        for (i = 0; i < n; i++) {
-            c = i % 10
-            line = c
-            for (j = 0; j < 784; j++)
-                line = line "," sprintf("%.3f", (j % 10 == c ? 0.6 : 0) + 0.4 * rand())
-            print line
-        }
-    }' >"$1"
-}
 make_csv "$T/train.csv" 200 1
 make_csv "$T/test.csv" 50 2
 DATA=(--train-csv "$T/train.csv" --test-csv "$T/test.csv" --batch-size 16)
@@ -121,5 +86,4 @@ run "predict after resume" "$CLI" predict --model "$T/resumed.h5" --csv "$T/test
 run "inspect original" "$CLI" inspect "$T/one.h5"
 [[ $(history_rows "$T/out") -eq 1 ]] && ok || bad "resume altered its input checkpoint"
 
-echo "$passed passed, $failed failed"
-[[ $failed -eq 0 ]]
+finish
