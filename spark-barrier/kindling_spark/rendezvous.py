@@ -64,6 +64,13 @@ def _mac(secret, side, purpose, server_nonce, client_nonce):
     return hmac.new(secret.encode(), msg, hashlib.sha256).hexdigest()
 
 
+def _same_mac(got, want):
+    """Constant-time comparison of a peer's MAC with ours. compare_digest
+    refuses str with non-ASCII characters (TypeError), so compare bytes: a
+    hostile peer's arbitrary text is simply a wrong MAC."""
+    return hmac.compare_digest(str(got).encode("utf-8", "replace"), want.encode())
+
+
 # ----------------------------------------------------------------- framing
 class Channel:
     """Framed JSON messages over a connected socket."""
@@ -127,7 +134,7 @@ def connect(address, secret, purpose, timeout=30.0, max_frame=MAX_FRAME):
                  "mac": _mac(secret, "client", purpose, hello["nonce"], cn)})
         reply = ch.recv()
         want = _mac(secret, "server", purpose, hello["nonce"], cn)
-        if reply.get("kd") != "ok" or not hmac.compare_digest(str(reply.get("mac", "")), want):
+        if reply.get("kd") != "ok" or not _same_mac(reply.get("mac", ""), want):
             raise RendezvousError(f"{address}: the server refused the connection or did not prove the job secret")
     except (EOFError, OSError, RendezvousError) as e:
         ch.close()
@@ -202,7 +209,7 @@ class AuthServer:
         if len(cn) < 32:
             self._reject(ch, peer, "client nonce too short")
             return
-        if not hmac.compare_digest(mac, _mac(self.secret, "client", purpose, sn, cn)):
+        if not _same_mac(mac, _mac(self.secret, "client", purpose, sn, cn)):
             self._reject(ch, peer, "wrong job secret")
             return
         if not self._allowed(purpose):

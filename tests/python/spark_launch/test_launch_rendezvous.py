@@ -91,6 +91,18 @@ def test_wrong_secret_is_refused(hub):
     assert hub.lines == []
 
 
+def test_non_ascii_mac_is_a_wrong_secret(hub):
+    """Found by fuzz/fuzz_rendezvous.py: hmac.compare_digest raised TypeError
+    on a MAC with non-ASCII text, killing the connection thread."""
+    s = socket.create_connection(hub.address)
+    assert read_frame(s)["kd"] == "hello"
+    s.sendall(frame({"kd": "auth", "purpose": "log", "nonce": "a" * 64, "mac": "\u00e9" * 64}))
+    assert closed_by_peer(s)
+    s.close()
+    assert wait_for(lambda: hub.rejected == ["wrong job secret"]), hub.rejected
+    assert hub.lines == []
+
+
 def test_no_authentication_is_refused(hub):
     s = socket.create_connection(hub.address)
     assert read_frame(s)["kd"] == "hello"
