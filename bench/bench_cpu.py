@@ -2,7 +2,7 @@
 """CPU training throughput: Kindling against PyTorch eager, and the dense
 layer's GEMM rate against plain OpenBLAS.
 
-    python3 bench/bench_cpu.py [--lib build/libkindling.so] [--seconds 4]
+    /opt/kindling-venv/bin/python bench/bench_cpu.py [--lib build/libkindling.so] [--seconds 4]
 
 Training (mlp and lenet presets, batch 64 and 256, 1 and 2 threads, SGD with
 momentum 0.9, real Fashion-MNIST batches made before timing): steady-state

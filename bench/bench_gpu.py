@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """GPU training throughput: Kindling's CUDA backend against PyTorch CUDA eager.
 
-    python3 bench/bench_gpu.py [--lib build-gpu/libkindling.so] [--seconds 4]
+    /opt/kindling-venv/bin/python bench/bench_gpu.py [--lib build-gpu/libkindling.so] [--seconds 4]
                                [--batches 64 256] [--device 0]
 
 For the mlp and lenet presets at each batch size, SGD with momentum 0.9 on

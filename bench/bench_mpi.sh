@@ -23,6 +23,7 @@ for f in "$CLI" "$PSB"; do
     [ -x "$f" ] || { echo "bench_mpi: $f not built (cmake --build $BUILD --target kindling_cli kindling_bench_ps)" >&2; exit 2; }
 done
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
+source "$ROOT/ci/venv.sh" # $KD_PYTHON: the project's Python
 MPIRUN=(mpirun --oversubscribe)
 LOG=$(mktemp -d "${TMPDIR:-/tmp}/kd_bench_mpi.XXXXXX")
 trap 'rm -rf "$LOG"' EXIT
@@ -45,7 +46,7 @@ echo
 for i in $(seq "$PS_RUNS"); do
     "${MPIRUN[@]}" -np 2 "$PSB" >> "$LOG/ps.txt"
 done
-python3 - "$LOG/ps.txt" <<'PY'
+"$KD_PYTHON" - "$LOG/ps.txt" <<'PY'
 import collections, statistics, sys
 runs = collections.defaultdict(lambda: collections.defaultdict(list))
 for line in open(sys.argv[1]):
@@ -77,7 +78,7 @@ for mode in sync async; do
         rate=$(sed -E 's/.*\(([0-9.]+) steps\/s\).*/\1/' <<< "$line")
         ex=$(sed -E 's/.*exchange ([0-9.]+) ms\/step.*/\1/' <<< "$line")
         share=$(sed -E 's/.*\(([0-9.]+%) of the time\).*/\1/' <<< "$line")
-        sps=$(python3 -c "print(f'{$rate * 64 * $w:.0f}')")
+        sps=$("$KD_PYTHON" -c "print(f'{$rate * 64 * $w:.0f}')")
         echo "| $mode | $w | $np | $steps | $secs | $rate | $sps | $ex | $share |"
     done
 done
@@ -96,8 +97,7 @@ fi
 # in a tensor, one process and DistributedDataParallel (gloo) with 2
 # processes. MEM=0 skips this section.
 if [ "${MEM:-1}" != 0 ]; then
-    PY=python3
-    [ -x "${KD_VENV:-/opt/kindling-venv}/bin/python" ] && PY=${KD_VENV:-/opt/kindling-venv}/bin/python
+    PY=$KD_PYTHON
     FM=${KD_FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
     "$CLI" convert -q --images "$FM/train-images-idx3-ubyte.gz" --labels "$FM/train-labels-idx1-ubyte.gz" -o "$LOG/train.spool"
     "$CLI" convert -q --images "$FM/t10k-images-idx3-ubyte.gz" --labels "$FM/t10k-labels-idx1-ubyte.gz" -o "$LOG/test.spool"

@@ -28,7 +28,7 @@ fi
 
 # Python tools in their own virtual environment (Debian's Python refuses
 # system-wide pip installs). torch is only a test reference (CPU use).
-VENV="${KD_VENV:-/opt/kindling-venv}"
+source "$(dirname "$0")/venv.sh"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi

@@ -7,6 +7,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash ci/install-deps.sh
 bash ci/build.sh build
-VENV="${KD_VENV:-/opt/kindling-venv}"
-export KINDLING_CLI="$PWD/build/kindling" KINDLING_LIB="$PWD/build/libkindling.so" PYSPARK_PYTHON="$VENV/bin/python"
+source ci/venv.sh
+export KINDLING_CLI="$PWD/build/kindling" KINDLING_LIB="$PWD/build/libkindling.so" PYSPARK_PYTHON="$KD_PYTHON"
 "$VENV/bin/spark-submit" --master 'local[4]' examples/fashion_mnist_spark.py "$@"

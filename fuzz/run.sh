@@ -46,7 +46,7 @@ else
   done
 fi
 # Python harnesses (atheris) run in the project's venv.
-venv_python="${KD_VENV:-/opt/kindling-venv}/bin/python"
+source "$root/ci/venv.sh"
 
 failed=()
 for h in "${harnesses[@]}"; do
@@ -55,7 +55,7 @@ for h in "${harnesses[@]}"; do
     continue
   fi
   if [ -f "$root/fuzz/$h.py" ]; then
-    bin=("$venv_python" "$root/fuzz/$h.py")
+    bin=("$KD_PYTHON" "$root/fuzz/$h.py")
   else
     bin=("$out/$h")
     [ -x "${bin[0]}" ] || { echo "fuzz/run.sh: no harness $h" >&2; exit 2; }

@@ -9,6 +9,7 @@
 set -u
 
 CLI=${KD_CLI:?KD_CLI must name the kindling binary}
+: "${KD_PYTHON:?KD_PYTHON must name the Python of the project environment (made by ci/install-deps.sh)}"
 if ldd "$CLI" 2>/dev/null | grep -q libasan || nm "$CLI" 2>/dev/null | grep -q __asan_init; then
     echo "SKIP: $CLI is a sanitizer build"
     exit 77
@@ -45,7 +46,7 @@ in_cgroup() {
 }
 
 # 20000 samples of 1x32x32 uint8: 19.5 MiB as IDX, 78 MiB as float32 > 64 MiB.
-python3 - "$T" <<'PY'
+"$KD_PYTHON" - "$T" <<'PY'
 import struct, sys, random
 t, n = sys.argv[1], 20000
 random.seed(1)
@@ -73,12 +74,12 @@ size=$(stat -c %s "$T/data.spool" 2>/dev/null || echo 0)
 check "the spool ($((size >> 20)) MiB) is larger than the limit" $(( size > (LIMIT_MB << 20) ? 0 : 1 ))
 
 # Let the training run read the file through its own (limited) page cache.
-python3 -c "import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)" "$T/data.spool"
+"$KD_PYTHON" -c "import os,sys; fd=os.open(sys.argv[1], os.O_RDONLY); os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)" "$T/data.spool"
 in_cgroup "$CLI" train --net "$T/net.json" --train-spool "$T/data.spool" --epochs 1 --batch-size 64 --lr 0.01
 rc=$?
 acc=$(grep -o 'final train accuracy [0-9.]*' "$T/out" | awk '{print $4}')
 check "training on the mapped spool in the cgroup finishes (exit $rc)" $rc
-check "and learns (train accuracy ${acc:-none} >= 0.9)" "$(python3 -c "print(0 if float('${acc:-0}') >= 0.9 else 1)")"
+check "and learns (train accuracy ${acc:-none} >= 0.9)" "$("$KD_PYTHON" -c "print(0 if float('${acc:-0}') >= 0.9 else 1)")"
 peak=$(grep -o 'peak RSS [0-9.]* MiB' "$T/err" | awk '{print $3}')
 echo "limit ${LIMIT_MB} MiB, spool $((size >> 20)) MiB, training peak RSS ${peak:-?} MiB (mapped pages reclaimed as needed)"
 

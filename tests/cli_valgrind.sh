@@ -12,6 +12,7 @@
 set -u
 
 CLI=${KD_CLI:?KD_CLI must name the kindling binary}
+: "${KD_PYTHON:?KD_PYTHON must name the Python of the project environment (made by ci/install-deps.sh)}"
 if ! command -v valgrind >/dev/null 2>&1; then
     echo "SKIP: valgrind not installed (apt-get install valgrind)"
     exit 77
@@ -45,7 +46,7 @@ vg() {
     fi
 }
 
-python3 - "$T" <<'PY'
+"$KD_PYTHON" - "$T" <<'PY'
 import json, random, sys
 t = sys.argv[1]
 random.seed(5)

@@ -23,7 +23,7 @@ With --spark the same is done through kindling_spark in Spark local mode
 Prints a table (also --markdown FILE). --assert exits 1 if any check fails
 (ctest: faults_mpi_matrix). Needs numpy; h5py and pyspark where used.
 
-  python3 tests/faults/run_faults.py --cli build/kindling \
+  /opt/kindling-venv/bin/python tests/faults/run_faults.py --cli build/kindling \
       --shim build/tests/faults/libkd_failpoint.so [--spark] [--fashion] [--seed N]
 """
 import argparse

@@ -3,6 +3,7 @@
 # defaults to mpirun.
 set -u
 : "${KD_CLI:?KD_CLI must name the kindling binary}"
+: "${KD_PYTHON:?KD_PYTHON must name the Python of the project environment (made by ci/install-deps.sh)}"
 KD_MPIEXEC=${KD_MPIEXEC:-mpirun}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OPENBLAS_NUM_THREADS=1
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -23,7 +24,7 @@ kd_mpirun() { "$KD_MPIEXEC" --oversubscribe "$@"; }
 
 # Three noisy blobs in 10-D as CSV (label first): make_blobs FILE N SEED
 make_blobs() {
-    python3 - "$1" "$2" "$3" <<'PY'
+    "$KD_PYTHON" - "$1" "$2" "$3" <<'PY'
 import sys
 import numpy as np
 path, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -43,7 +44,7 @@ make_spec() {
 JSON
 }
 
-ckpt_diff() { python3 "$HERE/ckpt_diff.py" "$1" "$2"; }
-ckpt_attr() { python3 "$HERE/ckpt_diff.py" --attr "$1" "$2"; }
+ckpt_diff() { "$KD_PYTHON" "$HERE/ckpt_diff.py" "$1" "$2"; }
+ckpt_attr() { "$KD_PYTHON" "$HERE/ckpt_diff.py" --attr "$1" "$2"; }
 # less_than A B: A < B as floats
-less_than() { python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" "$1" "$2"; }
+less_than() { "$KD_PYTHON" -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" "$1" "$2"; }

@@ -16,7 +16,7 @@ check "async: 2 servers + 3 workers, MLP, $EPOCHS epochs" \
     bash -c "timeout 600 $KD_MPIEXEC --oversubscribe -np 5 '$KD_CLI' train --net mlp --epochs $EPOCHS --batch-size 32 \
              --optimizer adam --lr 0.002 --schedule cosine --dist async --servers 2 --checkpoint '$WORK/async.h5' \
              > '$WORK/out.txt' 2> '$WORK/err.txt' || { cat '$WORK/err.txt' >&2; exit 1; }"
-secs=$(python3 -c "import time; print(f'{time.time() - $t0:.1f}')")
+secs=$("$KD_PYTHON" -c "import time; print(f'{time.time() - $t0:.1f}')")
 cat "$WORK/err.txt"
 acc=$(grep -o 'final test accuracy [0-9.]*' "$WORK/out.txt" | awk '{print $4}')
 check "test accuracy ${acc:-none} >= 0.87 (wall time ${secs}s)" less_than 0.87 "${acc:-0}"

@@ -11,7 +11,7 @@ cat > "$WORK/tiny.json" <<'JSON'
 {"input": [1], "layers": [{"type": "dense", "units": 2, "bias": false}, {"type": "softmax"}]}
 JSON
 # Two parameters (1 input, 2 units, no bias), so its own one-feature data.
-python3 -c "print('\n'.join(['0,0.5', '1,-0.5'] * 10))" > "$WORK/tiny.csv"
+"$KD_PYTHON" -c "print('\n'.join(['0,0.5', '1,-0.5'] * 10))" > "$WORK/tiny.csv"
 ARGS=(--net "$WORK/spec.json" --train-csv "$WORK/d.csv" --epochs 1 -q)
 
 # run_fails NAME EXPECTED_TEXT mpirun-args... : non-zero within 60 s, message present.

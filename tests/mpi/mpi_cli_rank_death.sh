@@ -6,7 +6,7 @@
 source "$(dirname "$0")/lib_mpi.sh"
 
 # Long enough that training is still running when the rank is killed.
-python3 - "$WORK/d.csv" <<'PY'
+"$KD_PYTHON" - "$WORK/d.csv" <<'PY'
 import sys
 import numpy as np
 rng = np.random.default_rng(3)
