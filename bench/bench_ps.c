@@ -43,6 +43,9 @@
 #include "kindling_mpi.h"
 #include "ps.h"
 
+/* A step descriptor for direct exchange calls (the parameter server ignores it). */
+static const kd_step ONE_STEP = {0, 1, 1};
+
 static double now_seconds(void)
 {
     struct timespec ts;
@@ -91,7 +94,7 @@ static int measure(kd_ps *ps, kd_net *net, int mb, size_t bytes, int reps)
     memset(buf, 1, 4 * bytes); /* touch every page before timing */
     memset(kd_net_grads(net), 0, bytes);
     kd_exchange ex = kd_ps_exchange(ps);
-    if (ex.step(ex.ctx, net, NULL) != KD_OK) /* warm-up: first touch of the window pages */
+    if (ex.step(ex.ctx, net, NULL, &ONE_STEP) != KD_OK) /* warm-up: first touch of the window pages */
         return fail("push+pull");
     double best_mc2 = 1e30, best_mc1 = 1e30;
     for (int r = 0; r < reps; r++) {
@@ -113,14 +116,14 @@ static int measure(kd_ps *ps, kd_net *net, int mb, size_t bytes, int reps)
         best_mc1 = t < best_mc1 ? t : best_mc1;
         src1[r % bytes] = (char)(dst1[(r * 7) % bytes] + dst2[(r * 13) % bytes]); /* keep the copies observable */
         t = now_seconds();
-        if (ex.step(ex.ctx, net, NULL) != KD_OK)
+        if (ex.step(ex.ctx, net, NULL, &ONE_STEP) != KD_OK)
             return fail("push+pull");
         t_ps[r] = now_seconds() - t;
     }
     double best_b2b = 1e30;
     for (int r = 0; r < reps; r++) {
         double t = now_seconds();
-        if (ex.step(ex.ctx, net, NULL) != KD_OK)
+        if (ex.step(ex.ctx, net, NULL, &ONE_STEP) != KD_OK)
             return fail("push+pull");
         t = now_seconds() - t;
         best_b2b = t < best_b2b ? t : best_b2b;

@@ -364,40 +364,77 @@ typedef struct kd_progress {
 /* Return non-zero to stop training (it stops cleanly, KD_OK). */
 typedef int (*kd_progress_fn)(const kd_progress *p, void *user);
 
+/* ---------------------------------------------------------------- batching
+ * An epoch's sample order (shuffled from (seed, epoch)) is cut into global
+ * batches of batch_size * part_count samples, and each global batch into
+ * part_count near-equal contiguous parts, one per worker: W workers with
+ * batch b train on exactly what one process with batch W*b sees. With
+ * local data (one file per worker) each worker's part of a step is the
+ * next batch_size samples of its own data. Implemented in src/batch.c. */
+
+/* Steps that cover `samples` in batches of `global_batch`: ceil(samples /
+ * global_batch), 0 for no samples (global_batch < 1 gives 0 too). The one
+ * rule for steps per epoch: kd_train, the MPI driver and the CLI's
+ * learning-rate schedules all use it. */
+int64_t kd_steps_per_epoch(int64_t samples, int64_t global_batch);
+
+/* One training step as the exchange sees it. */
+typedef struct kd_step {
+    int64_t index;          /* step within the epoch, from 0 */
+    int32_t samples;        /* this worker's samples; 0: an empty step (zero gradients) */
+    int64_t global_samples; /* every worker's samples in this step; -1 when only the
+                               exchange can know (local data: it sums `samples`) */
+} kd_step;
+
 /* How gradients become new parameters. "local" runs the optimizer in this
  * process; the MPI parameter server and allreduce provide their own. */
 typedef struct kd_exchange {
     const char *name;
     void *ctx;
-    /* Called after backward with the batch's gradients in kd_net_grads();
-     * must leave updated parameters in kd_net_params(). */
-    kd_status (*step)(void *ctx, kd_net *net, kd_optim *opt);
+    /* Called after backward with the step's gradients (the mean over this
+     * worker's step->samples) in kd_net_grads(); must leave updated
+     * parameters in kd_net_params(). */
+    kd_status (*step)(void *ctx, kd_net *net, kd_optim *opt, const kd_step *step);
 } kd_exchange;
+
+/* Where checkpoints go. kd_train calls it every checkpoint_every steps,
+ * after each epoch and when a progress callback stops the run, with the
+ * state to record (the network and optimizer as they are on their device:
+ * the hook syncs what it saves, e.g. with kd_net_sync). */
+typedef kd_status (*kd_save_fn)(void *user, kd_net *net, kd_optim *opt, const kd_train_state *st);
 
 typedef struct kd_train_config {
     int32_t epochs;            /* total epochs (a resumed run continues to this) */
-    int32_t batch_size;
+    int32_t batch_size;        /* samples per worker per step */
     uint64_t seed;
     int shuffle;               /* 1 = reshuffle every epoch from (seed, epoch) */
     const kd_dataset *test;    /* optional, evaluated after each epoch */
-    const char *checkpoint_path; /* optional */
+    const char *checkpoint_path; /* optional: where the default save hook writes */
     int64_t checkpoint_every;  /* steps; 0 = only at epoch ends */
     kd_progress_fn progress;   /* optional */
     void *progress_user;
     double progress_interval;  /* seconds between mid-epoch calls; 0 = epoch ends only */
     const kd_exchange *exchange; /* NULL = local */
-    /* Which samples this process trains on: this rank's share of each
-     * epoch's shuffled order (part_index of part_count). 0/1 = all. */
+    /* Which samples this process trains on: part part_index of part_count
+     * of every global batch (see batching above). 0/1 = all. */
     int32_t part_index, part_count;
     /* Steps per epoch when more than the data needs (0 = from the data):
      * the extra steps have no samples but still call the exchange, so
      * workers holding uneven local data stay in step with each other. */
     int64_t steps_per_epoch;
+    /* 1: the training set holds only this part's own samples (local data). */
+    int local_data;
+    /* NULL: save to checkpoint_path (if set) with kd_checkpoint_save. */
+    kd_save_fn save;
+    void *save_user;
 } kd_train_config;
 
 kd_train_config kd_train_config_default(void);
 /* Train until cfg->epochs are done, starting from state (epoch/step of a
- * resumed run). state->history gains one record per epoch. */
+ * resumed run). state->history gains one record per epoch, and
+ * state->batch_size records the global batch (batch_size * part_count): a
+ * run with the same global batch continues a resumed epoch where it
+ * stopped, one with another starts the interrupted epoch over. */
 kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
                    const kd_train_config *cfg, kd_train_state *state);
 

@@ -88,12 +88,22 @@ kd_status kd_dist_check_config(kd_dist *d, const kd_net *net, const kd_optim *op
                                const kd_train_config *cfg, const kd_train_state *st,
                                int64_t train_n);
 
+/* Collective over every rank of the run: the steps per epoch for a
+ * per-worker batch of batch_size, with train_n this worker's training-set
+ * size (ignored on servers). The whole set cut into global batches of
+ * batch_size * workers, or with local_data the most steps any worker's
+ * share needs (kd_steps_per_epoch). Every rank gets the same result, or the
+ * same error when there is nothing to train on. kd_dist_train uses the same
+ * rule; a caller needs it first to size learning-rate schedules. */
+kd_status kd_dist_steps_per_epoch(kd_dist *d, int64_t train_n, int batch_size, int64_t *out);
+
 /* Train on every rank. Workers run kd_train on their part of each global
  * batch (cfg->batch_size samples each, so a step covers batch_size *
  * workers samples); servers serve until the workers are done. `train` may
  * be NULL on servers. cfg->checkpoint_path / checkpoint_every are honoured
  * by the writer (worker 0), which saves the global batch size in the
- * checkpoint; cfg->exchange and part_index/part_count are set here.
+ * checkpoint; cfg->exchange, part_index/part_count, local_data,
+ * steps_per_epoch and the save hook are set here.
  * Resuming: pass the loaded net/opt/state on every rank; `st->batch_size`
  * from the checkpoint is the global batch, and a run with the same global
  * batch continues mid-epoch exactly, whatever the number of workers.

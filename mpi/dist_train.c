@@ -6,12 +6,15 @@
  * parameter server (async). Servers run kd_ps_serve until the workers are
  * done.
  *
- * Checkpoints are written by worker 0 alone, from this file rather than by
- * kd_train, for two reasons: in async mode the parameters and optimizer
- * state live on the servers and must be gathered first, and the file must
- * record the GLOBAL batch (batch_size * workers) so that a resume with a
- * different number of workers keeps the same global batch, the same steps
- * per epoch and therefore the same position in the epoch. */
+ * Each step kd_train hands the exchange a step descriptor (this worker's
+ * samples and the step's global count), which weights the allreduce.
+ *
+ * Checkpoints are written by worker 0 alone, through kd_train's save hook:
+ * in async mode the parameters and optimizer state live on the servers and
+ * must be gathered first. The state kd_train records holds the GLOBAL batch
+ * (batch_size * workers), so a resume with a different number of workers
+ * keeps the same global batch, the same steps per epoch and therefore the
+ * same position in the epoch. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -36,46 +39,22 @@ typedef struct dist_run {
     kd_dist *d;
     kd_net *net;
     kd_optim *opt;
-    kd_train_state *st;
-    const kd_train_config *user; /* the caller's config: checkpoint path, progress */
+    const char *checkpoint_path; /* the caller's; written by worker 0 */
     kd_ps *ps;                   /* async */
     kd_exchange ps_exchange;
     kd_allreduce *ar;            /* sync */
 #ifdef KD_HAVE_NCCL
     kd_nccl *nccl;               /* sync with every worker's network on a GPU */
 #endif
-    /* Where kd_train is in the epoch: mirrors its batching so each worker
-     * knows its share of the global batch (src/train.c part_slice). */
-    int64_t n, spe, k, global_batch, batch;
-    int workers, part;
-    kd_status save_status;       /* a failed save inside the progress callback */
     int64_t saved_step;          /* step of the last checkpoint written; -1 none */
 } dist_run;
 
-/* This worker's sample count and the whole global batch at step k of an
- * epoch. With local data only `mine` is known here (the total is summed
- * across workers by the caller). */
-static void share_of_step(const dist_run *r, int64_t *mine, int64_t *total)
+/* Worker 0 writes the state kd_train hands over (its batch size is the
+ * global batch); other ranks do nothing. `gather`: in async mode first
+ * fetch the parameters and optimizer state from the servers. */
+static kd_status save_checkpoint(dist_run *r, const kd_train_state *st, int gather)
 {
-    if (r->d->cfg.local_data) {
-        int64_t left = r->n - r->k * r->batch;
-        *mine = left < 0 ? 0 : left < r->batch ? left : r->batch;
-        *total = -1;
-        return;
-    }
-    int64_t start = r->k * r->global_batch;
-    int64_t end = start + r->global_batch < r->n ? start + r->global_batch : r->n;
-    int64_t len = end - start;
-    *mine = len * (r->part + 1) / r->workers - len * r->part / r->workers;
-    *total = len;
-}
-
-/* Worker 0 writes `step` (kd_train may not have counted the current step
- * yet) with the global batch size. Other ranks do nothing. */
-static kd_status save_checkpoint(dist_run *r, int64_t step, int gather)
-{
-    const char *path = r->user->checkpoint_path;
-    if (!path || !kd_dist_is_writer(r->d))
+    if (!r->checkpoint_path || !kd_dist_is_writer(r->d))
         return KD_OK;
     if (r->ps && gather) {
         kd_status s = kd_ps_gather(r->ps, kd_net_params(r->net), r->opt);
@@ -83,73 +62,53 @@ static kd_status save_checkpoint(dist_run *r, int64_t step, int gather)
             return kd_fail_context(s, "gathering the model for a checkpoint");
     }
     /* A GPU network's parameters and optimizer state come back to the host. */
-    kd_status ss = kd_net_sync(r->net, r->opt);
-    if (ss != KD_OK)
-        return kd_fail_context(ss, "saving checkpoint");
-    kd_train_state snap = *r->st; /* shallow: the history is only read */
-    snap.step = step;
-    snap.batch_size = (int32_t)r->global_batch;
-    kd_status s = kd_checkpoint_save(path, r->net, r->opt, &snap);
-    if (s != KD_OK)
-        return kd_fail_context(s, "saving checkpoint");
-    r->saved_step = step;
+    KD_TRY(kd_net_sync(r->net, r->opt));
+    KD_TRY(kd_checkpoint_save(r->checkpoint_path, r->net, r->opt, st));
+    r->saved_step = st->step;
     return KD_OK;
 }
 
-static kd_status dist_step(void *ctx, kd_net *net, kd_optim *opt)
+/* kd_train's save hook (every checkpoint_every steps and at epoch ends). */
+static kd_status dist_save(void *user, kd_net *net, kd_optim *opt, const kd_train_state *st)
+{
+    (void)net;
+    (void)opt;
+    return save_checkpoint(user, st, 1);
+}
+
+/* Sync: average the gradients, each worker weighted by its share of the
+ * step's global batch (summed here when only each worker knows its own,
+ * with local data), then the same optimizer step everywhere. Async: push
+ * and pull through the parameter server. */
+static kd_status dist_step(void *ctx, kd_net *net, kd_optim *opt, const kd_step *step)
 {
     dist_run *r = ctx;
     double t0 = now_seconds();
-    kd_status s;
+    kd_status s = KD_OK;
     if (r->ar) {
-        int64_t mine, total;
-        share_of_step(r, &mine, &total);
+        int64_t mine = step->samples, total = step->global_samples;
         if (total < 0)
             s = kd_mpi_check(MPI_Allreduce(&mine, &total, 1, MPI_INT64_T, MPI_SUM, r->d->workers),
                              "summing the batch sizes of a step");
-        else
-            s = KD_OK;
-        if (s != KD_OK)
-            return s;
-        /* A drift between this cursor and kd_train would silently skew the mean. */
-        if (mine > 0 && net->last_batch != mine)
-            return kd_fail(KD_ERR_STATE, "sync exchange: expected %lld samples in this step, the network saw %d",
-                           (long long)mine, net->last_batch);
         double weight = total > 0 ? (double)mine / (double)total : 0.0;
 #ifdef KD_HAVE_NCCL
-        if (r->nccl) /* device to device; queued before the optimizer step */
+        if (s == KD_OK && r->nccl) /* device to device; queued before the optimizer step */
             s = kd_nccl_weighted_sum(r->nccl, net, weight);
         else
 #endif
+        if (s == KD_OK)
             s = kd_allreduce_weighted_sum(r->ar, kd_net_grads(net), weight);
         r->d->stats.exchange_seconds += now_seconds() - t0;
         /* Where the network lives: device kernels on a GPU. */
         if (s == KD_OK)
             s = kd_net_optim_step(net, opt);
     } else {
-        s = r->ps_exchange.step(r->ps_exchange.ctx, net, opt);
+        s = r->ps_exchange.step(r->ps_exchange.ctx, net, opt, step);
         r->d->stats.exchange_seconds += now_seconds() - t0;
     }
-    if (s != KD_OK)
-        return s;
-    r->k = r->k + 1 < r->spe ? r->k + 1 : 0;
-    r->d->stats.steps++;
-    int64_t done = r->st->step + 1; /* kd_train counts this step after we return */
-    if (r->user->checkpoint_every > 0 && done % r->user->checkpoint_every == 0)
-        return save_checkpoint(r, done, 1);
-    return KD_OK;
-}
-
-/* Epoch ends: kd_train calls this after the epoch's record is appended. */
-static int dist_progress(const kd_progress *p, void *user)
-{
-    dist_run *r = user;
-    if (p->epoch_done && r->save_status == KD_OK) {
-        r->save_status = save_checkpoint(r, r->st->step, 1);
-        if (r->save_status != KD_OK)
-            return 1;
-    }
-    return r->user->progress ? r->user->progress(p, r->user->progress_user) : 0;
+    if (s == KD_OK)
+        r->d->stats.steps++;
+    return s;
 }
 
 static kd_status serve(dist_run *r)
@@ -158,71 +117,68 @@ static kd_status serve(dist_run *r)
     return s == KD_OK ? s : kd_fail_context(s, "parameter server");
 }
 
-static kd_status work(dist_run *r, const kd_dataset *train, const kd_train_config *cfg)
+static kd_status work(dist_run *r, const kd_dataset *train, const kd_train_config *cfg, kd_train_state *st,
+                      int64_t steps_per_epoch)
 {
     kd_dist *d = r->d;
-    kd_train_state *st = r->st;
-    r->n = train->n;
-    r->workers = d->num_workers;
-    r->part = d->worker_index;
-    r->global_batch = (int64_t)cfg->batch_size * d->num_workers;
-    r->batch = cfg->batch_size;
-    if (d->cfg.local_data) {
-        /* Every worker takes as many steps as the largest share needs. */
-        int64_t local = (r->n + r->batch - 1) / r->batch;
-        KD_TRY(kd_mpi_check(MPI_Allreduce(&local, &r->spe, 1, MPI_INT64_T, MPI_MAX, d->workers),
-                            "agreeing on the steps per epoch"));
-        if (r->spe < 1)
-            return kd_fail(KD_ERR_INVALID, "every worker's training set is empty");
-    } else {
-        r->spe = (r->n + r->global_batch - 1) / r->global_batch;
-    }
-
-    /* The state's batch size is the global batch (see the top of the file);
-     * kd_train compares it with the per-worker batch to continue mid-epoch. */
-    st->batch_size = st->batch_size == r->global_batch ? cfg->batch_size : 0;
-    int64_t skip = 0;
-    if (st->batch_size == cfg->batch_size && st->step > (int64_t)st->epoch * r->spe)
-        skip = st->step - (int64_t)st->epoch * r->spe;
-    r->k = skip < r->spe ? skip : 0;
-
     kd_exchange ex = {d->cfg.mode == KD_DIST_SYNC ? "allreduce" : "parameter-server", r, dist_step};
     kd_train_config wc = *cfg;
     wc.exchange = &ex;
-    wc.part_index = d->cfg.local_data ? 0 : d->worker_index;
-    wc.part_count = d->cfg.local_data ? 1 : d->num_workers;
-    wc.steps_per_epoch = d->cfg.local_data ? r->spe : 0;
-    wc.checkpoint_path = NULL; /* saved here, by the writer */
-    wc.progress = dist_progress;
-    wc.progress_user = r;
-    wc.progress_interval = cfg->progress ? cfg->progress_interval : 0;
+    wc.part_index = d->worker_index;
+    wc.part_count = d->num_workers;
+    wc.local_data = d->cfg.local_data;
+    wc.steps_per_epoch = steps_per_epoch;
+    wc.checkpoint_path = NULL;
+    wc.save = r->checkpoint_path ? dist_save : NULL; /* the writer saves, see the top of the file */
+    wc.save_user = r;
     /* One evaluation suffices: sync workers hold identical weights and in
      * async mode only the writer's view is recorded. */
     if (!kd_dist_is_writer(d))
         wc.test = NULL;
 
-    kd_status s = kd_train(r->net, r->opt, train, &wc, st);
-    st->batch_size = (int32_t)r->global_batch; /* back to the caller's (checkpoint) meaning */
-    if (s == KD_OK)
-        s = r->save_status;
-    if (s != KD_OK)
-        return s;
+    KD_TRY(kd_train(r->net, r->opt, train, &wc, st));
     if (r->ps) {
         /* Every push must be counted before the writer gathers the final model. */
-        s = kd_mpi_check(MPI_Barrier(d->workers), "waiting for the other workers to finish");
+        kd_status s = kd_mpi_check(MPI_Barrier(d->workers), "waiting for the other workers to finish");
         if (s == KD_OK && kd_dist_is_writer(d))
             s = kd_ps_gather(r->ps, kd_net_params(r->net), r->opt);
         kd_status f = kd_ps_worker_finish(r->ps);
-        if (s == KD_OK)
-            s = f;
-        if (s != KD_OK)
-            return s;
+        KD_TRY(s == KD_OK ? f : s);
     }
     /* Final save (also when no epoch was left to run), already gathered. In
      * sync mode the last epoch-end save is already final. */
     if (r->ar && r->saved_step == st->step)
         return KD_OK;
-    return save_checkpoint(r, st->step, 0);
+    kd_status s = save_checkpoint(r, st, 0);
+    return s == KD_OK ? s : kd_fail_context(s, "saving checkpoint");
+}
+
+kd_status kd_dist_steps_per_epoch(kd_dist *d, int64_t train_n, int batch_size, int64_t *out)
+{
+    if (!d || !out)
+        return kd_fail(KD_ERR_INVALID, "kd_dist_steps_per_epoch: NULL argument");
+    *out = 0;
+    if (batch_size < 1)
+        return kd_fail(KD_ERR_INVALID, "batch size must be >= 1, got %d", batch_size);
+    int64_t steps = 0;
+    if (d->cfg.local_data) {
+        /* Every worker takes as many steps as the largest share needs. */
+        int64_t mine = kd_dist_is_server(d) ? 0 : kd_steps_per_epoch(train_n, batch_size);
+        KD_TRY(kd_mpi_check(MPI_Allreduce(&mine, &steps, 1, MPI_INT64_T, MPI_MAX, d->comm),
+                            "agreeing on the steps per epoch"));
+        if (steps < 1)
+            return kd_fail(KD_ERR_INVALID, "every worker's training data is empty");
+    } else {
+        /* Servers hold no data: the first worker's size (all workers agree,
+         * kd_dist_check_config) cut into global batches. */
+        int64_t n = kd_dist_is_server(d) ? 0 : train_n;
+        KD_TRY(kd_mpi_check(MPI_Bcast(&n, 1, MPI_INT64_T, d->servers, d->comm), "sharing the training-set size"));
+        steps = kd_steps_per_epoch(n, (int64_t)batch_size * d->num_workers);
+        if (steps < 1)
+            return kd_fail(KD_ERR_INVALID, "the training data has no samples");
+    }
+    *out = steps;
+    return KD_OK;
 }
 
 kd_status kd_dist_train(kd_dist *d, kd_net *net, kd_optim *opt, const kd_dataset *train,
@@ -240,12 +196,13 @@ kd_status kd_dist_train(kd_dist *d, kd_net *net, kd_optim *opt, const kd_dataset
     r.d = d;
     r.net = net;
     r.opt = opt;
-    r.st = st;
-    r.user = cfg;
+    r.checkpoint_path = cfg->checkpoint_path;
     r.saved_step = -1;
     size_t n = kd_net_param_count(net);
-    kd_status s;
-    if (d->cfg.mode == KD_DIST_SYNC) {
+    /* Collective: with local data the steps per epoch are agreed by all ranks. */
+    int64_t spe = 0;
+    kd_status s = d->cfg.local_data ? kd_dist_steps_per_epoch(d, train ? train->n : 0, cfg->batch_size, &spe) : KD_OK;
+    if (s == KD_OK && d->cfg.mode == KD_DIST_SYNC) {
         s = kd_allreduce_create(d->workers, n, d->cfg.bucket_bytes, &r.ar);
 #ifdef KD_HAVE_NCCL
         /* Collective: NCCL only when every worker's network is on a GPU. */
@@ -253,8 +210,8 @@ kd_status kd_dist_train(kd_dist *d, kd_net *net, kd_optim *opt, const kd_dataset
             s = kd_nccl_create(d->workers, net, 0, &r.nccl);
 #endif
         if (s == KD_OK)
-            s = work(&r, train, cfg);
-    } else {
+            s = work(&r, train, cfg, st, spe);
+    } else if (s == KD_OK) {
         kd_ps_config pc;
         memset(&pc, 0, sizeof pc);
         pc.servers = d->servers;
@@ -264,7 +221,7 @@ kd_status kd_dist_train(kd_dist *d, kd_net *net, kd_optim *opt, const kd_dataset
         s = kd_ps_create(d->comm, &pc, n, kd_optim_get_config(opt), kd_net_params(net), resuming ? opt : NULL, &r.ps);
         if (s == KD_OK) {
             r.ps_exchange = kd_ps_exchange(r.ps);
-            s = kd_dist_is_server(d) ? serve(&r) : work(&r, train, cfg);
+            s = kd_dist_is_server(d) ? serve(&r) : work(&r, train, cfg, st, spe);
         }
     }
     d->stats.train_seconds += now_seconds() - t0;

@@ -129,8 +129,9 @@ kd_status kd_ps_pull(kd_ps *ps, float *params)
     return KD_OK;
 }
 
-static kd_status ps_exchange_step(void *ctx, kd_net *net, kd_optim *opt)
+static kd_status ps_exchange_step(void *ctx, kd_net *net, kd_optim *opt, const kd_step *step)
 {
+    (void)step; /* every push counts the same (see ps.h, "the mean") */
     kd_ps *ps = ctx;
     KD_TRY(check_worker(ps, "the parameter-server exchange"));
     if (kd_net_param_count(net) != ps->n)

@@ -1,11 +1,13 @@
-/* The training loop, the same for every mode: next batch, forward,
- * backward, exchange (local optimizer, parameter server or allreduce),
- * metrics, checkpoints, progress. */
+/* The training loop, the same for every mode. A step is five calls, as in
+ * llm.c: next batch (src/batch.c), forward, loss, backward, and the
+ * exchange (local optimizer, parameter server or allreduce); around them
+ * the epoch's metrics, the save hook and progress. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "batch.h"
 #include "error.h"
 #include "net.h"
 
@@ -16,9 +18,10 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static kd_status local_step(void *ctx, kd_net *net, kd_optim *opt)
+static kd_status local_step(void *ctx, kd_net *net, kd_optim *opt, const kd_step *step)
 {
     (void)ctx;
+    (void)step;
     if (!opt)
         return kd_fail(KD_ERR_INVALID, "local training needs an optimizer");
     /* Where the network lives: on a GPU the update runs in device kernels. */
@@ -79,28 +82,117 @@ static kd_status check_config(const kd_net *net, const kd_optim *opt, const kd_d
     return KD_OK;
 }
 
-/* This part's slice [*lo, *hi) of global step `step`'s samples: the epoch
- * order is cut into global batches of batch_size * parts samples and each
- * global batch into `parts` near-equal contiguous pieces, so W workers
- * together see exactly what one process with a W-times larger batch sees. */
-static void part_slice(int64_t n, int64_t step, int batch, int part, int parts, int64_t *lo, int64_t *hi)
+/* The default save hook: the host copies brought up to date, then the file. */
+static kd_status save_to_path(void *user, kd_net *net, kd_optim *opt, const kd_train_state *st)
 {
-    int64_t g = (int64_t)batch * parts;
-    int64_t start = step * g < n ? step * g : n, end = start + g < n ? start + g : n, len = end - start;
-    *lo = start + len * part / parts;
-    *hi = start + len * (part + 1) / parts;
+    kd_status s = kd_net_sync(net, opt);
+    return s == KD_OK ? kd_checkpoint_save((const char *)user, net, opt, st) : s;
 }
 
-static kd_status save_checkpoint(const kd_train_config *cfg, kd_net *net, kd_optim *opt,
-                                 const kd_train_state *st)
+/* What one kd_train call carries from step to step. */
+typedef struct train_run {
+    kd_net *net;
+    kd_optim *opt;
+    const kd_train_config *cfg;
+    kd_train_state *st;
+    const kd_exchange *ex;
+    kd_save_fn save;              /* NULL: no checkpoints */
+    void *save_user;
+    kd_batcher batches;
+    double t_run, last_report;    /* seconds */
+    int64_t run_samples, run_steps_done, run_steps_total;
+    /* The current epoch. */
+    int32_t epoch;
+    double t_epoch, loss_sum;
+    int64_t seen, correct;
+} train_run;
+
+static kd_status save(train_run *r)
 {
-    if (!cfg->checkpoint_path)
+    if (!r->save)
         return KD_OK;
-    /* A GPU network's parameters and optimizer state come back to the host first. */
-    kd_status s = kd_net_sync(net, opt);
-    if (s == KD_OK)
-        s = kd_checkpoint_save(cfg->checkpoint_path, net, opt, st);
+    kd_status s = r->save(r->save_user, r->net, r->opt, r->st);
     return s == KD_OK ? s : kd_fail_context(s, "saving checkpoint");
+}
+
+/* One step: forward, loss and backward on this worker's samples (an empty
+ * step has zero gradients), then the exchange turns the gradients into new
+ * parameters. */
+static kd_status train_step(train_run *r, const kd_step *step)
+{
+    kd_net *net = r->net;
+    int b = step->samples;
+    if (b > 0) {
+        double loss = 0;
+        int hits = 0;
+        kd_net_set_noise_seed(net, r->st->seed, r->st->step);
+        kd_status s = kd_net_forward(net, r->batches.x, b, 1);
+        if (s == KD_OK)
+            s = kd_net_loss(net, r->batches.y, &loss, &hits);
+        if (s == KD_OK)
+            s = kd_net_backward(net, r->batches.y);
+        if (s != KD_OK)
+            return kd_fail_context(s, "epoch %d, step %lld%s", r->epoch + 1, (long long)r->st->step + 1,
+                                   s == KD_ERR_NUMERIC ? " (training diverged: try a lower learning rate)" : "");
+        r->loss_sum += loss * b;
+        r->correct += hits;
+        r->seen += b;
+    } else {
+        /* An empty share still takes part in the exchange (collectives must match). */
+        memset(kd_net_grads(net), 0, sizeof(float) * net->param_count);
+    }
+    KD_TRY(r->ex->step(r->ex->ctx, net, r->opt, step));
+    r->st->step++;
+    r->run_steps_done++;
+    r->run_samples += b;
+    return KD_OK;
+}
+
+/* Call the progress callback (mid-epoch at most every progress_interval
+ * seconds; always with an epoch's record). Returns 1 to stop. */
+static int report(train_run *r, const kd_epoch_record *rec)
+{
+    const kd_train_config *cfg = r->cfg;
+    double t = now_seconds();
+    if (!cfg->progress || (!rec && (cfg->progress_interval <= 0 || t - r->last_report < cfg->progress_interval)))
+        return 0;
+    r->last_report = t;
+    double rate = r->run_samples / (t - r->t_run > 1e-9 ? t - r->t_run : 1e-9);
+    double left = r->run_steps_done ? (double)(r->run_steps_total - r->run_steps_done) * (t - r->t_run) /
+                                          (double)r->run_steps_done
+                                    : 0;
+    double loss = rec ? rec->train_loss : r->seen ? r->loss_sum / r->seen : 0;
+    double acc = rec ? rec->train_accuracy : r->seen ? (double)r->correct / r->seen : 0;
+    kd_progress p = {r->epoch + 1, cfg->epochs, r->st->step, r->batches.steps_per_epoch, r->seen,
+                     kd_batcher_epoch_samples(&r->batches), loss, acc, rate, left, rec != NULL, rec};
+    return cfg->progress(&p, cfg->progress_user) != 0;
+}
+
+/* After an epoch's last step: its record (with the test set's loss and
+ * accuracy), the saved checkpoint, the progress call. */
+static kd_status end_epoch(train_run *r, int *stop)
+{
+    kd_epoch_record rec;
+    memset(&rec, 0, sizeof rec);
+    rec.epoch = r->epoch + 1;
+    rec.train_loss = r->seen ? r->loss_sum / r->seen : NAN;
+    rec.train_accuracy = r->seen ? (double)r->correct / r->seen : NAN;
+    rec.test_loss = rec.test_accuracy = NAN;
+    rec.learning_rate = r->opt ? kd_optim_current_lr(r->opt) : NAN;
+    if (r->cfg->test) {
+        kd_eval_result e;
+        int B = r->cfg->batch_size;
+        KD_TRY(kd_evaluate(r->net, r->cfg->test, B > 256 ? B : 256, &e));
+        rec.test_loss = e.loss;
+        rec.test_accuracy = e.accuracy;
+        kd_eval_result_clear(&e);
+    }
+    rec.seconds = now_seconds() - r->t_epoch;
+    KD_TRY(kd_train_state_append(r->st, &rec));
+    r->st->epoch = r->epoch + 1;
+    KD_TRY(save(r));
+    *stop = report(r, &rec);
+    return KD_OK;
 }
 
 kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
@@ -109,143 +201,56 @@ kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
     if (!net || !train || !cfg || !st)
         return kd_fail(KD_ERR_INVALID, "kd_train: NULL argument");
     KD_TRY(check_config(net, opt, train, cfg, st));
-    const kd_exchange *ex = cfg->exchange ? cfg->exchange : &local_exchange;
-    int parts = cfg->part_count > 0 ? cfg->part_count : 1, part = cfg->part_index;
-    int B = cfg->batch_size;
-    int64_t n = train->n, G = (int64_t)B * parts;
-    int64_t spe = (n + G - 1) / G; /* steps per epoch */
-    if (cfg->steps_per_epoch > 0) {
-        if (cfg->steps_per_epoch < spe)
-            return kd_fail(KD_ERR_INVALID, "%lld steps per epoch cannot cover %lld samples in batches of %lld",
-                           (long long)cfg->steps_per_epoch, (long long)n, (long long)G);
-        spe = cfg->steps_per_epoch;
-    }
-    size_t in = kd_shape_size(&net->input);
+    train_run r;
+    memset(&r, 0, sizeof r);
+    KD_TRY(kd_batcher_init(&r.batches, train, cfg));
+    r.net = net;
+    r.opt = opt;
+    r.cfg = cfg;
+    r.st = st;
+    r.ex = cfg->exchange ? cfg->exchange : &local_exchange;
+    r.save = cfg->save ? cfg->save : cfg->checkpoint_path ? save_to_path : NULL;
+    r.save_user = cfg->save ? cfg->save_user : (void *)cfg->checkpoint_path;
+    int64_t spe = r.batches.steps_per_epoch;
 
-    /* A resumed run continues mid-epoch only with the same batching. */
-    int64_t skip = 0;
-    if (st->batch_size == B && st->step > (int64_t)st->epoch * spe)
-        skip = st->step - (int64_t)st->epoch * spe;
-    if (skip >= spe)
-        skip = 0;
+    /* A resumed run continues mid-epoch only with the same global batch. */
+    int64_t global_batch = (int64_t)cfg->batch_size * r.batches.parts, first = 0;
+    if (st->batch_size == global_batch && st->step > (int64_t)st->epoch * spe)
+        first = st->step - (int64_t)st->epoch * spe;
+    if (first >= spe)
+        first = 0;
     st->seed = st->seed ? st->seed : cfg->seed;
-    st->batch_size = B;
+    st->batch_size = (int32_t)global_batch;
 
     /* On a GPU the optimizer state is uploaded again at the first step: the
      * host copy is the current one whenever kd_train starts (it syncs on return). */
     if (net->backend)
         net->backend->host_written(net, KD_BUF_OPTIM);
 
-    int64_t *order = kd_malloc(sizeof(int64_t) * (size_t)n, "sample order");
-    float *xb = kd_malloc(sizeof(float) * in * (size_t)B, "batch features");
-    int32_t *yb = kd_malloc(sizeof(int32_t) * (size_t)B, "batch labels");
-    kd_status s = order && xb && yb ? KD_OK : KD_ERR_NOMEM;
-
-    double t_run = now_seconds(), last_report = t_run;
-    int64_t run_samples = 0, run_steps_total = ((int64_t)cfg->epochs - st->epoch) * spe - skip;
-    int64_t run_steps_done = 0;
+    r.t_run = r.last_report = now_seconds();
+    r.run_steps_total = ((int64_t)cfg->epochs - st->epoch) * spe - first;
+    kd_status s = KD_OK;
     int stop = 0;
-
-    for (int32_t epoch = st->epoch; s == KD_OK && !stop && epoch < cfg->epochs; epoch++) {
-        for (int64_t i = 0; i < n; i++)
-            order[i] = i;
-        if (cfg->shuffle) {
-            kd_rng rng;
-            kd_rng_seed(&rng, st->seed, 0xe90c0000ULL + (uint64_t)epoch);
-            kd_rng_shuffle(&rng, order, n);
+    for (r.epoch = st->epoch; s == KD_OK && !stop && r.epoch < cfg->epochs; r.epoch++) {
+        kd_batcher_start_epoch(&r.batches, st->seed, r.epoch, cfg->shuffle, first);
+        first = 0;
+        r.t_epoch = now_seconds();
+        r.loss_sum = 0;
+        r.seen = r.correct = 0;
+        kd_step step;
+        while (s == KD_OK && !stop && kd_batcher_next(&r.batches, &step)) {
+            s = train_step(&r, &step);
+            if (s == KD_OK && cfg->checkpoint_every > 0 && st->step % cfg->checkpoint_every == 0)
+                s = save(&r);
+            if (s == KD_OK)
+                stop = report(&r, NULL);
         }
-        double t_epoch = now_seconds(), loss_sum = 0;
-        int64_t seen = 0, correct = 0;
-        for (int64_t k = skip; s == KD_OK && k < spe; k++) {
-            int64_t lo, hi;
-            part_slice(n, k, B, part, parts, &lo, &hi);
-            int b = (int)(hi - lo);
-            if (b > 0) {
-                for (int j = 0; j < b; j++) {
-                    int64_t idx = order[lo + j];
-                    memcpy(xb + (size_t)j * in, train->x + (size_t)idx * in, sizeof(float) * in);
-                    yb[j] = train->y[idx];
-                }
-                double loss = 0;
-                int hits = 0;
-                kd_net_set_noise_seed(net, st->seed, st->step);
-                if ((s = kd_net_forward(net, xb, b, 1)) != KD_OK || (s = kd_net_loss(net, yb, &loss, &hits)) != KD_OK ||
-                    (s = kd_net_backward(net, yb)) != KD_OK) {
-                    kd_fail_context(s, "epoch %d, step %lld%s", epoch + 1, (long long)st->step + 1,
-                                    s == KD_ERR_NUMERIC ? " (training diverged: try a lower learning rate)" : "");
-                    break;
-                }
-                loss_sum += loss * b;
-                correct += hits;
-                seen += b;
-            } else {
-                /* An empty share still takes part in the exchange (collectives must match). */
-                memset(kd_net_grads(net), 0, sizeof(float) * net->param_count);
-            }
-            if ((s = ex->step(ex->ctx, net, opt)) != KD_OK)
-                break;
-            st->step++;
-            run_steps_done++;
-            run_samples += b;
-            if (cfg->checkpoint_every > 0 && st->step % cfg->checkpoint_every == 0 &&
-                (s = save_checkpoint(cfg, net, opt, st)) != KD_OK)
-                break;
-            double t = now_seconds();
-            if (cfg->progress && cfg->progress_interval > 0 && t - last_report >= cfg->progress_interval) {
-                last_report = t;
-                double rate = run_samples / (t - t_run > 1e-9 ? t - t_run : 1e-9);
-                kd_progress p = {epoch + 1, cfg->epochs, st->step, spe, seen, n / parts,
-                                 seen ? loss_sum / seen : 0, seen ? (double)correct / seen : 0, rate,
-                                 (double)(run_steps_total - run_steps_done) * (t - t_run) / (double)run_steps_done, 0, NULL};
-                if (cfg->progress(&p, cfg->progress_user))
-                    stop = 1;
-            }
-            if (stop)
-                break;
-        }
-        skip = 0;
-        if (s != KD_OK)
-            break;
-        if (stop) {
-            /* Stopped mid-epoch: keep the position so a resume continues here. */
-            s = save_checkpoint(cfg, net, opt, st);
-            break;
-        }
-        kd_epoch_record rec;
-        memset(&rec, 0, sizeof rec);
-        rec.epoch = epoch + 1;
-        rec.train_loss = seen ? loss_sum / seen : NAN;
-        rec.train_accuracy = seen ? (double)correct / seen : NAN;
-        rec.test_loss = rec.test_accuracy = NAN;
-        rec.learning_rate = opt ? kd_optim_current_lr(opt) : NAN;
-        if (cfg->test) {
-            kd_eval_result r;
-            if ((s = kd_evaluate(net, cfg->test, B > 256 ? B : 256, &r)) != KD_OK)
-                break;
-            rec.test_loss = r.loss;
-            rec.test_accuracy = r.accuracy;
-            kd_eval_result_clear(&r);
-        }
-        double t = now_seconds();
-        rec.seconds = t - t_epoch;
-        if ((s = kd_train_state_append(st, &rec)) != KD_OK)
-            break;
-        st->epoch = epoch + 1;
-        if ((s = save_checkpoint(cfg, net, opt, st)) != KD_OK)
-            break;
-        if (cfg->progress) {
-            double rate = run_samples / (t - t_run > 1e-9 ? t - t_run : 1e-9);
-            double left = run_steps_done ? (double)(run_steps_total - run_steps_done) * (t - t_run) / (double)run_steps_done : 0;
-            kd_progress p = {epoch + 1, cfg->epochs, st->step, spe, seen, n / parts, rec.train_loss,
-                             rec.train_accuracy, rate, left, 1, &rec};
-            if (cfg->progress(&p, cfg->progress_user))
-                stop = 1;
-            last_report = t;
-        }
+        if (s == KD_OK && stop) /* mid-epoch: the checkpoint keeps the position so a resume continues here */
+            s = save(&r);
+        else if (s == KD_OK)
+            s = end_epoch(&r, &stop);
     }
-    free(order);
-    free(xb);
-    free(yb);
+    kd_batcher_free(&r.batches);
     /* Leave the host copies current (no-op on the CPU). */
     if (s == KD_OK)
         s = kd_net_sync(net, opt);

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "error.h" /* kd_fail: the test save hook records its failure like library code */
 #include "check.h"
 #include "kindling.h"
 
@@ -196,11 +197,12 @@ static void test_bad_settings(kd_dataset *train)
 }
 
 /* Extra steps past the data are empty but still reach the exchange. */
-static int64_t exchange_calls;
-static kd_status counting_step(void *ctx, kd_net *net, kd_optim *opt)
+static int64_t exchange_calls, exchange_samples;
+static kd_status counting_step(void *ctx, kd_net *net, kd_optim *opt, const kd_step *step)
 {
     (void)ctx;
     exchange_calls++;
+    exchange_samples += step->samples;
     return kd_optim_step(opt, kd_net_params(net), kd_net_grads(net));
 }
 
@@ -220,6 +222,8 @@ static void test_steps_per_epoch(const kd_dataset *train)
     CHECK_OK(kd_train(r.net, r.opt, train, &cfg, &r.st));
     CHECK(exchange_calls == 18 && r.st.step == 18, "%lld exchanges, step %lld", (long long)exchange_calls,
           (long long)r.st.step);
+    CHECK(exchange_samples == 1200, "the step descriptors count %lld samples in 2 epochs of 600",
+          (long long)exchange_samples);
     run_free(&r);
 
     /* An empty local share takes only empty steps. */
@@ -236,6 +240,58 @@ static void test_steps_per_epoch(const kd_dataset *train)
     run_free(&r);
 }
 
+/* The save hook is called every checkpoint_every steps and after each
+ * epoch, with the state as it is then (the global batch recorded). */
+typedef struct saves {
+    int count;
+    int64_t step[8];
+    int32_t epoch[8], batch[8];
+} saves;
+
+static kd_status record_save(void *user, kd_net *net, kd_optim *opt, const kd_train_state *st)
+{
+    saves *v = user;
+    (void)net;
+    (void)opt;
+    if (v->count < 8) {
+        v->step[v->count] = st->step;
+        v->epoch[v->count] = st->epoch;
+        v->batch[v->count] = st->batch_size;
+    }
+    v->count++;
+    return v->count == 99 ? kd_fail(KD_ERR_IO, "disk full (test)") : KD_OK;
+}
+
+static void test_save_hook(const kd_dataset *train)
+{
+    run r;
+    run_init(&r, KD_OPT_SGD);
+    saves v;
+    memset(&v, 0, sizeof v);
+    kd_train_config cfg = kd_train_config_default();
+    cfg.epochs = 2;
+    cfg.batch_size = 50;
+    cfg.part_count = 2; /* part 0 of 2: global batch 100, 6 steps per epoch */
+    cfg.checkpoint_every = 4;
+    cfg.save = record_save;
+    cfg.save_user = &v;
+    CHECK_OK(kd_train(r.net, r.opt, train, &cfg, &r.st));
+    static const int64_t want_step[5] = {4, 6, 8, 12, 12};
+    static const int32_t want_epoch[5] = {0, 1, 1, 1, 2};
+    CHECK(v.count == 5, "%d saves", v.count);
+    for (int i = 0; i < 5 && i < v.count; i++)
+        CHECK(v.step[i] == want_step[i] && v.epoch[i] == want_epoch[i] && v.batch[i] == 100,
+              "save %d: step %lld epoch %d batch %d", i, (long long)v.step[i], v.epoch[i], v.batch[i]);
+    run_free(&r);
+
+    /* A failing hook stops training with its message. */
+    run_init(&r, KD_OPT_SGD);
+    v.count = 98;
+    CHECK_FAILS(kd_train(r.net, r.opt, train, &cfg, &r.st), KD_ERR_IO, "saving checkpoint: disk full (test)");
+    CHECK(r.st.step == 4, "stopped at the failed save, step %lld", (long long)r.st.step);
+    run_free(&r);
+}
+
 int main(void)
 {
     kd_dataset *train = blobs(600, 1), *test = blobs(300, 2);
@@ -248,6 +304,7 @@ int main(void)
     test_resume(train, KD_OPT_ADAM);
     test_bad_settings(train);
     test_steps_per_epoch(train);
+    test_save_hook(train);
     kd_dataset_free(train);
     kd_dataset_free(test);
     return check_summary();

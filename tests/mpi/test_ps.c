@@ -18,6 +18,9 @@
 #include "kindling.h"
 #include "ps.h"
 
+/* A step descriptor for direct exchange calls (the parameter server ignores it). */
+static const kd_step ONE_STEP = {0, 1, 1};
+
 static int g_rank, g_size;
 
 static double now(void)
@@ -224,7 +227,7 @@ static void test_sums(int servers, int k, size_t chunk)
             float *g = kd_net_grads(net);
             for (size_t i = 0; i < n; i++)
                 g[i] = known_grad(W, w, r, i);
-            CHECK_OK(ex.step(ex.ctx, net, NULL));
+            CHECK_OK(ex.step(ex.ctx, net, NULL, &ONE_STEP));
         }
         CHECK(kd_ps_clock(ps) == R, "clock %lld after %d pushes", (long long)kd_ps_clock(ps), R);
         /* Every push counted before anyone asks for the final state. */
@@ -294,7 +297,7 @@ static void adam_rounds(int servers, int R, int r0, const kd_optim_config *oc, s
         for (int r = r0; r < r0 + R; r++) {
             for (size_t i = 0; i < n; i++)
                 kd_net_grads(net)[i] = adam_grad(w, r, i);
-            CHECK_OK(ex.step(ex.ctx, net, NULL));
+            CHECK_OK(ex.step(ex.ctx, net, NULL, &ONE_STEP));
         }
         if (w == 0) {
             float *mean = malloc(sizeof(float) * n);
@@ -407,7 +410,7 @@ static void test_staleness(int k)
                 nanosleep(&ts, NULL); /* the straggler */
             }
             t[2 * r] = now();
-            CHECK_OK(ex.step(ex.ctx, net, NULL));
+            CHECK_OK(ex.step(ex.ctx, net, NULL, &ONE_STEP));
             t[2 * r + 1] = now();
         }
         double *all = malloc(sizeof(double) * 2 * R * (size_t)W);
@@ -475,7 +478,7 @@ static void test_errors(void)
         kd_exchange ex = kd_ps_exchange(ps);
         kd_net *net = NULL;
         kd_net_create(MLP_SPEC, 1, &net);
-        CHECK_FAILS(ex.step(ex.ctx, net, NULL), KD_ERR_STATE, "is a server");
+        CHECK_FAILS(ex.step(ex.ctx, net, NULL, &ONE_STEP), KD_ERR_STATE, "is a server");
         CHECK_FAILS(kd_ps_pull(ps, p), KD_ERR_STATE, "is a server");
         kd_net_free(net);
         CHECK_OK(kd_ps_serve(ps));
@@ -484,7 +487,7 @@ static void test_errors(void)
         kd_net *net = NULL;
         kd_net_create(MLP_SPEC, 1, &net); /* not 8 parameters */
         kd_exchange ex = kd_ps_exchange(ps);
-        CHECK_FAILS(ex.step(ex.ctx, net, NULL), KD_ERR_SHAPE, "the network has");
+        CHECK_FAILS(ex.step(ex.ctx, net, NULL, &ONE_STEP), KD_ERR_SHAPE, "the network has");
         kd_net_free(net);
         float q[8];
         CHECK_OK(kd_ps_pull(ps, q));

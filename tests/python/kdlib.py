@@ -120,6 +120,10 @@ class TrainConfig(ctypes.Structure):
         ("exchange", c_void_p),  # NULL = local optimizer
         ("part_index", c_int32),
         ("part_count", c_int32),
+        ("steps_per_epoch", c_int64),
+        ("local_data", c_int),
+        ("save", c_void_p),  # kd_save_fn; NULL = save to checkpoint_path
+        ("save_user", c_void_p),
     ]
 
 
