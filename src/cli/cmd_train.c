@@ -2,6 +2,7 @@
  * with kd_train and report progress and the final accuracy. */
 #include <limits.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -175,7 +176,7 @@ typedef struct train_args {
     const char *net;
     long long epochs, batch, seed, threads, step_size_epochs, checkpoint_every;
     kd_optim_config opt;     /* step_size/total_steps filled once the data size is known */
-    int lr_given, quiet, local_data;
+    int quiet, local_data;
     int given[OPT_RESUME + 1 - OPT_NET]; /* which command flags appeared */
     const char *checkpoint, *resume;
     const char *dist;        /* NULL, "sync" or "async" */
@@ -198,9 +199,58 @@ static void kind_list(char *buf, size_t len, int optimizers)
     }
 }
 
+/* The numeric flags: where each value goes and its range. An integer
+ * flag lands in a long long field; a number in a double (the optimizer's). */
+typedef struct num_flag {
+    int id;
+    const char *flag;
+    size_t offset;             /* into train_args */
+    int is_int;
+    long long imin, imax;      /* integers */
+    double lo, hi;             /* numbers: (lo, hi) open or closed as given */
+    int lo_closed, hi_closed;
+} num_flag;
+
+#define INT_FLAG(id, flag, field, min, max) {id, flag, offsetof(train_args, field), 1, min, max, 0, 0, 0, 0}
+#define NUM_FLAG(id, flag, field, lo, lo_closed, hi, hi_closed) \
+    {id, flag, offsetof(train_args, field), 0, 0, 0, lo, hi, lo_closed, hi_closed}
+
+static const num_flag NUM_FLAGS[] = {
+    INT_FLAG(OPT_EPOCHS, "--epochs", epochs, 1, INT_MAX),
+    INT_FLAG(OPT_BATCH, "--batch-size", batch, 1, INT_MAX),
+    INT_FLAG(OPT_SEED, "--seed", seed, 0, LLONG_MAX),
+    INT_FLAG(OPT_THREADS, "--threads", threads, 0, 1024),
+    INT_FLAG(OPT_STEP_SIZE, "--step-size", step_size_epochs, 1, INT_MAX),
+    INT_FLAG(OPT_CHECKPOINT_EVERY, "--checkpoint-every", checkpoint_every, 1, LLONG_MAX),
+    INT_FLAG(OPT_SERVERS, "--servers", servers, 1, INT_MAX),
+    INT_FLAG(OPT_MAX_STALENESS, "--max-staleness", max_staleness, -1, INT_MAX),
+    NUM_FLAG(OPT_LR, "--lr", opt.lr, 0, 0, INFINITY, 0),
+    NUM_FLAG(OPT_MOMENTUM, "--momentum", opt.momentum, 0, 1, 1, 0),
+    NUM_FLAG(OPT_BETA1, "--beta1", opt.beta1, 0, 1, 1, 0),
+    NUM_FLAG(OPT_BETA2, "--beta2", opt.beta2, 0, 1, 1, 0),
+    NUM_FLAG(OPT_EPS, "--eps", opt.eps, 0, 0, INFINITY, 0),
+    NUM_FLAG(OPT_WEIGHT_DECAY, "--weight-decay", opt.weight_decay, 0, 1, INFINITY, 0),
+    NUM_FLAG(OPT_GAMMA, "--gamma", opt.gamma, 0, 0, 1, 1),
+    NUM_FLAG(OPT_LR_MIN, "--lr-min", opt.lr_min, 0, 1, INFINITY, 0),
+};
+
+/* Parse `text` into the field of flag `id`; -1 when `id` is not numeric. */
+static int parse_numeric(train_args *a, int id, const char *text)
+{
+    for (size_t i = 0; i < sizeof NUM_FLAGS / sizeof NUM_FLAGS[0]; i++) {
+        const num_flag *f = &NUM_FLAGS[i];
+        if (f->id != id)
+            continue;
+        char *field = (char *)a + f->offset;
+        if (f->is_int)
+            return cli_parse_int(CMD, f->flag, text, f->imin, f->imax, (long long *)(void *)field);
+        return cli_parse_double(CMD, f->flag, text, f->lo, f->lo_closed, f->hi, f->hi_closed, (double *)(void *)field);
+    }
+    return -1;
+}
+
 static int parse_train_args(int argc, char **argv, train_args *a, int *help)
 {
-    long long v;
     int c, rc;
     char names[128];
 
@@ -224,26 +274,15 @@ static int parse_train_args(int argc, char **argv, train_args *a, int *help)
     while ((c = getopt_long(argc, argv, ":hq", TRAIN_OPTIONS, NULL)) != -1) {
         if (c >= OPT_NET && c <= OPT_RESUME)
             GIVEN(a, c) = 1;
+        if ((rc = parse_numeric(a, c, optarg)) >= 0) {
+            if (rc != CLI_OK)
+                return rc;
+            continue;
+        }
         switch (c) {
         case 'h': *help = 1; return CLI_OK;
         case 'q': a->quiet = 1; break;
         case OPT_NET: a->net = optarg; break;
-        case OPT_EPOCHS:
-            if ((rc = cli_parse_int(CMD, "--epochs", optarg, 1, INT_MAX, &a->epochs)) != CLI_OK)
-                return rc;
-            break;
-        case OPT_BATCH:
-            if ((rc = cli_parse_int(CMD, "--batch-size", optarg, 1, INT_MAX, &a->batch)) != CLI_OK)
-                return rc;
-            break;
-        case OPT_SEED:
-            if ((rc = cli_parse_int(CMD, "--seed", optarg, 0, LLONG_MAX, &a->seed)) != CLI_OK)
-                return rc;
-            break;
-        case OPT_THREADS:
-            if ((rc = cli_parse_int(CMD, "--threads", optarg, 0, 1024, &a->threads)) != CLI_OK)
-                return rc;
-            break;
         case OPT_OPTIMIZER:
             if (kd_optim_kind_parse(optarg, &a->opt.kind) != KD_OK) {
                 kind_list(names, sizeof names, 1);
@@ -256,63 +295,13 @@ static int parse_train_args(int argc, char **argv, train_args *a, int *help)
                 return cli_usage_error(CMD, "--schedule: unknown schedule '%s' (choose %s)", optarg, names);
             }
             break;
-        case OPT_LR:
-            if ((rc = cli_parse_double(CMD, "--lr", optarg, 0, 0, INFINITY, 0, &a->opt.lr)) != CLI_OK)
-                return rc;
-            a->lr_given = 1;
-            break;
-        case OPT_MOMENTUM:
-            if ((rc = cli_parse_double(CMD, "--momentum", optarg, 0, 1, 1, 0, &a->opt.momentum)) != CLI_OK)
-                return rc;
-            break;
         case OPT_NESTEROV: a->opt.nesterov = 1; break;
-        case OPT_BETA1:
-            if ((rc = cli_parse_double(CMD, "--beta1", optarg, 0, 1, 1, 0, &a->opt.beta1)) != CLI_OK)
-                return rc;
-            break;
-        case OPT_BETA2:
-            if ((rc = cli_parse_double(CMD, "--beta2", optarg, 0, 1, 1, 0, &a->opt.beta2)) != CLI_OK)
-                return rc;
-            break;
-        case OPT_EPS:
-            if ((rc = cli_parse_double(CMD, "--eps", optarg, 0, 0, INFINITY, 0, &a->opt.eps)) != CLI_OK)
-                return rc;
-            break;
-        case OPT_WEIGHT_DECAY:
-            if ((rc = cli_parse_double(CMD, "--weight-decay", optarg, 0, 1, INFINITY, 0, &a->opt.weight_decay)) != CLI_OK)
-                return rc;
-            break;
-        case OPT_STEP_SIZE:
-            if ((rc = cli_parse_int(CMD, "--step-size", optarg, 1, INT_MAX, &a->step_size_epochs)) != CLI_OK)
-                return rc;
-            break;
-        case OPT_GAMMA:
-            if ((rc = cli_parse_double(CMD, "--gamma", optarg, 0, 0, 1, 1, &a->opt.gamma)) != CLI_OK)
-                return rc;
-            break;
-        case OPT_LR_MIN:
-            if ((rc = cli_parse_double(CMD, "--lr-min", optarg, 0, 1, INFINITY, 0, &a->opt.lr_min)) != CLI_OK)
-                return rc;
-            break;
         case OPT_CHECKPOINT: a->checkpoint = optarg; break;
-        case OPT_CHECKPOINT_EVERY:
-            if ((rc = cli_parse_int(CMD, "--checkpoint-every", optarg, 1, LLONG_MAX, &v)) != CLI_OK)
-                return rc;
-            a->checkpoint_every = v;
-            break;
         case OPT_RESUME: a->resume = optarg; break;
         case OPT_DIST:
             if (strcmp(optarg, "sync") != 0 && strcmp(optarg, "async") != 0)
                 return cli_usage_error(CMD, "--dist: unknown mode '%s' (choose sync or async)", optarg);
             a->dist = optarg;
-            break;
-        case OPT_SERVERS:
-            if ((rc = cli_parse_int(CMD, "--servers", optarg, 1, INT_MAX, &a->servers)) != CLI_OK)
-                return rc;
-            break;
-        case OPT_MAX_STALENESS:
-            if ((rc = cli_parse_int(CMD, "--max-staleness", optarg, -1, INT_MAX, &a->max_staleness)) != CLI_OK)
-                return rc;
             break;
         case OPT_LOCAL_DATA: a->local_data = 1; break;
         case OPT_CONTEXT:
@@ -340,7 +329,7 @@ static int parse_train_args(int argc, char **argv, train_args *a, int *help)
         return cli_usage_error(CMD, "%s: only applies to --dist async",
                                GIVEN(a, OPT_SERVERS) ? "--servers" : "--max-staleness");
     kd_optim_kind k = a->opt.kind;
-    if (!a->lr_given)
+    if (!GIVEN(a, OPT_LR))
         a->opt.lr = (k == KD_OPT_ADAM || k == KD_OPT_ADAMW) ? 0.001 : 0.01;
     if (a->resume)
         return CLI_OK;
