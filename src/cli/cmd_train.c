@@ -555,6 +555,74 @@ static int expand_worker_paths(cli_data_opts *o, int worker, char **paths)
     return CLI_OK;
 }
 
+/* Every rank: the checkpoint to resume (its global batch kept across
+ * worker counts) or a new network. Returns an exit code; this rank's
+ * failure is already reported. */
+static int dist_open_model(train_args *a, const kd_dist *d, kd_net **net, kd_optim **opt, kd_train_state *st)
+{
+    int workers = kd_dist_num_workers(d);
+    if (!a->resume)
+        return create_net(a, net);
+    if (kd_dist_is_writer(d))
+        note_ignored_on_resume(a);
+    if (kd_checkpoint_load(a->resume, net, opt, st) != KD_OK) {
+        dist_print_error(d);
+        return CLI_FAIL;
+    }
+    if (st->batch_size > 0) {
+        a->batch = st->batch_size / workers > 0 ? st->batch_size / workers : 1;
+        if (kd_dist_is_writer(d) && a->batch * workers != st->batch_size)
+            fprintf(stderr,
+                    "kindling train: note: the checkpoint's global batch %d does not split over %d workers; "
+                    "using %lld per worker (global %lld), so the interrupted epoch starts over\n",
+                    st->batch_size, workers, a->batch, a->batch * workers);
+    }
+    a->seed = (long long)st->seed;
+    return CLI_OK;
+}
+
+/* Workers: --context, then their data (their own share with --local-data).
+ * Servers hold neither. Returns an exit code. */
+static int dist_worker_setup(train_args *a, const kd_dist *d, kd_net *net, kd_dataset **train, kd_dataset **test)
+{
+    if (kd_dist_is_server(d))
+        return CLI_OK;
+    int rc = cli_apply_context(net, a->ctx);
+    if (rc != CLI_OK) {
+        char role[64];
+        fprintf(stderr, "kindling: (on %s)\n", kd_dist_role_str(d, role, sizeof role));
+        return rc;
+    }
+    cli_data_opts mine = a->data;
+    char *paths[CLI_DATA_PATHS] = {0};
+    if (a->local_data)
+        rc = expand_worker_paths(&mine, kd_dist_worker_index(d), paths);
+    if (rc == CLI_OK)
+        rc = cli_load_data(CMD, &mine, net, 1, 1, train, test);
+    for (int i = 0; i < CLI_DATA_PATHS; i++)
+        free(paths[i]);
+    if (rc == CLI_OK && (*train)->n == 0 && !a->local_data)
+        rc = cli_fail("the training data has no samples");
+    return rc;
+}
+
+/* The writer's line on how the run went: steps, time, exchange share. */
+static void dist_print_stats(const train_args *a, const kd_dist *d)
+{
+    kd_dist_stats ds = kd_dist_get_stats(d);
+    int workers = kd_dist_num_workers(d), servers = kd_dist_num_servers(d);
+    char srv[32] = "";
+    if (servers > 0)
+        snprintf(srv, sizeof srv, ", %d server%s", servers, servers == 1 ? "" : "s");
+    fprintf(stderr,
+            "kindling train: %s, %d worker%s%s: %lld steps in %.2f s (%.1f steps/s), exchange %.3f ms/step "
+            "(%.1f%% of the time)\n",
+            a->dist, workers, workers == 1 ? "" : "s", srv, (long long)ds.steps, ds.train_seconds,
+            ds.train_seconds > 0 ? (double)ds.steps / ds.train_seconds : 0.0,
+            ds.steps ? 1e3 * ds.exchange_seconds / (double)ds.steps : 0.0,
+            ds.train_seconds > 0 ? 100.0 * ds.exchange_seconds / ds.train_seconds : 0.0);
+}
+
 static int train_distributed(train_args *a)
 {
     int rc = CLI_OK;
@@ -579,64 +647,18 @@ static int train_distributed(train_args *a)
         rc = dist_collective_failure();
         goto done;
     }
-    int writer = kd_dist_is_writer(d), server = kd_dist_is_server(d), workers = kd_dist_num_workers(d);
+    int writer = kd_dist_is_writer(d);
 
-    if (a->resume) {
-        if (writer)
-            note_ignored_on_resume(a);
-        if (kd_checkpoint_load(a->resume, &net, &opt, &st) != KD_OK) {
-            dist_print_error(d);
-            rc = CLI_FAIL;
-        }
-        /* The checkpoint holds the global batch; keep it across worker counts. */
-        if (rc == CLI_OK && st.batch_size > 0) {
-            a->batch = st.batch_size / workers > 0 ? st.batch_size / workers : 1;
-            if (writer && a->batch * workers != st.batch_size)
-                fprintf(stderr,
-                        "kindling train: note: the checkpoint's global batch %d does not split over %d workers; "
-                        "using %lld per worker (global %lld), so the interrupted epoch starts over\n",
-                        st.batch_size, workers, a->batch, a->batch * workers);
-        }
-        a->seed = (long long)st.seed;
-    } else {
-        rc = create_net(a, &net);
-    }
-
-    /* Workers compute on --context; parameter servers stay on the CPU. */
-    if (rc == CLI_OK && !server && (rc = cli_apply_context(net, a->ctx)) != CLI_OK) {
-        char role[64];
-        fprintf(stderr, "kindling: (on %s)\n", kd_dist_role_str(d, role, sizeof role));
-    }
-
-    /* Servers hold no data; the workers' training-set size sizes the schedule. */
-    int64_t n_train = 0;
-    if (rc == CLI_OK && !server) {
-        cli_data_opts mine = a->data;
-        char *paths[CLI_DATA_PATHS] = {0};
-        if (a->local_data)
-            rc = expand_worker_paths(&mine, kd_dist_worker_index(d), paths);
-        if (rc == CLI_OK)
-            rc = cli_load_data(CMD, &mine, net, 1, 1, &train, &test);
-        for (int i = 0; i < CLI_DATA_PATHS; i++)
-            free(paths[i]);
-        if (rc == CLI_OK && train->n == 0 && !a->local_data)
-            rc = cli_fail("the training data has no samples");
-        n_train = rc == CLI_OK ? train->n : 0;
-    }
+    rc = dist_open_model(a, d, &net, &opt, &st);
+    if (rc == CLI_OK)
+        rc = dist_worker_setup(a, d, net, &train, &test);
     if ((rc = dist_setup_result(rc)) != CLI_OK)
         goto done;
-    int64_t global_batch = a->batch * workers, steps_per_epoch;
-    if (a->local_data) {
-        /* The schedule counts the steps of the largest share (what the driver runs). */
-        int64_t local = (n_train + a->batch - 1) / a->batch;
-        MPI_Allreduce(&local, &steps_per_epoch, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD);
-        if (steps_per_epoch == 0) {
-            rc = kd_mpi_world_rank() == 0 ? cli_fail("every worker's training data is empty") : CLI_FAIL;
-            goto done;
-        }
-    } else {
-        MPI_Bcast(&n_train, 1, MPI_INT64_T, kd_dist_num_servers(d), MPI_COMM_WORLD);
-        steps_per_epoch = (n_train + global_batch - 1) / global_batch;
+    /* The workers' training-set size sizes the schedule (one rule: kd_dist_steps_per_epoch). */
+    int64_t n_train = train ? train->n : 0, steps_per_epoch;
+    if (kd_dist_steps_per_epoch(d, n_train, (int)a->batch, &steps_per_epoch) != KD_OK) {
+        rc = dist_collective_failure();
+        goto done;
     }
     if (!opt) {
         kd_status os = create_optimizer(a, net, steps_per_epoch, &st, &opt);
@@ -649,7 +671,7 @@ static int train_distributed(train_args *a)
     }
     if ((rc = dist_setup_result(rc)) != CLI_OK)
         goto done;
-    start_state(a, &st, global_batch, writer);
+    start_state(a, &st, a->batch * kd_dist_num_workers(d), writer);
 
     cli_progress progress = {isatty(fileno(stderr)), 0};
     kd_train_config cfg = train_config(a, test, save_path, &progress, !a->quiet && writer);
@@ -666,20 +688,8 @@ static int train_distributed(train_args *a)
         goto done;
     }
     if (writer) {
-        kd_dist_stats ds = kd_dist_get_stats(d);
-        if (!a->quiet) {
-            char servers[32] = "";
-            if (async)
-                snprintf(servers, sizeof servers, ", %d server%s", kd_dist_num_servers(d),
-                         kd_dist_num_servers(d) == 1 ? "" : "s");
-            fprintf(stderr,
-                    "kindling train: %s, %d worker%s%s: %lld steps in %.2f s (%.1f steps/s), exchange %.3f ms/step "
-                    "(%.1f%% of the time)\n",
-                    a->dist, workers, workers == 1 ? "" : "s", servers, (long long)ds.steps, ds.train_seconds,
-                    ds.train_seconds > 0 ? (double)ds.steps / ds.train_seconds : 0.0,
-                    ds.steps ? 1e3 * ds.exchange_seconds / (double)ds.steps : 0.0,
-                    ds.train_seconds > 0 ? 100.0 * ds.exchange_seconds / ds.train_seconds : 0.0);
-        }
+        if (!a->quiet)
+            dist_print_stats(a, d);
         if ((rc = finish_report(a, net, train, test, &st, save_path, " (this rank)")) != CLI_OK) {
             rc = dist_local_failure(d, rc, 0);
             goto done;
@@ -749,7 +759,7 @@ int cmd_train(int argc, char **argv)
         goto done;
     }
 
-    int64_t steps_per_epoch = (train->n + a.batch - 1) / a.batch;
+    int64_t steps_per_epoch = kd_steps_per_epoch(train->n, a.batch);
     if (!opt) {
         kd_status os = create_optimizer(&a, net, steps_per_epoch, &st, &opt);
         if (os != KD_OK) {
