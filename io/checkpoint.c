@@ -34,19 +34,22 @@
  * Strings are written as variable-length UTF-8; the reader also accepts
  * fixed-length strings (what other tools often write).
  *
- * Saving writes "<path>.tmp-<host>-<pid>", flushes and closes it, fsyncs it,
- * renames it over path and fsyncs the directory, so a crash or error at
- * any point leaves either the old or the new checkpoint, never a mix.
+ * Saving builds the file in memory, writes it to "<path>.tmp-<host>-<pid>",
+ * fsyncs it, renames it over path and fsyncs the directory, so a crash or
+ * error at any point (a full disk included) leaves either the old or the
+ * new checkpoint, never a mix.
  *
  * HDF5 prints its error stack to stderr by default; every entry point
  * silences that for the duration of the call (restoring the caller's
  * handler afterwards) and turns the innermost HDF5 error into the message.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <hdf5.h>
 
@@ -464,6 +467,53 @@ static kd_status write_contents(const char *path, hid_t file, kd_net *net, kd_op
     return KD_OK;
 }
 
+/* Writes the finished file image to the temporary and commits it. The
+ * image is written with plain write(2) so that every failure (a full disk,
+ * a quota, EIO) is an error of ours: no HDF5 file is ever open on disk,
+ * so nothing is left for HDF5 to flush or close at exit. */
+static kd_status write_image(kd_safe_file *sf, const void *image, size_t len)
+{
+    const char *path = sf->path;
+    int fd = open(sf->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        kd_status s = kd_fail(KD_ERR_IO, "%s: cannot create temporary file %s (%s)", path, sf->tmp, strerror(errno));
+        kd_safe_file_abort(sf);
+        return s;
+    }
+    const char *p = image;
+    size_t left = len;
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int e = n < 0 ? errno : EIO;
+            close(fd);
+            kd_status s = kd_fail(KD_ERR_IO, "%s: writing %zu bytes to the temporary file failed after %zu (%s)%s",
+                                  path, len, len - left, strerror(e),
+                                  e == ENOSPC || e == EDQUOT ? "; free some space or save elsewhere, the previous "
+                                                               "checkpoint (if any) is unchanged" : "");
+            kd_safe_file_abort(sf);
+            return s;
+        }
+        p += n;
+        left -= (size_t)n;
+    }
+    if (close(fd) != 0) { /* NFS and quotas may report a failed write only here */
+        kd_status s = kd_fail(KD_ERR_IO, "%s: closing the temporary file failed (%s)", path, strerror(errno));
+        kd_safe_file_abort(sf);
+        return s;
+    }
+    return kd_safe_file_commit(sf);
+}
+
+/* The checkpoint is built in memory (HDF5's core driver, no backing store)
+ * and then written out by write_image. HDF5 writing to disk itself cannot
+ * fail cleanly: after a failed write (ENOSPC) its H5Fclose fails too, the
+ * file stays half-open in the library and HDF5 crashes at exit while
+ * closing it again. The price is one image of the checkpoint in memory
+ * (twice its size while copying it out), small next to the network and
+ * optimizer state it holds. */
 static kd_status save_quiet(const char *path, const kd_net *cnet, const kd_optim *copt,
                             const kd_train_state *state)
 {
@@ -473,47 +523,53 @@ static kd_status save_quiet(const char *path, const kd_net *cnet, const kd_optim
     kd_optim *opt = (kd_optim *)copt;
     kd_safe_file sf;
     hid_t fapl = H5I_INVALID_HID, file = H5I_INVALID_HID;
+    void *image = NULL;
+    size_t image_len = 0;
     kd_status s = KD_OK;
 
     /* STRONG: closing the file closes anything an error path left open. */
     fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0) {
+    if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0 ||
+        H5Pset_fapl_core(fapl, (size_t)1 << 20, 0) < 0) {
         s = h5_fail(KD_ERR_IO, path, "creating file access properties");
         goto done;
     }
     s = kd_safe_file_begin(&sf, path, "checkpoint temporary name");
     if (s != KD_OK)
         goto done;
-    const char *tmp = sf.tmp;
-    file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    /* The name only identifies the in-memory file inside HDF5. */
+    file = H5Fcreate(sf.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     if (file < 0) {
-        char reason[256];
-        h5_reason(reason, sizeof reason);
-        s = kd_fail(KD_ERR_IO, "%s: cannot create temporary file %s (%s)", path, tmp, reason);
-        goto fail;
+        s = h5_fail(KD_ERR_IO, path, "creating the file in memory");
+        kd_safe_file_abort(&sf);
+        goto done;
     }
     s = write_contents(path, file, net, opt, state);
-    if (s != KD_OK)
-        goto fail;
-    if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) {
-        s = h5_fail(KD_ERR_IO, path, "flushing the temporary file");
-        goto fail;
+    if (s == KD_OK && H5Fflush(file, H5F_SCOPE_GLOBAL) < 0)
+        s = h5_fail(KD_ERR_IO, path, "flushing the file");
+    if (s == KD_OK) {
+        ssize_t len = H5Fget_file_image(file, NULL, 0);
+        if (len <= 0) {
+            s = h5_fail(KD_ERR_IO, path, "sizing the file image");
+        } else if (!(image = kd_malloc((size_t)len, "checkpoint file image"))) {
+            s = KD_ERR_NOMEM;
+        } else if (H5Fget_file_image(file, image, (size_t)len) != len) {
+            s = h5_fail(KD_ERR_IO, path, "copying the file image");
+        } else {
+            image_len = (size_t)len;
+        }
     }
-    if (H5Fclose(file) < 0) {
-        file = H5I_INVALID_HID;
-        s = h5_fail(KD_ERR_IO, path, "closing the temporary file");
-        goto fail;
-    }
+    /* In memory: closing writes nothing and frees the driver's buffer. */
+    if (H5Fclose(file) < 0 && s == KD_OK)
+        s = h5_fail(KD_ERR_IO, path, "closing the file in memory");
     file = H5I_INVALID_HID;
-    s = kd_safe_file_commit(&sf);
-    goto done;
+    if (s == KD_OK)
+        s = write_image(&sf, image, image_len);
+    else
+        kd_safe_file_abort(&sf);
 
-fail:
-    if (file >= 0)
-        H5Fclose(file);
-    file = H5I_INVALID_HID;
-    kd_safe_file_abort(&sf);
 done:
+    free(image);
     close_plist(&fapl);
     return s;
 }
