@@ -210,6 +210,79 @@ static kd_status build_layers(cJSON *root, const kd_shape *input, kd_layer **out
     return KD_OK;
 }
 
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* A key that obj (an object) names twice, or NULL; sorted, so a hostile
+ * spec with many keys costs n log n. *s is set when memory runs out. */
+static const char *repeated_key(const cJSON *obj, kd_status *s)
+{
+    size_t n = 0, k = 0;
+    for (const cJSON *c = obj->child; c; c = c->next)
+        n++;
+    if (n < 2)
+        return NULL;
+    const char **keys = kd_malloc(n * sizeof *keys, "spec keys");
+    if (!keys) {
+        *s = KD_ERR_NOMEM;
+        return NULL;
+    }
+    for (const cJSON *c = obj->child; c; c = c->next)
+        keys[k++] = c->string ? c->string : "";
+    qsort(keys, n, sizeof *keys, cmp_key);
+    const char *dup = NULL;
+    for (size_t i = 1; i < n && !dup; i++)
+        if (strcmp(keys[i - 1], keys[i]) == 0)
+            dup = keys[i];
+    free(keys);
+    return dup;
+}
+
+/* JSON leaves duplicate keys undefined: cJSON finds the first, Python's
+ * json module the last, so the CLI and the Spark path would build
+ * different networks from one text. Every object in the spec, at any depth,
+ * must name each key once. `where` names the part in messages ("the top
+ * level", "layer 2"); the layers of the top-level list get their own. */
+static kd_status check_duplicate_keys(const cJSON *item, const char *where, int top)
+{
+    kd_status s = KD_OK;
+    const char *dup = cJSON_IsObject(item) ? repeated_key(item, &s) : NULL;
+    if (s != KD_OK)
+        return s;
+    if (dup)
+        return kd_fail(KD_ERR_INVALID, "spec: key \"%.64s\" appears more than once in %s (give each key once)",
+                       dup, where);
+    for (const cJSON *c = item->child; c; c = c->next) {
+        if (!cJSON_IsObject(c) && !cJSON_IsArray(c))
+            continue;
+        if (top && c->string && strcmp(c->string, "layers") == 0 && cJSON_IsArray(c)) {
+            int i = 0;
+            for (const cJSON *l = c->child; l; l = l->next, i++) {
+                char name[32];
+                snprintf(name, sizeof name, "layer %d", i);
+                KD_TRY(check_duplicate_keys(l, name, 0));
+            }
+        } else {
+            KD_TRY(check_duplicate_keys(c, where, 0));
+        }
+    }
+    return KD_OK;
+}
+
+/* The top level holds the input shape and the layers, nothing else: a
+ * misspelt or misplaced key ("layer", "optimizer") is an error, as it is
+ * inside a layer. */
+static kd_status check_top_level_keys(const cJSON *root)
+{
+    for (const cJSON *k = root->child; k; k = k->next)
+        if (!k->string || (strcmp(k->string, "input") != 0 && strcmp(k->string, "layers") != 0))
+            return kd_fail(KD_ERR_INVALID, "spec: unknown top-level key \"%.64s\" (a spec has only \"input\" and "
+                           "\"layers\"; layer settings go inside a layer object)", k->string ? k->string : "");
+    return KD_OK;
+}
+
 kd_status kd_spec_build(const char *json, kd_shape *input, kd_layer **layers,
                         int *num_layers, char **resolved_json)
 {
@@ -224,6 +297,10 @@ kd_status kd_spec_build(const char *json, kd_shape *input, kd_layer **layers,
     kd_status s = KD_OK;
     if (!cJSON_IsObject(root))
         s = kd_fail(KD_ERR_INVALID, "spec: must be a JSON object with \"input\" and \"layers\"");
+    if (s == KD_OK)
+        s = check_duplicate_keys(root, "the top level", 1);
+    if (s == KD_OK)
+        s = check_top_level_keys(root);
     if (s == KD_OK)
         s = parse_input(root, input);
     if (s == KD_OK)

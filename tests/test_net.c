@@ -81,6 +81,23 @@ static void test_spec_errors(void)
     CHECK_FAILS(kd_net_create("{\"input\": [784], \"layers\": [{\"type\": \"dense\"}, {\"type\": \"softmax\"}]}", 1, &net),
                 KD_ERR_INVALID, "units");
     CHECK_FAILS(kd_net_create_from_file("/nonexistent/spec.json", 1, &net), KD_ERR_IO, "/nonexistent/spec.json");
+    /* Unknown top-level keys are refused, as unknown layer keys are. */
+    CHECK_FAILS(kd_net_create("{\"input\": [784], \"layers\": [{\"type\": \"softmax\"}], \"optimizer\": \"adam\"}", 1, &net),
+                KD_ERR_INVALID, "unknown top-level key \"optimizer\"");
+    CHECK_FAILS(kd_net_create("{\"input\": [784], \"layer\": [], \"layers\": [{\"type\": \"softmax\"}]}", 1, &net),
+                KD_ERR_INVALID, "unknown top-level key \"layer\"");
+    /* Duplicate keys anywhere: cJSON would take the first, Python's json the last. */
+    CHECK_FAILS(kd_net_create("{\"input\": [784], \"layers\": [{\"type\": \"softmax\"}], \"input\": [10]}", 1, &net),
+                KD_ERR_INVALID, "key \"input\" appears more than once in the top level");
+    CHECK_FAILS(kd_net_create("{\"input\": [784], \"layers\": [{\"type\": \"dense\", \"units\": 10}, "
+                              "{\"type\": \"dropout\", \"rate\": 0.1, \"rate\": 0.5}, {\"type\": \"softmax\"}]}", 1, &net),
+                KD_ERR_INVALID, "key \"rate\" appears more than once in layer 1");
+    CHECK(net == NULL, "output cleared on failure");
+    /* The same keys once each build the network. */
+    CHECK_OK(kd_net_create("{\"layers\": [{\"type\": \"dense\", \"units\": 10}, {\"type\": \"dropout\", \"rate\": 0.5}, "
+                           "{\"type\": \"softmax\"}], \"input\": [784]}", 1, &net));
+    kd_net_free(net);
+    net = NULL;
 }
 
 /* Loss of the whole network on a fixed batch, in double. */

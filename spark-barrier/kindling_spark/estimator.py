@@ -38,6 +38,22 @@ _OPT_KEYS = {"lr": "lr", "learningRate": "lr", "learning_rate": "lr", "momentum"
 
 
 # ----------------------------------------------------------------- network
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs):
+    """json object hook: a key given twice is an error, as in the C library
+    (json alone keeps the last, cJSON the first, so the two would differ)."""
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise _DuplicateKey(f"bad network spec: key {key!r} appears more than once in an object "
+                                f"(give each key once)")
+        seen.add(key)
+    return dict(pairs)
+
+
 def resolve_network(network, dimension=None):
     """(CLI network argument, input shape, number of classes) for a preset
     name, a spec dict, JSON text or a .json file, checked by the C library.
@@ -47,13 +63,17 @@ def resolve_network(network, dimension=None):
         spec = dict(network)
     elif isinstance(network, str) and network.lstrip().startswith("{"):
         try:
-            spec = json.loads(network)
+            spec = json.loads(network, object_pairs_hook=_no_duplicate_keys)
+        except _DuplicateKey:
+            raise
         except ValueError as e:
             raise ValueError(f"network spec is not valid JSON: {e}") from None
     elif isinstance(network, (str, os.PathLike)) and os.path.isfile(network):
         with open(network) as f:
             try:
-                spec = json.load(f)
+                spec = json.load(f, object_pairs_hook=_no_duplicate_keys)
+            except _DuplicateKey as e:
+                raise ValueError(f"network spec {network}: {e}") from None
             except ValueError as e:
                 raise ValueError(f"network spec {network}: not valid JSON: {e}") from None
     elif isinstance(network, str):

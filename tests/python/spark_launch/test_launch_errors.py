@@ -82,6 +82,12 @@ def test_too_few_slots_fails_at_once(spark, no_strays):
     ({"input": [NUM_FEATURES], "layers": [{"type": "dense", "units": 3}, {"type": "wobble"}]}, "wobble"),
     ({"input": [NUM_FEATURES], "layers": [{"type": "dense", "units": 0}, {"type": "softmax"}]}, "units"),
     ('{"input": [8], "layers": [', "not valid JSON"),
+    # Unknown top-level keys and duplicate keys fail here as in the CLI (json
+    # alone would keep the last duplicate, the C library the first).
+    ({"input": [NUM_FEATURES], "layers": SPEC["layers"], "epochs": 3}, 'unknown top-level key "epochs"'),
+    ('{"input": [8], "input": [4], "layers": [{"type": "softmax"}]}', "key 'input' appears more than once"),
+    ('{"input": [8], "layers": [{"type": "dense", "units": 3, "units": 5}, {"type": "softmax"}]}',
+     "key 'units' appears more than once"),
     ("resnet", "neither a preset"),
 ])
 def test_bad_network_spec(spark, network, message, no_strays):
