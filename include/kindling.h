@@ -124,9 +124,45 @@ kd_status kd_dataset_load_idx(const char *images_path, const char *labels_path,
                               kd_dataset **out);
 /* CSV: one sample per line, `label_col` (0-based; -1 = no label) holds the
  * class, every other column a feature. has_header skips the first line.
- * shape may be NULL (then rank-1 of the column count). */
+ * shape may be NULL (then rank-1 of the column count). Plain or gzip; a
+ * UTF-8 byte order mark is skipped. The delimiter is detected from the
+ * first data line (see kd_csv_options). */
 kd_status kd_dataset_load_csv(const char *path, int label_col, int has_header,
                               const kd_shape *shape, kd_dataset **out);
+typedef struct kd_csv_options {
+    int label_col;  /* 0-based column of the class; -1 = no labels */
+    int has_header; /* skip the first line */
+    /* The byte between columns. 0 = detect from the first data line: the
+     * most frequent of ',', ';' and tab (ties: ';', then tab, then ','),
+     * ',' when it holds none of them (one column). */
+    char delimiter;
+} kd_csv_options;
+/* label_col 0, no header, delimiter detected. */
+kd_csv_options kd_csv_options_default(void);
+kd_status kd_dataset_load_csv_opts(const char *path, const kd_csv_options *opts,
+                                   const kd_shape *shape, kd_dataset **out);
+/* What the first lines of a CSV file look like, for hints after a failed
+ * load: the delimiter the reader uses with `opts`, the columns of the
+ * first data line, and whether line 1 looks like a header (without
+ * has_header: some cell of it is not a number while the next line's are). */
+typedef struct kd_csv_layout {
+    char delimiter;
+    int columns;
+    int header_likely;
+} kd_csv_layout;
+kd_status kd_csv_sniff(const char *path, const kd_csv_options *opts, kd_csv_layout *out);
+
+/* A data file's format judged by its content (gzip looked through), not by
+ * its name: a spool's magic, an IDX magic number, or text that is LibSVM
+ * ("label index:value ...") or else CSV. KD_ERR_FORMAT naming the file
+ * when it is none of them (e.g. binary data, or an HDF5 checkpoint). */
+typedef enum kd_data_format {
+    KD_DATA_IDX = 1,
+    KD_DATA_CSV = 2,
+    KD_DATA_LIBSVM = 3,
+    KD_DATA_SPOOL = 4
+} kd_data_format;
+kd_status kd_data_format_detect(const char *path, kd_data_format *out);
 /* LibSVM: "label idx:val idx:val ..." with 1-based ascending indices.
  * num_features 0 = infer from the largest index. */
 kd_status kd_dataset_load_libsvm(const char *path, int num_features,
@@ -176,6 +212,8 @@ kd_status kd_convert_idx_to_spool(const char *images_path, const char *labels_pa
                                   const char *spool_path, int64_t *count);
 kd_status kd_convert_csv_to_spool(const char *path, int label_col, int has_header,
                                   const kd_shape *shape, const char *spool_path, int64_t *count);
+kd_status kd_convert_csv_to_spool_opts(const char *path, const kd_csv_options *opts, const kd_shape *shape,
+                                       const char *spool_path, int64_t *count);
 kd_status kd_convert_libsvm_to_spool(const char *path, int num_features,
                                      const char *spool_path, int64_t *count);
 

@@ -1,11 +1,13 @@
-/* CSV reader: one sample per line, comma separated, an optional header
- * line, one optional integer label column; every other column a float.
- * One pass into growing buffers, shrunk to size at the end. */
+/* CSV reader: one sample per line, columns separated by one delimiter
+ * (',' ';' or tab detected from the first data line, or given), an optional
+ * header line, one optional integer label column; every other column a
+ * float. One pass into growing buffers, shrunk to size at the end. */
 #include "kindling.h"
 
 #include "error.h"
 #include "reader_util.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,31 +19,60 @@ static int is_blank_line(const char *s, size_t len)
     return 1;
 }
 
-static int count_columns(const char *s, const char *end)
+static int count_columns(const char *s, const char *end, char delim)
 {
     int n = 1;
-    while ((s = memchr(s, ',', (size_t)(end - s))) != NULL) {
+    while ((s = memchr(s, delim, (size_t)(end - s))) != NULL) {
         n++;
         s++;
     }
     return n;
 }
 
+/* The delimiter of a line: the most frequent of ',', ';' and tab. Ties go
+ * to ';' (a ';' file with decimal commas has at most as many commas), then
+ * tab; ',' when there is none (a single column). */
+static char detect_delimiter(const char *s, size_t len)
+{
+    static const char cand[3] = {';', '\t', ','};
+    int count[3] = {0, 0, 0};
+    for (size_t i = 0; i < len; i++)
+        for (int k = 0; k < 3; k++)
+            count[k] += s[i] == cand[k];
+    int best = 2;
+    for (int k = 0; k < 3; k++)
+        if (count[k] > count[best] || (count[k] == count[best] && count[k] > 0 && k < best))
+            best = k;
+    return cand[best];
+}
+
+/* "','", "';'", "tab" or "'x'" for messages. */
+static const char *delim_name(char d, char *buf, size_t len)
+{
+    if (d == '\t')
+        snprintf(buf, len, "tab");
+    else if ((unsigned char)d < 0x20 || (unsigned char)d >= 0x7f)
+        snprintf(buf, len, "byte 0x%02x", (unsigned char)d);
+    else
+        snprintf(buf, len, "'%c'", d);
+    return buf;
+}
+
 /* Parses one data line into x (nfeat floats) and *label. */
-static kd_status parse_line(const kd_reader *r, char *line, size_t len, int ncols, int label_col,
+static kd_status parse_line(const kd_reader *r, char *line, size_t len, int ncols, char delim, int label_col,
                             float *x, int32_t *label)
 {
     const char *p = line, *end = line + len;
     long long ln = (long long)r->line_no;
     char snip[48];
     for (int c = 0; c < ncols; c++) {
-        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *comma = memchr(p, delim, (size_t)(end - p));
         if (c < ncols - 1 && !comma)
             return kd_fail(KD_ERR_FORMAT, "%s:line %lld: too few columns: %d, expected %d",
                            r->path, ln, c + 1, ncols);
         if (c == ncols - 1 && comma)
             return kd_fail(KD_ERR_FORMAT, "%s:line %lld: too many columns: %d, expected %d",
-                           r->path, ln, count_columns(line, end), ncols);
+                           r->path, ln, count_columns(line, end, delim), ncols);
         const char *cell_end = comma ? comma : end;
         const char *why;
         if (c == label_col) {
@@ -63,13 +94,20 @@ static kd_status parse_line(const kd_reader *r, char *line, size_t len, int ncol
 /* Column layout, fixed by the first data line. */
 typedef struct csv_state {
     int ncols, nfeat;
+    char delim;         /* given, or detected on the first data line */
     int64_t blank_line; /* first blank line seen; fine only at the end */
 } csv_state;
 
-static kd_status check_args(int label_col, const kd_shape *shape, const char *what)
+static kd_status check_args(const kd_csv_options *o, const kd_shape *shape, const char *what)
 {
-    if (label_col < -1)
-        return kd_fail(KD_ERR_INVALID, "%s: label column %d (use -1 for none)", what, label_col);
+    if (!o)
+        return kd_fail(KD_ERR_INVALID, "%s: no CSV options", what);
+    if (o->label_col < -1)
+        return kd_fail(KD_ERR_INVALID, "%s: label column %d (use -1 for none)", what, o->label_col);
+    if (o->delimiter == '\n' || o->delimiter == '\r' || o->delimiter == '"' || o->delimiter == '.' ||
+        o->delimiter == '-' || o->delimiter == '+' || o->delimiter == 'e' || o->delimiter == 'E' ||
+        (o->delimiter >= '0' && o->delimiter <= '9'))
+        return kd_fail(KD_ERR_INVALID, "%s: a delimiter cannot be a line break, a quote or part of a number", what);
     if (shape && kd_shape_size(shape) == 0) {
         char sb[64];
         return kd_fail(KD_ERR_SHAPE, "%s: invalid sample shape %s", what, kd_shape_str(shape, sb, sizeof sb));
@@ -78,8 +116,9 @@ static kd_status check_args(int label_col, const kd_shape *shape, const char *wh
 }
 
 /* The next data line (*line NULL at the end), after blank lines; the first
- * one fixes the column count and is checked against label_col and shape. */
-static kd_status next_data_line(kd_reader *r, csv_state *st, int label_col, const kd_shape *shape,
+ * one fixes the delimiter and the column count and is checked against
+ * label_col and shape. */
+static kd_status next_data_line(kd_reader *r, csv_state *st, const kd_csv_options *o, const kd_shape *shape,
                                 char **line, size_t *len)
 {
     const char *path = r->path;
@@ -97,15 +136,19 @@ static kd_status next_data_line(kd_reader *r, csv_state *st, int label_col, cons
                            path, (long long)st->blank_line, (long long)r->line_no);
         break;
     }
-    if (st->ncols == 0) { /* the first data line fixes the column count */
-        st->ncols = count_columns(*line, *line + *len);
-        if (label_col >= st->ncols)
+    if (st->ncols == 0) { /* the first data line fixes the layout */
+        char dn[16];
+        st->delim = o->delimiter ? o->delimiter : detect_delimiter(*line, *len);
+        st->ncols = count_columns(*line, *line + *len, st->delim);
+        if (o->label_col >= st->ncols)
             return kd_fail(KD_ERR_FORMAT, "%s:line %lld: label column %d (0-based) but the line "
-                           "has only %d columns", path, (long long)r->line_no, label_col, st->ncols);
-        st->nfeat = st->ncols - (label_col >= 0);
+                           "has only %d column%s (delimiter %s)", path, (long long)r->line_no, o->label_col,
+                           st->ncols, st->ncols == 1 ? "" : "s", delim_name(st->delim, dn, sizeof dn));
+        st->nfeat = st->ncols - (o->label_col >= 0);
         if (st->nfeat == 0)
-            return kd_fail(KD_ERR_FORMAT, "%s:line %lld: no feature columns, only the label",
-                           path, (long long)r->line_no);
+            return kd_fail(KD_ERR_FORMAT, "%s:line %lld: no feature columns, only the label (no %s on the line)",
+                           path, (long long)r->line_no,
+                           o->delimiter ? delim_name(st->delim, dn, sizeof dn) : "',', ';' or tab");
         if (shape && kd_shape_size(shape) != (size_t)st->nfeat) {
             char sb[64];
             return kd_fail(KD_ERR_SHAPE, "%s: shape %s has %zu values but the rows have %d "
@@ -122,13 +165,27 @@ static kd_status no_samples(const kd_reader *r)
                    r->line_no == 0 ? "empty file" : "no data lines");
 }
 
+kd_csv_options kd_csv_options_default(void)
+{
+    kd_csv_options o = {0, 0, 0};
+    return o;
+}
+
 kd_status kd_dataset_load_csv(const char *path, int label_col, int has_header,
                               const kd_shape *shape, kd_dataset **out)
+{
+    kd_csv_options o = {label_col, has_header, 0};
+    return kd_dataset_load_csv_opts(path, &o, shape, out);
+}
+
+kd_status kd_dataset_load_csv_opts(const char *path, const kd_csv_options *o, const kd_shape *shape,
+                                   kd_dataset **out)
 {
     if (!out)
         return kd_fail(KD_ERR_INVALID, "load_csv: no output pointer");
     *out = NULL;
-    KD_TRY(check_args(label_col, shape, "load_csv"));
+    KD_TRY(check_args(o, shape, "load_csv"));
+    int label_col = o->label_col;
 
     kd_reader r;
     kd_status s = kd_reader_open(&r, path);
@@ -138,14 +195,14 @@ kd_status kd_dataset_load_csv(const char *path, int label_col, int has_header,
     int32_t *y = NULL;
     size_t x_cap = 0, y_cap = 0;
     int64_t n = 0;
-    csv_state st = {0, 0, 0};
+    csv_state st = {0, 0, 0, 0};
     char *line;
     size_t len;
 
-    if (has_header)
+    if (o->has_header)
         s = kd_reader_next_line(&r, &line, &len);
     while (s == KD_OK) {
-        s = next_data_line(&r, &st, label_col, shape, &line, &len);
+        s = next_data_line(&r, &st, o, shape, &line, &len);
         if (s != KD_OK || !line)
             break;
         /* Checked growth: a file larger than memory is refused with a
@@ -162,7 +219,7 @@ kd_status kd_dataset_load_csv(const char *path, int label_col, int has_header,
         if (s != KD_OK)
             break;
         y[n] = -1;
-        s = parse_line(&r, line, len, st.ncols, label_col, x + (size_t)n * (size_t)st.nfeat, &y[n]);
+        s = parse_line(&r, line, len, st.ncols, st.delim, label_col, x + (size_t)n * (size_t)st.nfeat, &y[n]);
         if (s == KD_OK)
             n++;
     }
@@ -190,23 +247,31 @@ kd_status kd_dataset_load_csv(const char *path, int label_col, int has_header,
 kd_status kd_convert_csv_to_spool(const char *path, int label_col, int has_header, const kd_shape *shape,
                                   const char *spool_path, int64_t *count)
 {
+    kd_csv_options o = {label_col, has_header, 0};
+    return kd_convert_csv_to_spool_opts(path, &o, shape, spool_path, count);
+}
+
+kd_status kd_convert_csv_to_spool_opts(const char *path, const kd_csv_options *o, const kd_shape *shape,
+                                       const char *spool_path, int64_t *count)
+{
     if (count)
         *count = 0;
     if (!spool_path)
         return kd_fail(KD_ERR_INVALID, "convert_csv: no spool path given");
-    KD_TRY(check_args(label_col, shape, "convert_csv"));
+    KD_TRY(check_args(o, shape, "convert_csv"));
+    int label_col = o->label_col;
     kd_reader r;
     KD_TRY(kd_reader_open(&r, path));
     kd_spool_writer *w = NULL;
     float *x = NULL;
     int32_t *y = NULL;
     size_t block = 0, k = 0;
-    csv_state st = {0, 0, 0};
+    csv_state st = {0, 0, 0, 0};
     char *line;
     size_t len;
-    kd_status s = has_header ? kd_reader_next_line(&r, &line, &len) : KD_OK;
+    kd_status s = o->has_header ? kd_reader_next_line(&r, &line, &len) : KD_OK;
     while (s == KD_OK) {
-        s = next_data_line(&r, &st, label_col, shape, &line, &len);
+        s = next_data_line(&r, &st, o, shape, &line, &len);
         if (s != KD_OK || !line)
             break;
         if (!w) { /* first data line: the layout is known */
@@ -220,7 +285,7 @@ kd_status kd_convert_csv_to_spool(const char *path, int label_col, int has_heade
                 break;
         }
         y[k] = -1;
-        s = parse_line(&r, line, len, st.ncols, label_col, x + k * (size_t)st.nfeat, &y[k]);
+        s = parse_line(&r, line, len, st.ncols, st.delim, label_col, x + k * (size_t)st.nfeat, &y[k]);
         if (s == KD_OK && ++k == block) {
             s = kd_spool_writer_add(w, x, label_col >= 0 ? y : NULL, k);
             k = 0;
@@ -241,5 +306,55 @@ kd_status kd_convert_csv_to_spool(const char *path, int label_col, int has_heade
     s = kd_spool_writer_finish(w);
     if (s == KD_OK && count)
         *count = n;
+    return s;
+}
+
+/* ------------------------------------------------------------- sniffing */
+/* 1 when every cell of the line parses as a number. */
+static int all_numbers(const char *s, size_t len, char delim)
+{
+    const char *p = s, *end = s + len;
+    for (;;) {
+        const char *cut = memchr(p, delim, (size_t)(end - p));
+        const char *cell_end = cut ? cut : end;
+        float v;
+        if (kd_parse_float(p, cell_end, &v))
+            return 0;
+        if (!cut)
+            return 1;
+        p = cut + 1;
+    }
+}
+
+kd_status kd_csv_sniff(const char *path, const kd_csv_options *o, kd_csv_layout *out)
+{
+    if (!out)
+        return kd_fail(KD_ERR_INVALID, "csv_sniff: no output pointer");
+    memset(out, 0, sizeof *out);
+    KD_TRY(check_args(o, NULL, "csv_sniff"));
+    kd_reader r;
+    KD_TRY(kd_reader_open(&r, path));
+    char *line = NULL;
+    size_t len = 0;
+    kd_status s = o->has_header ? kd_reader_next_line(&r, &line, &len) : KD_OK;
+    int first_numeric = 0, found = 0;
+    while (s == KD_OK && found < 2) {
+        s = kd_reader_next_line(&r, &line, &len);
+        if (s != KD_OK || !line)
+            break;
+        if (is_blank_line(line, len))
+            continue;
+        if (found == 0) {
+            out->delimiter = o->delimiter ? o->delimiter : detect_delimiter(line, len);
+            out->columns = count_columns(line, line + len, out->delimiter);
+            first_numeric = all_numbers(line, len, out->delimiter);
+        } else {
+            out->header_likely = !o->has_header && !first_numeric && all_numbers(line, len, out->delimiter);
+        }
+        found++;
+    }
+    if (s == KD_OK && found == 0)
+        s = no_samples(&r);
+    kd_reader_close(&r);
     return s;
 }

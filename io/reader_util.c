@@ -116,6 +116,10 @@ kd_status kd_reader_next_line(kd_reader *r, char **line, size_t *len)
             r->line_no++;
             if (e > s && e[-1] == '\r')
                 e--;
+            /* A UTF-8 byte order mark (what spreadsheet programs put first)
+             * is not part of the first line's text. */
+            if (r->line_no == 1 && e - s >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
+                s += 3;
             *e = '\0'; /* the +1 in the allocation leaves room at the very end */
             if (memchr(s, '\0', (size_t)(e - s)))
                 return kd_fail(KD_ERR_FORMAT, "%s:line %lld: NUL byte (binary data, not text)",

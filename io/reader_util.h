@@ -33,8 +33,8 @@ void kd_reader_close(kd_reader *r);
  * data is KD_ERR_FORMAT with zlib's message. Do not mix with next_line. */
 kd_status kd_reader_read(kd_reader *r, void *dst, size_t n, size_t *got);
 
-/* Next line, without its "\n" or "\r\n", NUL-terminated and writable until
- * the next call. *line is NULL at the end of the file. A line holding a NUL
+/* Next line, without its "\n" or "\r\n" (nor, on line 1, a UTF-8 byte
+ * order mark), NUL-terminated and writable until the next call. *line is NULL at the end of the file. A line holding a NUL
  * byte or a gzip stream cut short is KD_ERR_FORMAT. */
 kd_status kd_reader_next_line(kd_reader *r, char **line, size_t *len);
 

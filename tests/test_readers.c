@@ -605,6 +605,102 @@ static void test_csv(void)
     CHECK(ds == NULL, "out set on failure");
 }
 
+
+/* What spreadsheet programs write: a UTF-8 byte order mark, ';' or tab
+ * between columns (detected, or given), and what the sniffer tells. */
+static void test_csv_dialects(void)
+{
+    const float want[4] = {0.5f, -1.25f, 3, 1e-3f};
+    const char *texts[][2] = {
+        {"bom.csv", "\xEF\xBB\xBF" "2,0.5,-1.25\n0,3,1e-3\n"},
+        {"bomheader.csv", "\xEF\xBB\xBF" "label,a,b\n2,0.5,-1.25\n0,3,1e-3\n"},
+        {"semi.csv", "2;0.5;-1.25\n0;3;1e-3\n"},
+        {"tab.tsv", "2\t0.5\t-1.25\r\n0\t3\t1e-3\r\n"},
+        {"semi.csv.gz", "2;0.5;-1.25\n0;3;1e-3\n"},
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        kd_dataset *ds = NULL;
+        const char *name = texts[i][0], *text = texts[i][1];
+        const char *p = strstr(name, ".gz") ? write_gz(name, text, strlen(text)) : write_text(name, text);
+        CHECK_OK(kd_dataset_load_csv(p, 0, strstr(name, "header") != NULL, NULL, &ds));
+        if (ds) {
+            CHECK(ds->n == 2 && ds->shape.dim[0] == 2 && memcmp(ds->x, want, sizeof want) == 0 && ds->y[0] == 2 &&
+                      ds->y[1] == 0,
+                  "%s: n %lld width %d x0 %g y0 %d", name, (long long)ds->n, ds->shape.dim[0], ds->x[0], ds->y[0]);
+        }
+        kd_dataset_free(ds);
+    }
+    /* A given delimiter; decimal commas in a ';' file are refused, not misread. */
+    kd_dataset *ds = NULL;
+    kd_csv_options o = kd_csv_options_default();
+    o.delimiter = '|';
+    CHECK_OK(kd_dataset_load_csv_opts(write_text("pipe.csv", "2|0.5|-1.25\n0|3|1e-3\n"), &o, NULL, &ds));
+    if (ds)
+        CHECK(ds->n == 2 && memcmp(ds->x, want, sizeof want) == 0, "pipe: n %lld", (long long)ds->n);
+    kd_dataset_free(ds);
+    ds = NULL;
+    CHECK_FAILS(kd_dataset_load_csv(write_text("pipe2.csv", "2|0.5|-1.25\n"), 0, 0, NULL, &ds), KD_ERR_FORMAT,
+                "no feature columns, only the label (no ',', ';' or tab on the line)");
+    CHECK_FAILS(kd_dataset_load_csv(write_text("decimal.csv", "1;0,5;0,25\n"), 0, 0, NULL, &ds), KD_ERR_FORMAT,
+                "decimal.csv:line 1, column 2: not a number");
+    o.delimiter = '.';
+    CHECK_FAILS(kd_dataset_load_csv_opts(tmp_path("pipe.csv"), &o, NULL, &ds), KD_ERR_INVALID, "delimiter");
+    kd_shape two = {1, {2, 0, 0, 0}};
+    o.delimiter = '\t';
+    int64_t count = 0;
+    CHECK_OK(kd_convert_csv_to_spool_opts(write_text("tab2.csv", "1\t2\t3\n0\t4\t5\n"), &o, &two,
+                                          tmp_path("tab2.spool"), &count));
+    CHECK(count == 2, "tab convert: %lld samples", (long long)count);
+
+    /* The sniffer: columns, delimiter and whether line 1 is a header. */
+    kd_csv_layout l;
+    kd_csv_options d = kd_csv_options_default();
+    CHECK_OK(kd_csv_sniff(write_text("hdr.csv", "label;a;b\n1;2;3\n"), &d, &l));
+    CHECK(l.delimiter == ';' && l.columns == 3 && l.header_likely == 1, "header: '%c' %d %d", l.delimiter,
+          l.columns, l.header_likely);
+    d.has_header = 1;
+    CHECK_OK(kd_csv_sniff(tmp_path("hdr.csv"), &d, &l));
+    CHECK(l.columns == 3 && l.header_likely == 0, "header skipped: %d %d", l.columns, l.header_likely);
+    d.has_header = 0;
+    CHECK_OK(kd_csv_sniff(tmp_path("semi.csv"), &d, &l));
+    CHECK(l.delimiter == ';' && l.columns == 3 && l.header_likely == 0, "numbers: '%c' %d %d", l.delimiter, l.columns,
+          l.header_likely);
+    CHECK_OK(kd_csv_sniff(tmp_path("pipe.csv"), &d, &l));
+    CHECK(l.delimiter == ',' && l.columns == 1, "one column: '%c' %d", l.delimiter, l.columns);
+    CHECK_FAILS(kd_csv_sniff(write_text("nothing.csv", "\n"), &d, &l), KD_ERR_FORMAT, "no samples");
+}
+
+/* Formats told by content, whatever the name. */
+static void test_data_format(void)
+{
+    kd_data_format f = 0;
+    CHECK_OK(kd_data_format_detect(write_text("rows.txt", "1,2,3\n"), &f));
+    CHECK(f == KD_DATA_CSV, "CSV named .txt: %d", (int)f);
+    CHECK_OK(kd_data_format_detect(write_text("ROWS.CSV", "\xEF\xBB\xBF" "a;b\n1;2\n"), &f));
+    CHECK(f == KD_DATA_CSV, "CSV named .CSV with a BOM: %d", (int)f);
+    CHECK_OK(kd_data_format_detect(write_text("rows.csv", "# made by hand\n\n1 3:0.5 7:1\n"), &f));
+    CHECK(f == KD_DATA_LIBSVM, "LibSVM named .csv, after a comment line: %d", (int)f);
+    CHECK_OK(kd_data_format_detect(write_text("data", "1 3:0.5 7:1\n0 1:2\n"), &f));
+    CHECK(f == KD_DATA_LIBSVM, "LibSVM without extension: %d", (int)f);
+    CHECK_OK(kd_data_format_detect(write_gz("data.gz", "1 3:0.5\n", 8), &f));
+    CHECK(f == KD_DATA_LIBSVM, "gzip LibSVM: %d", (int)f);
+    uint32_t dims[3] = {1, 2, 2};
+    unsigned char pix[4] = {0, 1, 2, 3};
+    size_t len;
+    unsigned char *idx = make_idx(0x08, 3, dims, pix, sizeof pix, &len);
+    CHECK_OK(kd_data_format_detect(write_gz("images.TXT", idx, len), &f));
+    CHECK(f == KD_DATA_IDX, "gzip IDX named .TXT: %d", (int)f);
+    free(idx);
+    CHECK_OK(kd_data_format_detect(tmp_path("tab2.spool"), &f));
+    CHECK(f == KD_DATA_SPOOL, "spool: %d", (int)f);
+    CHECK_FAILS(kd_data_format_detect(write_bytes("ck.csv", "\x89HDF\r\n\x1a\n\0\0", 10), &f), KD_ERR_FORMAT,
+                "an HDF5 file");
+    CHECK_FAILS(kd_data_format_detect(write_bytes("bin.csv", "\x01\x02\x03\x04", 4), &f), KD_ERR_FORMAT,
+                "bin.csv: not a data file");
+    CHECK_FAILS(kd_data_format_detect(write_text("empty.txt", ""), &f), KD_ERR_FORMAT, "empty file");
+    CHECK_FAILS(kd_data_format_detect(tmp_path("missing.csv"), &f), KD_ERR_IO, "missing.csv");
+}
+
 /* ---------------------------------------------------------------- LibSVM */
 
 static void test_libsvm(void)
@@ -748,7 +844,9 @@ int main(void)
     test_idx_round_trip();
     test_idx_errors();
     test_csv();
+    test_csv_dialects();
     test_libsvm();
+    test_data_format();
     test_validate();
     test_fashion();
     remove_tmp_dir();

@@ -135,6 +135,15 @@ int cli_data_option(const char *cmd, cli_data_opts *d, int opt, const char *arg)
     case CLI_OPT_TRAIN_SPOOL: d->train_spool = arg; return CLI_OK;
     case CLI_OPT_TEST_SPOOL: d->test_spool = arg; return CLI_OK;
     case CLI_OPT_HEADER: d->header = 1; return CLI_OK;
+    case CLI_OPT_DELIMITER:
+        if (strcmp(arg, "tab") == 0 || strcmp(arg, "\\t") == 0 || strcmp(arg, "\t") == 0)
+            d->delimiter = '\t';
+        else if (strlen(arg) == 1 && !strchr("0123456789.+-\"eE\r\n", arg[0]))
+            d->delimiter = arg[0];
+        else
+            return cli_usage_error(cmd, "--delimiter: expected one character (e.g. ';') or 'tab', not a digit, sign, "
+                                        "'.', 'e' or quote; got '%s'", arg);
+        return CLI_OK;
     case CLI_OPT_LABEL_COL:
         if ((rc = cli_parse_int(cmd, "--label-col", arg, -1, INT_MAX, &v)) != CLI_OK)
             return rc;
@@ -145,20 +154,7 @@ int cli_data_option(const char *cmd, cli_data_opts *d, int opt, const char *arg)
             return rc;
         d->features = (int)v;
         return CLI_OK;
-    case CLI_OPT_INPUT: {
-        /* The format follows the extension; anything else is taken as IDX. */
-        const char *dot = strrchr(arg, '.');
-        const char *ext = dot ? dot + 1 : "";
-        if (strcmp(ext, "csv") == 0)
-            d->test_csv = arg;
-        else if (strcmp(ext, "svm") == 0 || strcmp(ext, "libsvm") == 0)
-            d->test_libsvm = arg;
-        else if (strcmp(ext, "spool") == 0)
-            d->test_spool = arg;
-        else
-            d->test_images = arg;
-        return CLI_OK;
-    }
+    case CLI_OPT_INPUT: d->input = arg; return CLI_OK;
     default:
         return -1;
     }
@@ -173,6 +169,31 @@ typedef struct set_source {
 static int source_count(const set_source *s)
 {
     return (s->images || s->labels) + (s->csv != NULL) + (s->libsvm != NULL) + (s->spool != NULL);
+}
+
+const char *cli_csv_hint(const char *path, const cli_data_opts *d, size_t want, int need_labels, char *buf,
+                            size_t len)
+{
+    kd_csv_options o = {d->label_col, d->header, d->delimiter};
+    kd_csv_layout l;
+    buf[0] = '\0';
+    if (kd_csv_sniff(path, &o, &l) != KD_OK)
+        return buf;
+    if (l.columns == 1 && want != 1)
+        snprintf(buf, len, "; the first line has a single column: if its values are separated by something other "
+                           "than ',', ';' or a tab, name it with --delimiter");
+    else if (l.header_likely)
+        snprintf(buf, len, "; line 1 looks like a header (not numbers, while line 2 is): use --header");
+    else if (want && d->label_col >= 0 && (size_t)l.columns == want)
+        snprintf(buf, len, need_labels ? "; the rows have %d columns, as many as the network's inputs, so no room for "
+                                         "a label column"
+                                       : "; the rows have %d columns, as many as the network's inputs: if they hold "
+                                         "no label, use --label-col -1",
+                 l.columns);
+    else if (want && d->label_col < 0 && (size_t)l.columns == want + 1)
+        snprintf(buf, len, "; the rows have one column more than the network's %zu inputs: name the label column "
+                           "with --label-col N", want);
+    return buf;
 }
 
 /* Load one set from its single source, fit it to the network's input and
@@ -199,8 +220,12 @@ static int load_set(const char *cmd, const set_source *s, const cli_data_opts *d
     } else if (s->csv) {
         path = s->csv;
         is_csv = 1;
-        if (kd_dataset_load_csv(s->csv, d->label_col, d->header, NULL, &ds) != KD_OK)
-            return cli_library_error();
+        kd_csv_options o = {d->label_col, d->header, d->delimiter};
+        if (kd_dataset_load_csv_opts(s->csv, &o, NULL, &ds) != KD_OK) {
+            char msg[1024], hint[512];
+            snprintf(msg, sizeof msg, "%s", kd_last_error());
+            return cli_fail("%s%s", msg, cli_csv_hint(s->csv, d, want, need_labels, hint, sizeof hint));
+        }
     } else if (s->spool) {
         path = s->spool;
         if (kd_dataset_load_spool(s->spool, &ds) != KD_OK)
@@ -219,8 +244,11 @@ static int load_set(const char *cmd, const set_source *s, const cli_data_opts *d
         char shape[64];
         kd_shape_str(&in, shape, sizeof shape);
         kd_dataset_free(ds);
+        char hint[512] = "";
+        if (is_csv && !cli_csv_hint(path, d, want, need_labels, hint, sizeof hint)[0])
+            snprintf(hint, sizeof hint, "; check --label-col");
         return cli_fail("%s: samples have %zu features but the network expects %zu (%s)%s", path, have, want,
-                        shape, is_csv ? "; check --label-col" : "");
+                        shape, hint);
     }
     ds->shape = in; /* same row-major floats, seen with the network's shape */
 
@@ -246,6 +274,24 @@ int cli_load_data(const char *cmd, const cli_data_opts *d, const kd_net *net,
     if (train)
         *train = NULL;
     *test = NULL;
+
+    /* --input: the reader follows the content, whatever the name says. */
+    if (d->input) {
+        if (source_count(&te) > 0)
+            return cli_usage_error(cmd, "--input cannot be combined with another data file");
+        kd_data_format f;
+        if (kd_data_format_detect(d->input, &f) != KD_OK) {
+            char msg[1024];
+            snprintf(msg, sizeof msg, "%s", kd_last_error());
+            return cli_fail("--input %s (or name the format with --csv, --libsvm, --images or --spool)", msg);
+        }
+        switch (f) {
+        case KD_DATA_CSV: te.csv = d->input; break;
+        case KD_DATA_LIBSVM: te.libsvm = d->input; break;
+        case KD_DATA_SPOOL: te.spool = d->input; break;
+        case KD_DATA_IDX: te.images = d->input; break;
+        }
+    }
 
     /* Which sets come from Fashion-MNIST: the one(s) no file flag names. */
     int fm_train = want_train && source_count(&tr) == 0;

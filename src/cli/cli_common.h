@@ -62,12 +62,13 @@ enum {
     CLI_OPT_LABEL_COL,
     CLI_OPT_HEADER,
     CLI_OPT_FEATURES,
-    CLI_OPT_INPUT, /* predict: any one file, format from its extension */
+    CLI_OPT_INPUT, /* predict: any one file, format judged by its content */
     CLI_OPT_TRAIN_SPOOL,
     CLI_OPT_TEST_SPOOL,
     CLI_OPT_MODEL,   /* eval, predict: the checkpoint */
     CLI_OPT_THREADS, /* eval, predict */
     CLI_OPT_CONTEXT, /* eval, predict */
+    CLI_OPT_DELIMITER,
     CLI_OPT_FIRST_COMMAND_ID /* commands number their own flags from here */
 };
 
@@ -80,8 +81,10 @@ typedef struct cli_data_opts {
     const char *train_csv, *test_csv;
     const char *train_libsvm, *test_libsvm;
     const char *train_spool, *test_spool; /* binary spool files (io/spool.c) */
+    const char *input;   /* predict --input: a file of any format, read as the single set */
     int label_col;       /* CSV label column; -1 = none */
     int header;          /* CSV has a header line */
+    char delimiter;      /* CSV delimiter; 0 = detect */
     int features;        /* LibSVM width; 0 = the network's input size */
 } cli_data_opts;
 
@@ -89,6 +92,15 @@ void cli_data_opts_init(cli_data_opts *d);
 /* Handle one data flag. Returns 0 if handled, 2 on a bad value, -1 if `opt`
  * is not a data flag. */
 int cli_data_option(const char *cmd, cli_data_opts *d, int opt, const char *arg);
+/* What to try after a CSV file failed to load or to fit the network (want
+ * features; 0 = no network): "; line 1 looks like a header (...): use
+ * --header" and the like, into buf, or "" when nothing stands out. Looks
+ * at the file's first lines. */
+const char *cli_csv_hint(const char *path, const cli_data_opts *d, size_t want, int need_labels, char *buf,
+                         size_t len);
+#define CLI_DELIMITER_HELP \
+    "  --delimiter C          CSV column delimiter: one character, or 'tab' (default:\n" \
+    "                         the most frequent of ',' ';' and tab on the first data line)\n"
 
 /* Load the data the flags describe, reshape its features to the network's
  * input shape and validate labels against its class count.

@@ -24,6 +24,8 @@ static void convert_help(void)
            "  --csv F                   one sample per line\n"
            "  --label-col N             CSV column with the class (default 0; -1 = none)\n"
            "  --header                  the CSV file starts with a header line\n"
+           "  --delimiter C             CSV column delimiter: one character or 'tab' (default:\n"
+           "                            the most frequent of ',' ';' and tab on the first line)\n"
            "  --shape CxHxW             CSV: per-sample shape of the features (default: flat)\n"
            "  --libsvm F                \"label idx:val ...\"\n"
            "  --features N              LibSVM feature count (default: the largest index,\n"
@@ -46,6 +48,7 @@ static const struct option CONVERT_OPTIONS[] = {
     {"shape", required_argument, NULL, OPT_SHAPE},
     {"label-col", required_argument, NULL, CLI_OPT_LABEL_COL},
     {"header", no_argument, NULL, CLI_OPT_HEADER},
+    {"delimiter", required_argument, NULL, CLI_OPT_DELIMITER},
     {"features", required_argument, NULL, CLI_OPT_FEATURES},
     {"output", required_argument, NULL, 'o'},
     {"quiet", no_argument, NULL, 'q'},
@@ -114,8 +117,9 @@ int cmd_convert(int argc, char **argv)
         return cli_usage_error(CMD, "--labels needs --images");
     if (have_shape && !csv)
         return cli_usage_error(CMD, "--shape: only applies to --csv");
-    if ((d.header || d.label_col != 0) && !csv)
-        return cli_usage_error(CMD, "%s: only applies to --csv", d.header ? "--header" : "--label-col");
+    if ((d.header || d.label_col != 0 || d.delimiter) && !csv)
+        return cli_usage_error(CMD, "%s: only applies to --csv",
+                               d.header ? "--header" : d.delimiter ? "--delimiter" : "--label-col");
     if (d.features && !libsvm)
         return cli_usage_error(CMD, "--features: only applies to --libsvm");
 
@@ -124,10 +128,17 @@ int cmd_convert(int argc, char **argv)
     kd_status s;
     if (images)
         s = kd_convert_idx_to_spool(images, labels, output, &n);
-    else if (csv)
-        s = kd_convert_csv_to_spool(csv, d.label_col, d.header, have_shape ? &shape : NULL, output, &n);
-    else
+    else if (csv) {
+        kd_csv_options o = {d.label_col, d.header, d.delimiter};
+        s = kd_convert_csv_to_spool_opts(csv, &o, have_shape ? &shape : NULL, output, &n);
+        if (s != KD_OK) {
+            char msg[1024], hint[512];
+            snprintf(msg, sizeof msg, "%s", kd_last_error());
+            return cli_fail("%s%s", msg, cli_csv_hint(csv, &d, 0, 0, hint, sizeof hint));
+        }
+    } else {
         s = kd_convert_libsvm_to_spool(libsvm, d.features, output, &n);
+    }
     if (s != KD_OK)
         return cli_library_error();
     if (!quiet)

@@ -28,6 +28,7 @@ static void eval_help(void)
         "  --spool F              a binary spool file (format in io/spool.c)\n"
         "  --label-col N          CSV column with the class (default 0)\n"
         "  --header               the CSV file starts with a header line\n"
+        CLI_DELIMITER_HELP
         "  --libsvm F\n"
         "  --features N           LibSVM feature count (default: the network's input size)\n"
         "  (--test-images, --test-labels, --test-csv and --test-libsvm are accepted too)\n"
@@ -55,6 +56,7 @@ static const struct option EVAL_OPTIONS[] = {
     {"test-libsvm", required_argument, NULL, CLI_OPT_TEST_LIBSVM},
     {"label-col", required_argument, NULL, CLI_OPT_LABEL_COL},
     {"header", no_argument, NULL, CLI_OPT_HEADER},
+    {"delimiter", required_argument, NULL, CLI_OPT_DELIMITER},
     {"features", required_argument, NULL, CLI_OPT_FEATURES},
     {NULL, 0, NULL, 0},
 };

@@ -27,13 +27,15 @@ static void predict_help(void)
         "\n"
         "Data (default: the Fashion-MNIST t10k test set from $KD_FASHION_MNIST_DIR or\n"
         "      " CLI_DEFAULT_FASHION_MNIST_DIR "); labels are not needed:\n"
-        "  --input F              a .csv, .svm/.libsvm, .spool or (otherwise) IDX file\n"
+        "  --input F              a CSV, LibSVM, spool or IDX file (plain or gzip), told\n"
+        "                         apart by its content, whatever its name\n"
         "  --dataset fashion-mnist\n"
         "  --images F [--labels F]  IDX files, plain or gzip\n"
         "  --csv F                one sample per line\n"
         "  --spool F              a binary spool file (format in io/spool.c)\n"
         "  --label-col N          CSV column holding a label to skip (default 0; -1 = none)\n"
         "  --header               the CSV file starts with a header line\n"
+        CLI_DELIMITER_HELP
         "  --libsvm F\n"
         "  --features N           LibSVM feature count (default: the network's input size)\n"
         "  -h, --help             this help\n");
@@ -55,6 +57,7 @@ static const struct option PREDICT_OPTIONS[] = {
     {"spool", required_argument, NULL, CLI_OPT_TEST_SPOOL},
     {"label-col", required_argument, NULL, CLI_OPT_LABEL_COL},
     {"header", no_argument, NULL, CLI_OPT_HEADER},
+    {"delimiter", required_argument, NULL, CLI_OPT_DELIMITER},
     {"features", required_argument, NULL, CLI_OPT_FEATURES},
     {NULL, 0, NULL, 0},
 };

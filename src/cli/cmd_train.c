@@ -37,6 +37,7 @@ static void train_help(void)
         "  --train-csv F [--test-csv F]         one sample per line\n"
         "  --label-col N          CSV column with the class (default 0; -1 = none)\n"
         "  --header               CSV files start with a header line\n"
+        CLI_DELIMITER_HELP
         "  --train-libsvm F [--test-libsvm F]\n"
         "  --features N           LibSVM feature count (default: the network's input size)\n"
         "  --train-spool F [--test-spool F]     binary spool files (format in io/spool.c)\n"
@@ -168,6 +169,7 @@ static const struct option TRAIN_OPTIONS[] = {
     {"test-spool", required_argument, NULL, CLI_OPT_TEST_SPOOL},
     {"label-col", required_argument, NULL, CLI_OPT_LABEL_COL},
     {"header", no_argument, NULL, CLI_OPT_HEADER},
+    {"delimiter", required_argument, NULL, CLI_OPT_DELIMITER},
     {"features", required_argument, NULL, CLI_OPT_FEATURES},
     {NULL, 0, NULL, 0},
 };
