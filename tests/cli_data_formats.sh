@@ -2,7 +2,9 @@
 # Data files as users have them: CSV with a byte order mark, ';' or tab
 # between columns (the same training as the comma file), other delimiters
 # with --delimiter; the hints a failed load gives (--header, --delimiter,
-# --label-col -1); predict --input reads by content whatever the name.
+# --label-col -1); predict --input reads by content whatever the name; and
+# LibSVM has one width rule in convert and train (so a converted spool fits
+# the network).
 set -u
 
 CLI=${KD_CLI:?KD_CLI must name the kindling binary}
@@ -73,5 +75,22 @@ expect 1 "predict --input of a checkpoint" "$CLI" predict --model "$T/ck.h5" --i
 has "checkpoint is not data" "$T/err" "an HDF5 file"
 expect 2 "--input with another data flag" "$CLI" predict --model "$T/ck.h5" --input "$T/rows.csv" \
     --csv "$T/rows.csv"
+
+# LibSVM: one width rule. Sparse rows whose last features are zero (the
+# largest index is below 784) convert at the network's input size and train
+# like the same rows read directly.
+awk -F, '{ line = $1; for (j = 2; j <= NF - 10; j++) if ($j + 0 > 0.5) line = line " " (j - 1) ":" $j; print line }' \
+    "$T/rows.csv" >"$T/rows.svm"
+run "train on LibSVM" "$CLI" "${TRAIN[@]}" --train-libsvm "$T/rows.svm"
+grep -E "^final" "$T/out" >"$T/svm.out"
+expect 2 "convert LibSVM without a width" "$CLI" convert --libsvm "$T/rows.svm" -o "$T/svm.spool"
+has "width hint" "$T/err" "--features N or --net"
+run "convert LibSVM with --net" "$CLI" convert --libsvm "$T/rows.svm" --net mlp -o "$T/svm.spool"
+run "train on the converted spool" "$CLI" "${TRAIN[@]}" --train-spool "$T/svm.spool"
+grep -E "^final" "$T/out" | cmp -s - "$T/svm.out" && ok || bad "the converted spool trains differently"
+run "convert LibSVM with --features" "$CLI" convert --libsvm "$T/rows.svm" --features 784 -o "$T/svm2.spool" -q
+cmp -s "$T/svm.spool" "$T/svm2.spool" && ok || bad "--net and --features 784 convert differently"
+expect 2 "convert with --features and --net" "$CLI" convert --libsvm "$T/rows.svm" --features 784 --net mlp \
+    -o "$T/x.spool"
 
 finish

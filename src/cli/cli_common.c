@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 /* ----------------------------------------------------------------- errors */
 int cli_usage_error(const char *cmd, const char *fmt, ...)
@@ -105,6 +106,18 @@ int cli_parse_double(const char *cmd, const char *flag, const char *text,
         snprintf(range, sizeof range, "a number in %c%g, %g%c", lo_closed ? '[' : '(', lo, hi,
                  hi_closed ? ']' : ')');
     return cli_usage_error(cmd, "%s: must be %s, got '%s'", flag, range, text);
+}
+
+/* ---------------------------------------------------------------- networks */
+int cli_create_net(const char *cmd, const char *flag, const char *name, uint64_t seed, kd_net **net)
+{
+    struct stat st;
+    *net = NULL;
+    if (stat(name, &st) == 0 && S_ISREG(st.st_mode))
+        return kd_net_create_from_file(name, seed, net) == KD_OK ? CLI_OK : cli_library_error();
+    if (!kd_preset_json(name))
+        return cli_usage_error(cmd, "%s: '%s' is neither a spec file nor a preset (presets: mlp, lenet)", flag, name);
+    return kd_net_create(name, seed, net) == KD_OK ? CLI_OK : cli_library_error();
 }
 
 /* ------------------------------------------------------------ data flags */

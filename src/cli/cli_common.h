@@ -38,6 +38,10 @@ int cli_parse_int(const char *cmd, const char *flag, const char *text,
 int cli_parse_double(const char *cmd, const char *flag, const char *text,
                      double lo, int lo_closed, double hi, int hi_closed, double *out);
 
+/* --net NAME|FILE: an existing file is a JSON spec, anything else a preset
+ * name (usage error naming `flag` when it is neither). Returns an exit code. */
+int cli_create_net(const char *cmd, const char *flag, const char *name, uint64_t seed, kd_net **net);
+
 /* --context cpu|gpu[:N]: parse the flag value (usage error naming the flag). */
 int cli_parse_context(const char *cmd, const char *text, kd_context *out);
 /* Move net to ctx (no-op for the CPU); "kindling: <reason>" and 1 on failure,

@@ -28,8 +28,10 @@ static void convert_help(void)
            "                            the most frequent of ',' ';' and tab on the first line)\n"
            "  --shape CxHxW             CSV: per-sample shape of the features (default: flat)\n"
            "  --libsvm F                \"label idx:val ...\"\n"
-           "  --features N              LibSVM feature count (default: the largest index,\n"
-           "                            found by a first pass over the file)\n"
+           "  --features N              LibSVM feature count, or:\n"
+           "  --net NAME|FILE           LibSVM: the network's input size, the rule 'kindling\n"
+           "                            train --train-libsvm' follows (the file alone cannot tell\n"
+           "                            the width: it leaves trailing zero features out)\n"
            "  -o, --output F            the spool file to write\n"
            "  -q, --quiet               no summary line\n"
            "  -h, --help                this help\n"
@@ -38,7 +40,7 @@ static void convert_help(void)
            "features are reshaped to the network's input when the sizes agree.\n");
 }
 
-enum { OPT_IMAGES = CLI_OPT_FIRST_COMMAND_ID, OPT_LABELS, OPT_CSV, OPT_LIBSVM, OPT_SHAPE };
+enum { OPT_IMAGES = CLI_OPT_FIRST_COMMAND_ID, OPT_LABELS, OPT_CSV, OPT_LIBSVM, OPT_SHAPE, OPT_NET };
 
 static const struct option CONVERT_OPTIONS[] = {
     {"images", required_argument, NULL, OPT_IMAGES},
@@ -46,6 +48,7 @@ static const struct option CONVERT_OPTIONS[] = {
     {"csv", required_argument, NULL, OPT_CSV},
     {"libsvm", required_argument, NULL, OPT_LIBSVM},
     {"shape", required_argument, NULL, OPT_SHAPE},
+    {"net", required_argument, NULL, OPT_NET},
     {"label-col", required_argument, NULL, CLI_OPT_LABEL_COL},
     {"header", no_argument, NULL, CLI_OPT_HEADER},
     {"delimiter", required_argument, NULL, CLI_OPT_DELIMITER},
@@ -76,7 +79,7 @@ static int parse_shape(const char *text, kd_shape *out)
 
 int cmd_convert(int argc, char **argv)
 {
-    const char *images = NULL, *labels = NULL, *csv = NULL, *libsvm = NULL, *output = NULL;
+    const char *images = NULL, *labels = NULL, *csv = NULL, *libsvm = NULL, *output = NULL, *net_name = NULL;
     kd_shape shape;
     int have_shape = 0, quiet = 0, c, rc;
     cli_data_opts d;
@@ -93,6 +96,7 @@ int cmd_convert(int argc, char **argv)
         case OPT_LABELS: labels = optarg; break;
         case OPT_CSV: csv = optarg; break;
         case OPT_LIBSVM: libsvm = optarg; break;
+        case OPT_NET: net_name = optarg; break;
         case OPT_SHAPE:
             if ((rc = parse_shape(optarg, &shape)) != CLI_OK)
                 return rc;
@@ -120,8 +124,27 @@ int cmd_convert(int argc, char **argv)
     if ((d.header || d.label_col != 0 || d.delimiter) && !csv)
         return cli_usage_error(CMD, "%s: only applies to --csv",
                                d.header ? "--header" : d.delimiter ? "--delimiter" : "--label-col");
-    if (d.features && !libsvm)
-        return cli_usage_error(CMD, "--features: only applies to --libsvm");
+    if ((d.features || net_name) && !libsvm)
+        return cli_usage_error(CMD, "%s: only applies to --libsvm", d.features ? "--features" : "--net");
+    if (libsvm && d.features && net_name)
+        return cli_usage_error(CMD, "give --features or --net, not both");
+    /* One rule for LibSVM's width everywhere: --features, else the network's
+     * input size (what train, eval and predict use). */
+    if (libsvm && !d.features && !net_name)
+        return cli_usage_error(CMD, "--libsvm needs --features N or --net NAME|FILE: LibSVM leaves trailing zero "
+                                    "features out, so the file alone does not tell the width, and 'kindling train' "
+                                    "reads LibSVM at the network's input size");
+    if (net_name) {
+        kd_net *net = NULL;
+        if ((rc = cli_create_net(CMD, "--net", net_name, 0, &net)) != CLI_OK)
+            return rc;
+        kd_shape in = kd_net_input_shape(net);
+        size_t size = kd_shape_size(&in);
+        kd_net_free(net);
+        if (size > INT_MAX)
+            return cli_fail("--net %s: %zu inputs are more than LibSVM's %d features", net_name, size, INT_MAX);
+        d.features = (int)size;
+    }
 
     const char *input = images ? images : csv ? csv : libsvm;
     int64_t n = 0;

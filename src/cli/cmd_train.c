@@ -377,24 +377,9 @@ static void note_ignored_on_resume(const train_args *a)
         fputc('\n', stderr);
 }
 
-static int is_regular_file(const char *path)
-{
-    struct stat st;
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 static int create_net(const train_args *a, kd_net **net)
 {
-    if (is_regular_file(a->net)) {
-        if (kd_net_create_from_file(a->net, (uint64_t)a->seed, net) != KD_OK)
-            return cli_library_error();
-        return CLI_OK;
-    }
-    if (!kd_preset_json(a->net))
-        return cli_usage_error(CMD, "--net: '%s' is neither a spec file nor a preset (presets: mlp, lenet)", a->net);
-    if (kd_net_create(a->net, (uint64_t)a->seed, net) != KD_OK)
-        return cli_library_error();
-    return CLI_OK;
+    return cli_create_net(CMD, "--net", a->net, (uint64_t)a->seed, net);
 }
 
 /* Final accuracy on the test set (or the training set without one): the
