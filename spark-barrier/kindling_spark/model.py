@@ -226,7 +226,10 @@ class KindlingModel(Model, KindlingModelParams, MLWritable, MLReadable):
 
     @classmethod
     def from_checkpoint(cls, path, history=None, **params):
-        """Wrap a checkpoint file written by `kindling train`."""
+        """Wrap a checkpoint file written by `kindling train`. A file that is
+        missing or not a checkpoint raises native.KindlingError naming it."""
+        path = os.fspath(path)
+        native.checkpoint_info(path)  # checked where it is, so errors name the user's file
         with open(path, "rb") as f:
             return cls(checkpoint=f.read(), history=history, **params)
 

@@ -260,14 +260,19 @@ class NativeNet:
         self.param_count = int(L.kd_net_param_count(self._ptr))
 
     @classmethod
-    def from_bytes(cls, checkpoint):
+    def from_bytes(cls, checkpoint, name=None):
         """From the bytes of a checkpoint file (the library reads files, so
-        they pass through a private temporary file, removed at once)."""
+        they pass through a private temporary file, removed at once).
+        Errors name `name` (where the bytes came from) instead of that
+        temporary file, which the user never saw."""
         fd, path = tempfile.mkstemp(prefix="kindling-model-", suffix=".h5")
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(checkpoint)
             return cls(path)
+        except KindlingError as e:
+            label = name or f"the checkpoint ({len(checkpoint)} bytes)"
+            raise KindlingError(e.status, str(e).replace(path, label)) from None
         finally:
             os.unlink(path)
 

@@ -88,8 +88,19 @@ def test_local_predict_wrong_shape(model):
 
 
 def test_not_a_checkpoint(lib):
-    with pytest.raises(native.KindlingError, match="loading the checkpoint"):
+    with pytest.raises(native.KindlingError, match="loading the checkpoint") as e:
         KindlingModel(checkpoint=b"this is not HDF5")
+    # The bytes pass through a private temporary file: the message does not name it.
+    assert "kindling-model-" not in str(e.value) and "the checkpoint (16 bytes)" in str(e.value)
+
+
+def test_from_checkpoint_names_the_users_file(lib, tmp_path):
+    bad = tmp_path / "my-model.h5"
+    bad.write_bytes(b"this is not HDF5")
+    for path in (bad, tmp_path / "missing.h5"):
+        with pytest.raises(native.KindlingError, match=path.name) as e:
+            KindlingModel.from_checkpoint(str(path))
+        assert "kindling-model-" not in str(e.value)
 
 
 # ---------------------------------------------------------------- transform
