@@ -139,6 +139,13 @@ expect "eval a non-checkpoint" 1 "kindling: " "not_a_checkpoint.h5" -- \
 expect "resume from a missing file" 1 "kindling: " "missing.h5" -- \
     "$CLI" "${TRAIN_TINY[@]}" --resume "$T/missing.h5"
 
+# A GPU this machine does not have: exit 2 (no retry helps), the CUDA reason named.
+"$CLI" "${TRAIN_TINY[@]}" --context gpu >/dev/null 2>&1
+if [[ $? -ne 0 ]]; then
+    expect "--context gpu without a device" 2 "kindling: --context gpu: " -- "$CLI" "${TRAIN_TINY[@]}" --context gpu
+    check "the reason is CUDA's" grep -qE "no CUDA device|built without CUDA" "$T/stderr"
+fi
+
 # ------------------------------------------- failures leave files untouched
 expect "tiny run saves a checkpoint" 0 -- "$CLI" "${TRAIN_TINY[@]}" --checkpoint "$T/ck.h5"
 cp "$T/ck.h5" "$T/ck_before.h5"

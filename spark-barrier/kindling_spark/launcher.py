@@ -821,6 +821,18 @@ def _error_summary(e):
     return (lines[-1] if lines else str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)[:300]
 
 
+def _rank_error(tail):
+    """The first error line a rank printed ("kindling: --context gpu: no CUDA
+    device: ..."), without Open MPI's prefixes; None if there is none."""
+    import re
+
+    for line in tail:
+        m = re.search(r"\bkindling: (?!\(on |note:)(.*)", line)
+        if m and not line.lstrip().startswith("kindling train:"):
+            return m.group(1).strip()
+    return None
+
+
 def _is_cancellation(e):
     s = str(e)
     return "cancelled" in s and ("job group" in s or "Job" in s or "SparkContext" in s)
@@ -914,8 +926,11 @@ def run_training(sc, rdd, cfg, cli, on_line=None, timeout=None, label_name="labe
                 return writer["checkpoint"], record
             tail = "\n".join(first["tail"])
             last = f"mpirun exited with status {first['rc']}; the ranks' last lines:\n{tail}"
-            if first["rc"] == 2 or first["rc"] == 127:  # a usage error or a missing program: retrying cannot help
-                raise TrainingError(f"kindling: training failed: {last}")
+            if first["rc"] == 2 or first["rc"] == 127:
+                # A usage error, a device the hosts lack (--context gpu without a
+                # CUDA device) or a missing program: retrying cannot help. The
+                # ranks' own error line is the headline.
+                raise TrainingError(f"kindling: training failed: {_rank_error(first['tail']) or last}\n({last})")
             step = _checkpoint_step(checkpoint) if os.path.exists(checkpoint) else -1
             if attempt > 0 and step == last_step:  # two failures in a row without progress: it is not transient
                 raise TrainingError(f"kindling: training failed twice without progress; {last}")

@@ -415,9 +415,14 @@ int cli_apply_context(kd_net *net, kd_context ctx)
 {
     if (ctx.kind == KD_DEVICE_CPU)
         return CLI_OK;
-    if (kd_net_set_context(net, ctx) != KD_OK) {
+    kd_status s = kd_net_set_context(net, ctx);
+    if (s != KD_OK) {
         char buf[32];
-        return cli_fail("--context %s: %s", kd_context_str(ctx, buf, sizeof buf), kd_last_error());
+        cli_fail("--context %s: %s", kd_context_str(ctx, buf, sizeof buf), kd_last_error());
+        /* No CUDA device, or no CUDA in this build: the command asks for what
+         * this machine cannot do, which no retry changes (exit 2, like a
+         * usage error; a failing CUDA call stays a runtime failure). */
+        return s == KD_ERR_UNSUPPORTED ? CLI_USAGE : CLI_FAIL;
     }
     return CLI_OK;
 }

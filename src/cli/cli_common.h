@@ -44,8 +44,9 @@ int cli_create_net(const char *cmd, const char *flag, const char *name, uint64_t
 
 /* --context cpu|gpu[:N]: parse the flag value (usage error naming the flag). */
 int cli_parse_context(const char *cmd, const char *text, kd_context *out);
-/* Move net to ctx (no-op for the CPU); "kindling: <reason>" and 1 on failure,
- * e.g. a build without CUDA or a machine without a CUDA device. */
+/* Move net to ctx (no-op for the CPU); "kindling: --context gpu: <reason>"
+ * on failure and 2 when the device cannot be had (a build without CUDA, a
+ * machine without a CUDA device: not worth a retry), 1 when a CUDA call failed. */
 int cli_apply_context(kd_net *net, kd_context ctx);
 #define CLI_CONTEXT_HELP \
     "  --context cpu|gpu[:N]  where to compute (default cpu); gpu without N takes the\n" \

@@ -32,7 +32,8 @@ static void usage(FILE *f)
             "  help      this list, or 'kindling help <command>' for a command's options\n"
             "\n"
             "  --version print the version\n"
-            "\nExit status: 0 success, 1 failure, 2 usage error.\n");
+            "\nExit status: 0 success, 1 failure, 2 usage error (also: --context gpu without a\n"
+            "usable CUDA device).\n");
 }
 
 static const command *find_command(const char *name)

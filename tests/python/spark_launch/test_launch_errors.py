@@ -2,7 +2,9 @@
 no process behind: wrong feature length, null or non-numeric labels,
 labels outside the classes, an empty DataFrame, too few task slots, a bad
 network spec."""
+import ctypes
 import json
+import logging
 import time
 
 import numpy as np
@@ -10,8 +12,8 @@ import pytest
 from conftest import NUM_FEATURES, SPEC, make_blobs
 
 from kindling_spark.estimator import Kindling, KindlingClassifier
-from kindling_spark import launcher
-from kindling_spark.launcher import DataError, NotEnoughSlotsError
+from kindling_spark import launcher, native
+from kindling_spark.launcher import DataError, NotEnoughSlotsError, TrainingError
 
 
 def kindling(**kw):
@@ -126,6 +128,25 @@ def test_gpu_context_reaches_the_ranks_with_the_tasks_gpu():
     assert launcher.gpu_env({"A": "1"}, cfg, None) == {"A": "1"}
     assert launcher.gpu_env({"A": "1"}, cpu, ["3"]) == {"A": "1"}
     assert Kindling().setContext("gpu")._config(_FakeSc())[0].context == "gpu"
+
+
+def _has_cuda_device():
+    lib = native.load()
+    count = ctypes.c_int(0)
+    return lib.kd_gpu_device_count(ctypes.byref(count)) == 0 and count.value > 0
+
+
+def test_gpu_without_a_device_fails_once_with_the_cuda_reason(spark, caplog, no_strays):
+    if _has_cuda_device():
+        pytest.skip("this machine has a CUDA device: the run would train")
+    caplog.set_level(logging.WARNING, logger="kindling_spark")
+    with pytest.raises(TrainingError) as e:
+        kindling().setContext("gpu").fit(spark.sparkContext.parallelize(rows(), 2))
+    headline = str(e.value).splitlines()[0]
+    # The reason is the headline, not "failed twice without progress" after a pointless retry.
+    assert "--context gpu" in headline and ("no CUDA device" in headline or "without CUDA" in headline), headline
+    assert "twice" not in str(e.value)
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()], "a missing GPU was retried"
 
 
 class _FakeSc:
