@@ -27,7 +27,8 @@ from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
 from . import launcher, native
-from .launcher import DataError, as_pair, KindlingSparkError, NotEnoughSlotsError, TrainingCancelled, TrainingError
+from .launcher import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DataError, as_pair, KindlingSparkError, NotEnoughSlotsError,
+                       TrainingCancelled, TrainingError)
 from .model import KindlingModel, KindlingModelParams
 
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
@@ -159,14 +160,16 @@ def _positive_int(name, v, minimum=1):
 class Kindling:
     """The seed-style builder: every setter checks its value and returns
     self; fit(data) trains through a Spark barrier stage and returns a
-    KindlingModel. Defaults: mlp, 10 epochs, batch 128 per worker, 2 workers
-    and 1 parameter server (async), Adam with a cosine schedule."""
+    KindlingModel. Defaults (those of `kindling train` and KindlingClassifier):
+    mlp, 5 epochs, batch 64 per worker, 2 workers and 1 parameter server
+    (async), Adam with a cosine schedule. Messages name settings as the
+    KindlingClassifier params do (numWorkers for setNumWorker)."""
 
     def __init__(self):
         self._network = "mlp"
         self._dimension = None
-        self._epochs = 10
-        self._batch = 128
+        self._epochs = DEFAULT_EPOCHS
+        self._batch = DEFAULT_BATCH_SIZE
         self._workers = 2
         self._servers = 1
         self._mode = "async"
@@ -202,7 +205,7 @@ class Kindling:
         return self
 
     def setNumEpoch(self, n):
-        self._epochs = _positive_int("numEpoch", n)
+        self._epochs = _positive_int("numEpochs", n)
         return self
 
     def setBatchSize(self, n):
@@ -211,12 +214,12 @@ class Kindling:
         return self
 
     def setNumWorker(self, n):
-        self._workers = _positive_int("numWorker", n)
+        self._workers = _positive_int("numWorkers", n)
         return self
 
     def setNumServer(self, n):
         """Parameter-server ranks (async mode; 0 switches to sync allreduce)."""
-        self._servers = _positive_int("numServer", n, 0)
+        self._servers = _positive_int("numServers", n, 0)
         if self._servers == 0:
             self._mode = "sync"
         return self
@@ -351,7 +354,7 @@ class Kindling:
         sc = data.context if hasattr(data, "context") else data.sparkSession.sparkContext
         cfg, shape = self._config(sc)
         if cfg.mode == "async" and cfg.servers < 1:
-            raise ValueError("async mode needs at least 1 server (setNumServer) or setMode('sync')")
+            raise ValueError("async mode needs numServers >= 1 (setNumServer) or mode 'sync' (setMode('sync'))")
         rows = _rows_of(data, self._label, self._features)
         ckpt, record = launcher.run_training(sc, rows, cfg, native.cli_path(), on_line=self._on_progress,
                                              timeout=self._timeout, label_name=self._label,
@@ -398,12 +401,12 @@ class KindlingClassifier(Estimator, KindlingModelParams, DefaultParamsReadable, 
     @keyword_only
     def __init__(self, *, featuresCol="features", labelCol="label", probabilityCol="probability",
                  predictionCol="prediction", predictBatchSize=256, network="mlp", inputShape=None,
-                 numEpochs=10, batchSize=64, numWorkers=2, numServers=1, mode="async", maxStaleness=-1,
+                 numEpochs=DEFAULT_EPOCHS, batchSize=DEFAULT_BATCH_SIZE, numWorkers=2, numServers=1, mode="async", maxStaleness=-1,
                  optimizer="adam", learningRate=None, momentum=None, weightDecay=None, schedule="cosine",
                  seed=42, maxRetries=2, checkpointDir=None, checkpointEvery=0, threadsPerRank=0,
                  context="cpu"):
         super().__init__()
-        self._setDefault(network="mlp", numEpochs=10, batchSize=64, numWorkers=2, numServers=1, mode="async",
+        self._setDefault(network="mlp", numEpochs=DEFAULT_EPOCHS, batchSize=DEFAULT_BATCH_SIZE, numWorkers=2, numServers=1, mode="async",
                          maxStaleness=-1, optimizer="adam", schedule="cosine", seed=42, maxRetries=2,
                          checkpointEvery=0, threadsPerRank=0, context="cpu")
         self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})

@@ -295,6 +295,14 @@ def job_processes(job_id=None):
 
 
 # ------------------------------------------------------------------ config
+# Training defaults, the same as `kindling train` and the C library's
+# kd_train_config_default: one set of defaults whichever way a run starts.
+# Kindling, KindlingClassifier and TrainConfig take them from here
+# (tests/python/spark/test_defaults.py checks them against the CLI).
+DEFAULT_EPOCHS = 5
+DEFAULT_BATCH_SIZE = 64  # per worker
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything the ranks' command line needs. `network` is a preset
@@ -302,8 +310,8 @@ class TrainConfig:
     network: str
     input_size: int
     num_classes: int
-    epochs: int = 10
-    batch_size: int = 64
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
     workers: int = 2
     servers: int = 1
     mode: str = "async"

@@ -105,8 +105,15 @@ def test_dimension_must_match_the_network(spark, no_strays):
 
 
 def test_bad_settings_fail_when_set():
-    with pytest.raises(ValueError, match="numWorker must be an integer >= 1"):
+    # Messages use the KindlingClassifier param names, for both APIs.
+    with pytest.raises(ValueError, match="numWorkers must be an integer >= 1"):
         Kindling().setNumWorker(0)
+    with pytest.raises(ValueError, match="numWorkers must be an integer >= 1"):
+        KindlingClassifier(numWorkers=0).builder()
+    with pytest.raises(ValueError, match="numServers must be an integer >= 0"):
+        Kindling().setNumServer(-1)
+    with pytest.raises(ValueError, match="numEpochs must be an integer >= 1"):
+        KindlingClassifier(numEpochs=0).builder()
     with pytest.raises(ValueError, match="unknown optimizer 'adagrad'"):
         Kindling().setOptimizer("adagrad")
     with pytest.raises(ValueError, match="lr must be a finite number"):
