@@ -1,10 +1,12 @@
-/* Fuzzes kd_dataset_load_csv.
+/* Fuzzes kd_dataset_load_csv_opts, and on the same file kd_csv_sniff and
+ * kd_data_format_detect.
  *
  * Input layout:
  *   byte 0   options: bits 0-2 label column (7 = none, i.e. -1),
  *            bit 3 has_header, bit 4 gzip the text (harness compresses),
  *            bits 5-6 sample shape: 0 none, 1 [n], 2 [1, 2, n/2], 3 [n+1]
- *            (the last one never fits, to exercise the shape check)
+ *            (the last one never fits, to exercise the shape check),
+ *            bit 7 delimiter ';' given (else detected)
  *   byte 1   n for the shape option
  *   rest     the CSV text */
 #include "fuzz_common.h"
@@ -38,7 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     kd_dataset *ds = NULL;
     kd_clear_error();
-    kd_status s = kd_dataset_load_csv(f.path, label_col, has_header, shape_p, &ds);
+    kd_csv_options o = {label_col, has_header, (opt & 128) ? ';' : 0};
+    kd_status s = kd_dataset_load_csv_opts(f.path, &o, shape_p, &ds);
     fuzz_check_error(s);
     if (s == KD_OK) {
         fuzz_check_dataset(ds, 0);
@@ -52,6 +55,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort();
     }
     kd_dataset_free(ds);
+    kd_csv_layout l;
+    kd_clear_error();
+    kd_status ls = kd_csv_sniff(f.path, &o, &l);
+    fuzz_check_error(ls);
+    if (ls == KD_OK && (l.columns < 1 || (o.delimiter && l.delimiter != o.delimiter)))
+        abort();
+    if (s == KD_OK && ls != KD_OK)
+        abort(); /* a file that loads can be sniffed */
+    kd_data_format fmt;
+    kd_clear_error();
+    fuzz_check_error(kd_data_format_detect(f.path, &fmt));
     fuzz_file_close(&f);
     return 0;
 }
