@@ -744,9 +744,14 @@ static void test_setup_errors(void)
     CHECK_FAILS(setup_only("{\"type\":\"maxpool\",\"size\":2,\"padding\":2}", img), KD_ERR_INVALID,
                 "at most half");
     CHECK_FAILS(setup_only("{\"type\":\"avgpool\"}", vec), KD_ERR_SHAPE, "rank-3 input");
-    CHECK_FAILS(setup_only("{\"type\":\"dropout\",\"rate\":1}", vec), KD_ERR_INVALID, "key 'rate'");
+    /* One message for both ends of dropout's range [0, 1). */
+    CHECK_FAILS(setup_only("{\"type\":\"dropout\",\"rate\":1}", vec), KD_ERR_INVALID,
+                "key 'rate': must be a number in [0, 1), got 1");
     CHECK_FAILS(setup_only("{\"type\":\"dropout\",\"rate\":-0.1}", vec), KD_ERR_INVALID,
-                "key 'rate': must be a number in [0, 1], got -0.1");
+                "key 'rate': must be a number in [0, 1), got -0.1");
+    CHECK_FAILS(setup_only("{\"type\":\"dropout\",\"rate\":\"half\"}", vec), KD_ERR_INVALID,
+                "key 'rate': must be a number in [0, 1), got \"half\"");
+    CHECK_OK(setup_only("{\"type\":\"dropout\",\"rate\":0.999}", vec));
     CHECK_FAILS(setup_only("{\"type\":\"batchnorm\",\"momentum\":\"fast\"}", vec), KD_ERR_INVALID,
                 "key 'momentum'");
     CHECK_FAILS(setup_only("{\"type\":\"relu\",\"alpha\":0.1}", vec), KD_ERR_INVALID, "unknown key 'alpha'");

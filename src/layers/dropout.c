@@ -13,9 +13,8 @@ static kd_status dropout_setup(kd_layer *L, cJSON *cfg)
     static const char *const keys[] = {"rate", NULL};
     KD_TRY(kd_cfg_known_keys(cfg, keys));
     double rate;
-    KD_TRY(kd_cfg_num(cfg, "rate", 0.5, 0.0, 1.0, &rate));
-    if (rate >= 1.0)
-        return kd_fail(KD_ERR_INVALID, "key 'rate': must be in [0, 1) (1 would drop everything), got %g", rate);
+    /* 1 would drop everything (and scale the rest by 1/0). */
+    KD_TRY(kd_cfg_num_below(cfg, "rate", 0.5, 0.0, 1.0, &rate));
     L->rate = (float)rate;
     L->out = L->in;
     L->weight_count = L->bias_count = L->state_count = 0;

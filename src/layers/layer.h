@@ -81,6 +81,8 @@ const char *kd_layer_types(void);
  * writing the default back when absent; fail with a message naming the key. */
 kd_status kd_cfg_int(cJSON *cfg, const char *key, int def, int min, int *out);
 kd_status kd_cfg_num(cJSON *cfg, const char *key, double def, double min, double max, double *out);
+/* The same in [min, max): max itself is refused, with the same message form. */
+kd_status kd_cfg_num_below(cJSON *cfg, const char *key, double def, double min, double max, double *out);
 /* Accepts an int or a [h, w] pair. */
 kd_status kd_cfg_pair(cJSON *cfg, const char *key, int def, int min, int *h, int *w);
 kd_status kd_cfg_init(cJSON *cfg, kd_init_kind def, kd_init_kind *out);

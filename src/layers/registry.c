@@ -106,7 +106,8 @@ kd_status kd_cfg_int(cJSON *cfg, const char *key, int def, int min, int *out)
     return KD_OK;
 }
 
-kd_status kd_cfg_num(cJSON *cfg, const char *key, double def, double min, double max, double *out)
+static kd_status cfg_num(cJSON *cfg, const char *key, double def, double min, double max, int max_open,
+                         double *out)
 {
     const cJSON *item = cJSON_GetObjectItemCaseSensitive(cfg, key);
     if (!item) {
@@ -115,14 +116,25 @@ kd_status kd_cfg_num(cJSON *cfg, const char *key, double def, double min, double
         *out = def;
         return KD_OK;
     }
-    /* The negated comparison also rejects NaN. */
-    if (!cJSON_IsNumber(item) || !(item->valuedouble >= min && item->valuedouble <= max)) {
+    /* The negated comparisons also reject NaN. */
+    double v = cJSON_IsNumber(item) ? item->valuedouble : NAN;
+    if (!(v >= min && (max_open ? v < max : v <= max))) {
         char buf[64];
-        return kd_fail(KD_ERR_INVALID, "key '%s': must be a number in [%g, %g], got %s", key, min,
-                       max, describe(item, buf, sizeof buf));
+        return kd_fail(KD_ERR_INVALID, "key '%s': must be a number in [%g, %g%c, got %s", key, min, max,
+                       max_open ? ')' : ']', describe(item, buf, sizeof buf));
     }
-    *out = item->valuedouble;
+    *out = v;
     return KD_OK;
+}
+
+kd_status kd_cfg_num(cJSON *cfg, const char *key, double def, double min, double max, double *out)
+{
+    return cfg_num(cfg, key, def, min, max, 0, out);
+}
+
+kd_status kd_cfg_num_below(cJSON *cfg, const char *key, double def, double min, double max, double *out)
+{
+    return cfg_num(cfg, key, def, min, max, 1, out);
 }
 
 kd_status kd_cfg_pair(cJSON *cfg, const char *key, int def, int min, int *h, int *w)
