@@ -116,6 +116,7 @@ expect "two training sources" 2 "choose one source for the training data" -- \
     "$CLI" train --train-csv "$T/tiny.csv" --train-libsvm "$T/x.svm"
 expect "eval without model" 2 "kindling eval: --model is required" -- "$CLI" eval
 expect "inspect without file" 2 "kindling inspect: missing the checkpoint file" -- "$CLI" inspect
+expect "inspect --model and an argument" 2 "unexpected argument 'b.h5'" -- "$CLI" inspect --model a.h5 b.h5
 expect "predict extra argument" 2 "unexpected argument 'extra'" -- "$CLI" predict --model m.h5 extra
 
 # ---------------------------------------------------------- runtime errors
@@ -152,6 +153,11 @@ cp "$T/ck.h5" "$T/ck_before.h5"
 expect "failing run with --checkpoint" 1 "bad_label.csv" -- \
     "$CLI" train --epochs 1 --quiet --train-csv "$T/bad_label.csv" --checkpoint "$T/ck.h5"
 check "failed run left the checkpoint unchanged" cmp -s "$T/ck.h5" "$T/ck_before.h5"
+# inspect takes the checkpoint as an argument or, like eval and predict, as --model.
+expect "inspect PATH" 0 -- "$CLI" inspect "$T/ck.h5"
+cp "$T/stdout" "$T/inspect_arg.out"
+expect "inspect --model PATH" 0 -- "$CLI" inspect --model "$T/ck.h5"
+check "inspect --model prints the same" cmp -s "$T/stdout" "$T/inspect_arg.out"
 expect "failing resume with --checkpoint" 1 "has_nan.csv" -- \
     "$CLI" train --epochs 2 --quiet --train-csv "$T/has_nan.csv" --resume "$T/ck.h5" --checkpoint "$T/ck.h5"
 check "failed resume left the checkpoint unchanged" cmp -s "$T/ck.h5" "$T/ck_before.h5"

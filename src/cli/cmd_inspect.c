@@ -12,15 +12,17 @@ static const char *const CMD = "inspect";
 static void inspect_help(void)
 {
     printf(
-        "usage: kindling inspect M.h5\n"
+        "usage: kindling inspect M.h5   (or --model M.h5, as for eval and predict)\n"
         "\n"
         "Show a checkpoint: its layers (shapes, weights, parameter counts), the\n"
         "optimizer and its settings, the training position and the per-epoch history.\n"
         "\n"
+        "  --model PATH           the checkpoint (instead of the argument)\n"
         "  -h, --help             this help\n");
 }
 
 static const struct option INSPECT_OPTIONS[] = {
+    {"model", required_argument, NULL, CLI_OPT_MODEL},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
@@ -106,19 +108,24 @@ static void print_history(const kd_train_state *st)
 int cmd_inspect(int argc, char **argv)
 {
     int c;
+    const char *path = NULL;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":h", INSPECT_OPTIONS, NULL)) != -1) {
         switch (c) {
         case 'h': inspect_help(); return CLI_OK;
+        case CLI_OPT_MODEL: path = optarg; break;
         default: return cli_getopt_error(CMD, c, argv);
         }
     }
-    if (optind >= argc)
-        return cli_usage_error(CMD, "missing the checkpoint file");
-    if (optind + 1 < argc)
-        return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind + 1]);
-    const char *path = argv[optind];
+    int from_model = path != NULL;
+    if (!path && optind < argc)
+        path = argv[optind++];
+    if (!path)
+        return cli_usage_error(CMD, "missing the checkpoint file (kindling inspect M.h5, or --model M.h5)");
+    if (optind < argc)
+        return cli_usage_error(CMD, "unexpected argument '%s'%s", argv[optind],
+                               from_model ? " (--model already names the checkpoint)" : "");
 
     kd_net *net = NULL;
     kd_optim *opt = NULL;
