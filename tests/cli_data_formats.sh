@@ -59,6 +59,16 @@ cp "$T/out" "$T/pred_csv.out"
 run "predict on the labelled rows" "$CLI" predict --model "$T/ck.h5" --csv "$T/rows.csv"
 cmp -s "$T/out" "$T/pred_csv.out" && ok || bad "labelled and unlabelled rows predict differently"
 [ "$(wc -l <"$T/out")" -eq 61 ] && ok || bad "predict wrote $(wc -l <"$T/out") lines, wanted 61"
+# predict --batch-size: the same probabilities (to float rounding) in any batching.
+run "predict --batch-size 7" "$CLI" predict --model "$T/ck.h5" --csv "$T/rows.csv" --batch-size 7
+if [ "$(wc -l <"$T/out")" -eq 61 ] && paste -d, "$T/out" "$T/pred_csv.out" | awk -F, 'NR > 1 {
+        n = NF / 2; if ($2 != $(n + 2)) exit 1
+        for (j = 3; j <= n; j++) { d = $j - $(n + j); if (d > 1e-5 || d < -1e-5) exit 1 } }'; then
+    ok
+else
+    bad "--batch-size 7 predicts differently"
+fi
+expect 2 "predict --batch-size 0" "$CLI" predict --model "$T/ck.h5" --csv "$T/rows.csv" --batch-size 0
 
 # predict --input: the content decides, not the name.
 cp "$T/unlabelled.csv" "$T/UNLABELLED.CSV"

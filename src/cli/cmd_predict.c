@@ -14,7 +14,7 @@ static const char *const CMD = "predict";
 static void predict_help(void)
 {
     printf(
-        "usage: kindling predict --model M.h5 [data options] [--output OUT.csv]\n"
+        "usage: kindling predict --model M.h5 [data options] [--output OUT.csv] [--batch-size N]\n"
         "\n"
         "Write class probabilities as CSV: a header \"index,class,p0,...,p{K-1}\", then one\n"
         "row per sample (class is the most probable one).\n"
@@ -22,6 +22,7 @@ static void predict_help(void)
         "  --model PATH           checkpoint written by 'kindling train' (required)\n"
         "  -o, --output PATH      output file (default stdout); written to PATH.tmp and\n"
         "                         renamed, so a failure never leaves a partial file\n"
+        "  --batch-size N         samples per forward pass (default 256, as eval)\n"
         "  --threads N            threads (default 1; 0 = library default)\n"
         CLI_CONTEXT_HELP
         "\n"
@@ -42,8 +43,11 @@ static void predict_help(void)
 }
 
 
+enum { OPT_BATCH = CLI_OPT_FIRST_COMMAND_ID };
+
 static const struct option PREDICT_OPTIONS[] = {
     {"model", required_argument, NULL, CLI_OPT_MODEL},
+    {"batch-size", required_argument, NULL, OPT_BATCH},
     {"output", required_argument, NULL, 'o'},
     {"threads", required_argument, NULL, CLI_OPT_THREADS},
     {"context", required_argument, NULL, CLI_OPT_CONTEXT},
@@ -119,9 +123,27 @@ static int write_output(const char *path, const float *probs, int64_t n, int k)
     return rc;
 }
 
+/* Class probabilities of all n samples, `batch` at a time. */
+static kd_status predict_in_batches(kd_net *net, const kd_dataset *ds, int batch, float *probs)
+{
+    size_t in = kd_shape_size(&ds->shape), k = (size_t)kd_net_num_classes(net);
+    for (int64_t at = 0; at < ds->n; at += batch) {
+        int b = (int)(ds->n - at < batch ? ds->n - at : batch);
+        kd_status s = kd_net_forward(net, ds->x + (size_t)at * in, b, 0);
+        if (s != KD_OK)
+            return s;
+        const float *p = kd_net_output(net);
+        if (!p)
+            return KD_ERR_DEVICE; /* the backend set the message */
+        memcpy(probs + (size_t)at * k, p, sizeof(float) * k * (size_t)b);
+    }
+    return KD_OK;
+}
+
 int cmd_predict(int argc, char **argv)
 {
     const char *output = NULL;
+    long long batch = 256;
     cli_model_opts m;
     int c, rc;
 
@@ -132,6 +154,10 @@ int cmd_predict(int argc, char **argv)
         switch (c) {
         case 'h': predict_help(); return CLI_OK;
         case 'o': output = optarg; break;
+        case OPT_BATCH:
+            if ((rc = cli_parse_int(CMD, "--batch-size", optarg, 1, INT_MAX, &batch)) != CLI_OK)
+                return rc;
+            break;
         case '?':
         case ':': return cli_getopt_error(CMD, c, argv);
         default:
@@ -153,7 +179,7 @@ int cmd_predict(int argc, char **argv)
         rc = cli_fail("out of memory for %lld x %d probabilities", (long long)ds->n, k);
         goto done;
     }
-    if (ds->n > 0 && kd_net_predict(net, ds->x, ds->n, probs) != KD_OK) {
+    if (ds->n > 0 && predict_in_batches(net, ds, (int)batch, probs) != KD_OK) {
         rc = cli_library_error();
         goto done;
     }
