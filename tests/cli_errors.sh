@@ -153,6 +153,12 @@ cp "$T/ck.h5" "$T/ck_before.h5"
 expect "failing run with --checkpoint" 1 "bad_label.csv" -- \
     "$CLI" train --epochs 1 --quiet --train-csv "$T/bad_label.csv" --checkpoint "$T/ck.h5"
 check "failed run left the checkpoint unchanged" cmp -s "$T/ck.h5" "$T/ck_before.h5"
+# Counts of one are singular.
+expect "resume with nothing left to train" 0 -- "$CLI" "${TRAIN_TINY[@]}" --resume "$T/ck.h5" --checkpoint "$T/ck2.h5"
+check "the note says '1 epoch'" grep -q "already has 1 epoch (--epochs 1)" "$T/stderr"
+head -1 "$T/tiny.csv" >"$T/one.csv"
+expect "convert one row" 0 -- "$CLI" convert --csv "$T/one.csv" -o "$T/one.spool"
+check "convert says '1 sample'" grep -q "^converted 1 sample from" "$T/stdout"
 # inspect takes the checkpoint as an argument or, like eval and predict, as --model.
 expect "inspect PATH" 0 -- "$CLI" inspect "$T/ck.h5"
 cp "$T/stdout" "$T/inspect_arg.out"

@@ -165,6 +165,6 @@ int cmd_convert(int argc, char **argv)
     if (s != KD_OK)
         return cli_library_error();
     if (!quiet)
-        printf("converted %lld samples from %s to %s\n", (long long)n, input, output);
+        printf("converted %lld sample%s from %s to %s\n", (long long)n, n == 1 ? "" : "s", input, output);
     return CLI_OK;
 }

@@ -405,7 +405,7 @@ static int print_summary(kd_net *net, const kd_dataset *train, const kd_dataset 
         acc = r.accuracy;
         kd_eval_result_clear(&r);
     }
-    printf("final %s accuracy %.4f (%lld samples)\n", which, acc, (long long)ds->n);
+    printf("final %s accuracy %.4f (%lld sample%s)\n", which, acc, (long long)ds->n, ds->n == 1 ? "" : "s");
     return CLI_OK;
 }
 
@@ -445,8 +445,8 @@ static void start_state(const train_args *a, kd_train_state *st, int64_t batch_r
         st->seed = (uint64_t)a->seed;
         st->batch_size = (int32_t)batch_recorded;
     } else if (st->epoch >= a->epochs && speak) {
-        fprintf(stderr, "kindling train: note: the checkpoint already has %d epochs (--epochs %lld); nothing to train\n",
-                st->epoch, a->epochs);
+        fprintf(stderr, "kindling train: note: the checkpoint already has %d epoch%s (--epochs %lld); nothing to train\n",
+                st->epoch, st->epoch == 1 ? "" : "s", a->epochs);
     }
 }
 
