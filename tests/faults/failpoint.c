@@ -22,16 +22,18 @@
  *                  right after starting it
  *   send:N         the Nth MPI_Send, before it (a server answering a
  *                  checkpoint gather sends a header, then the shard)
- *   ckpt_write:N   the Nth checkpoint save (H5Fcreate of "*.tmp-*"), after
- *                  its first dataset is written: a half-written temporary
+ *   ckpt_write:N   the Nth checkpoint save (open of "*.tmp-*"), after half
+ *                  of its first write: a half-written temporary (the file
+ *                  is built in memory, then written with write(2))
  *   ckpt_rename:N  the Nth rename of "*.tmp-*", before it: the temporary is
  *                  complete and fsynced but not yet in place
  *
  * Real functions are found with dlsym(RTLD_NEXT), so this library links
- * neither MPI nor HDF5 and is harmless in any other process it reaches. */
+ * no MPI and is harmless in any other process it reaches. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <stdarg.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,7 +41,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <hdf5.h>
 #include <mpi.h>
 
 enum { FP_NONE, FP_PUSH, FP_ALLREDUCE, FP_SEND, FP_CKPT_WRITE, FP_CKPT_RENAME };
@@ -47,8 +48,7 @@ enum { FP_NONE, FP_PUSH, FP_ALLREDUCE, FP_SEND, FP_CKPT_WRITE, FP_CKPT_RENAME };
 static int fp_point = -1; /* -1: not parsed yet */
 static long fp_n;
 static long fp_count;
-static int fp_armed; /* ckpt_write: inside the Nth save */
-static long fp_writes;
+static int fp_armed_fd = -1; /* ckpt_write: the Nth save's temporary */
 
 static void fp_init(void)
 {
@@ -194,28 +194,31 @@ int MPI_Send(const void *buf, int count, MPI_Datatype dt, int dest, int tag, MPI
     return real_MPI_Send(buf, count, dt, dest, tag, comm);
 }
 
-hid_t H5Fcreate(const char *name, unsigned flags, hid_t fcpl, hid_t fapl)
+int open(const char *path, int flags, ...)
 {
-    REAL(H5Fcreate);
-    if (name && strstr(name, ".tmp-") && fp_hit(FP_CKPT_WRITE)) {
-        fp_armed = 1;
-        fp_writes = 0;
+    REAL(open);
+    mode_t mode = 0;
+    if (flags & (O_CREAT | O_TMPFILE)) {
+        va_list ap;
+        va_start(ap, flags);
+        mode = (mode_t)va_arg(ap, int);
+        va_end(ap);
     }
-    return real_H5Fcreate(name, flags, fcpl, fapl);
+    int fd = real_open(path, flags, mode);
+    if (fd >= 0 && (flags & O_CREAT) && strstr(path, ".tmp-") && fp_hit(FP_CKPT_WRITE))
+        fp_armed_fd = fd;
+    return fd;
 }
 
-herr_t H5Dwrite(hid_t dset, hid_t mtype, hid_t mspace, hid_t fspace, hid_t xfer, const void *buf)
+ssize_t write(int fd, const void *buf, size_t count)
 {
-    REAL(H5Dwrite);
-    herr_t rc = real_H5Dwrite(dset, mtype, mspace, fspace, xfer, buf);
-    if (fp_armed && ++fp_writes == 1) {
-        /* Some of the file on disk, as a crash mid-write leaves it. */
-        herr_t (*flush)(hid_t, H5F_scope_t) = (herr_t(*)(hid_t, H5F_scope_t))dlsym(RTLD_DEFAULT, "H5Fflush");
-        if (flush)
-            flush(dset, H5F_SCOPE_GLOBAL);
-        fp_fire("checkpoint temporary half written");
-    }
-    return rc;
+    REAL(write);
+    if (fp_armed_fd < 0 || fd != fp_armed_fd)
+        return real_write(fd, buf, count);
+    /* Some of the file on disk, as a crash mid-write leaves it. */
+    real_write(fd, buf, count / 2);
+    fp_fire("checkpoint temporary half written");
+    return -1;
 }
 
 int rename(const char *from, const char *to)
