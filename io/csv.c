@@ -82,9 +82,12 @@ static kd_status parse_line(const kd_reader *r, char *line, size_t len, int ncol
                                ln, c + 1, why, kd_snippet(p, cell_end, snip, sizeof snip));
         } else {
             why = kd_parse_float(p, cell_end, x++);
+            /* "0,5" in a ';' file: a decimal comma, which C's number syntax does not read. */
+            int decimal_comma = why && delim != ',' && memchr(p, ',', (size_t)(cell_end - p));
             if (why)
-                return kd_fail(KD_ERR_FORMAT, "%s:line %lld, column %d: %s: '%s'", r->path, ln,
-                               c + 1, why, kd_snippet(p, cell_end, snip, sizeof snip));
+                return kd_fail(KD_ERR_FORMAT, "%s:line %lld, column %d: %s: '%s'%s", r->path, ln, c + 1, why,
+                               kd_snippet(p, cell_end, snip, sizeof snip),
+                               decimal_comma ? " (a decimal comma? numbers must use '.')" : "");
         }
         p = cell_end + 1;
     }

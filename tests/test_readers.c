@@ -642,7 +642,8 @@ static void test_csv_dialects(void)
     CHECK_FAILS(kd_dataset_load_csv(write_text("pipe2.csv", "2|0.5|-1.25\n"), 0, 0, NULL, &ds), KD_ERR_FORMAT,
                 "no feature columns, only the label (no ',', ';' or tab on the line)");
     CHECK_FAILS(kd_dataset_load_csv(write_text("decimal.csv", "1;0,5;0,25\n"), 0, 0, NULL, &ds), KD_ERR_FORMAT,
-                "decimal.csv:line 1, column 2: not a number");
+                "decimal.csv:line 1, column 2: not a number (trailing characters): '0,5' (a decimal comma? numbers "
+                "must use '.')");
     o.delimiter = '.';
     CHECK_FAILS(kd_dataset_load_csv_opts(tmp_path("pipe.csv"), &o, NULL, &ds), KD_ERR_INVALID, "delimiter");
     kd_shape two = {1, {2, 0, 0, 0}};
