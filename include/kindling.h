@@ -487,6 +487,12 @@ kd_status kd_checkpoint_save(const char *path, const kd_net *net,
  * NULL if the file holds no optimizer. */
 kd_status kd_checkpoint_load(const char *path, kd_net **net_out,
                              kd_optim **opt_out, kd_train_state *state_out);
+/* The temporary name every save of `path` by this process writes before
+ * renaming it over path (checkpoints and spool files alike):
+ * "<path>.tmp-<host>-<pid>". A program that must end in the middle of a
+ * save (a signal handler) removes it, so nothing is left behind; the next
+ * save of path would also remove it once this process is gone. */
+kd_status kd_save_temp_path(const char *path, char *buf, size_t len);
 
 #ifdef __cplusplus
 }

@@ -43,6 +43,13 @@ kd_status kd_safe_file_temp_name(const char *path, char *buf, size_t len)
     return KD_OK;
 }
 
+kd_status kd_save_temp_path(const char *path, char *buf, size_t len)
+{
+    if (!path || !buf)
+        return kd_fail(KD_ERR_INVALID, "kd_save_temp_path: NULL argument");
+    return kd_safe_file_temp_name(path, buf, len);
+}
+
 kd_status kd_safe_file_begin(kd_safe_file *sf, const char *path, const char *what)
 {
     /* Room for ".tmp-", the host tag, '-' and any pid. */

@@ -577,6 +577,11 @@ static void test_stale_temporaries(void)
     char path[512], mine[640], dead[640], live[640], other[640];
     path_in(path, sizeof path, "stale.h5");
     CHECK_OK(kd_safe_file_temp_name(path, mine, sizeof mine));
+    /* The public name (what a program's signal handler removes) is the one saves write. */
+    char pub[640];
+    CHECK_OK(kd_save_temp_path(path, pub, sizeof pub));
+    CHECK(strcmp(pub, mine) == 0, "kd_save_temp_path gives %s, saves write %s", pub, mine);
+    CHECK_FAILS(kd_save_temp_path(path, pub, 8), KD_ERR_INVALID, "too long");
     pid_t child = fork();
     if (child == 0)
         _exit(0);

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli_common.h"
+#include "cli_signals.h"
 #include "commands.h"
 
 static const char *const CMD = "convert";
@@ -147,6 +148,7 @@ int cmd_convert(int argc, char **argv)
     }
 
     const char *input = images ? images : csv ? csv : libsvm;
+    cli_signals_protect_save(output); /* a signal mid-write removes the temporary */
     int64_t n = 0;
     kd_status s;
     if (images)

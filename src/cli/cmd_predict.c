@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "cli_common.h"
+#include "cli_signals.h"
 #include "commands.h"
 
 static const char *const CMD = "predict";
@@ -20,8 +21,8 @@ static void predict_help(void)
         "row per sample (class is the most probable one).\n"
         "\n"
         "  --model PATH           checkpoint written by 'kindling train' (required)\n"
-        "  -o, --output PATH      output file (default stdout); written to PATH.tmp and\n"
-        "                         renamed, so a failure never leaves a partial file\n"
+        "  -o, --output PATH      output file (default stdout); written beside PATH and\n"
+        "                         renamed, so a failure or a signal never leaves a partial file\n"
         "  --batch-size N         samples per forward pass (default 256, as eval)\n"
         "  --threads N            threads (default 1; 0 = library default)\n"
         CLI_CONTEXT_HELP
@@ -96,11 +97,16 @@ static int write_output(const char *path, const float *probs, int64_t n, int k)
         int err = write_predictions(stdout, probs, n, k);
         return err ? cli_fail("writing predictions: %s", strerror(err)) : CLI_OK;
     }
-    size_t len = strlen(path) + 5;
+    /* The name every Kindling save uses; a signal mid-write removes it. */
+    size_t len = strlen(path) + 100;
     char *tmp = malloc(len);
     if (!tmp)
         return cli_fail("out of memory");
-    snprintf(tmp, len, "%s.tmp", path);
+    if (kd_save_temp_path(path, tmp, len) != KD_OK) {
+        free(tmp);
+        return cli_library_error();
+    }
+    cli_signals_remove_on_exit(tmp);
     FILE *f = fopen(tmp, "w");
     if (!f) {
         int rc = cli_fail("cannot create %s: %s", tmp, strerror(errno));

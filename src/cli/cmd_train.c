@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli_common.h"
+#include "cli_signals.h"
 #include "commands.h"
 #ifdef KD_HAVE_MPI
 #include "kindling_mpi.h"
@@ -620,6 +621,8 @@ static int train_distributed(train_args *a)
     kd_train_state st;
     kd_train_state_init(&st);
     const char *save_path = a->checkpoint ? a->checkpoint : a->resume;
+    if (save_path)
+        cli_signals_protect_save(save_path); /* a signal mid-save removes the temporary */
 
     if (kd_mpi_init(NULL, NULL) != KD_OK)
         return cli_library_error();
@@ -721,6 +724,8 @@ int cmd_train(int argc, char **argv)
     kd_train_state st;
     kd_train_state_init(&st);
     const char *save_path = a.checkpoint ? a.checkpoint : a.resume;
+    if (save_path)
+        cli_signals_protect_save(save_path); /* a signal mid-save removes the temporary */
 
     kd_set_threads((int)a.threads);
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "cli_common.h"
+#include "cli_signals.h"
 #include "commands.h"
 
 typedef struct command {
@@ -95,6 +96,7 @@ static int apply_memory_limit(void)
 int main(int argc, char **argv)
 {
     choose_blas_kernels(argv);
+    cli_signals_install();
     if (apply_memory_limit() != CLI_OK)
         return CLI_USAGE;
     if (argc < 2) {
