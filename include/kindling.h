@@ -277,8 +277,12 @@ kd_status kd_net_backward(kd_net *net, const int32_t *labels);
  * (so a run is reproducible and a resumed run continues identically). */
 void kd_net_set_noise_seed(kd_net *net, uint64_t seed, int64_t step);
 
-/* Probabilities for n samples (inference mode), in batches. */
+/* Probabilities for n samples (inference mode), in batches (of 256, or
+ * batch_size). An output that is NaN or Inf (weights that overflow: a model
+ * whose training diverged) is KD_ERR_NUMERIC naming the sample; so it is in
+ * kd_evaluate. */
 kd_status kd_net_predict(kd_net *net, const float *x, int64_t n, float *probs_out);
+kd_status kd_net_predict_batched(kd_net *net, const float *x, int64_t n, int batch_size, float *probs_out);
 
 /* Move the network to `ctx` (see "devices" above). To a GPU: allocates the
  * device buffers and uploads parameters and state. Back to the CPU: copies

@@ -46,6 +46,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -439,6 +440,43 @@ static kd_status write_training(const char *path, hid_t file, const kd_train_sta
     return s;
 }
 
+/* "NaN at element 17" of v[0..n) into buf; 0 when every value is finite. */
+static int first_non_finite(const float *v, size_t n, char *buf, size_t len)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) {
+            snprintf(buf, len, "%s (element %zu)", isnan(v[i]) ? "NaN" : "Inf", i);
+            return 1;
+        }
+    return 0;
+}
+
+/* A checkpoint holds only finite numbers: a network or optimizer state
+ * with NaN or Inf (training diverged) is refused before anything is
+ * written, so the previous checkpoint stays. */
+static kd_status check_finite(const char *path, kd_net *net, kd_optim *opt)
+{
+    const float *params = kd_net_params(net), *state = kd_net_state(net);
+    char at[64];
+    for (int i = 0; i < kd_net_num_layers(net); i++) {
+        kd_layer_info li;
+        KD_TRY(kd_net_layer_info(net, i, &li));
+        const char *what = first_non_finite(params + li.weight_offset, li.weight_count, at, sizeof at) ? "weight"
+                           : first_non_finite(params + li.bias_offset, li.bias_count, at, sizeof at)   ? "bias"
+                           : first_non_finite(state + li.state_offset, li.state_count, at, sizeof at) ? "state"
+                                                                                                       : NULL;
+        if (what)
+            return kd_fail(KD_ERR_NUMERIC, "%s: not saved: layer '%s' %s holds %s (training diverged: try a "
+                           "lower learning rate)", path, li.name, what, at);
+    }
+    size_t total = 0;
+    const float *st = opt ? kd_optim_state(opt, &total) : NULL;
+    if (st && first_non_finite(st, total, at, sizeof at))
+        return kd_fail(KD_ERR_NUMERIC, "%s: not saved: the optimizer state holds %s (training diverged: try a lower "
+                       "learning rate)", path, at);
+    return KD_OK;
+}
+
 /* Everything inside the (temporary) file. */
 static kd_status write_contents(const char *path, hid_t file, kd_net *net, kd_optim *opt,
                                 const kd_train_state *state)
@@ -527,6 +565,9 @@ static kd_status save_quiet(const char *path, const kd_net *cnet, const kd_optim
     size_t image_len = 0;
     kd_status s = KD_OK;
 
+    s = check_finite(path, net, opt);
+    if (s != KD_OK)
+        return s;
     /* STRONG: closing the file closes anything an error path left open. */
     fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_STRONG) < 0 ||
@@ -799,9 +840,19 @@ static kd_status read_f32(const reader *r, hid_t loc, const char *name, const ch
                     dims_str(rank, want, want_s, sizeof want_s));
         goto out;
     }
-    if (H5Sget_simple_extent_npoints(space) > 0 &&
-        H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0)
+    hssize_t count = H5Sget_simple_extent_npoints(space);
+    if (count > 0 && H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0) {
         s = h5_fail(KD_ERR_FORMAT, r->path, what);
+        goto out;
+    }
+    /* A model that holds NaN or Inf only gives NaN: refuse it here, for
+     * eval, predict, resume and Python alike. */
+    for (hssize_t i = 0; i < count; i++)
+        if (!isfinite(dst[i])) {
+            s = kd_fail(KD_ERR_NUMERIC, "%s: %s holds %s (element %lld): the checkpoint is unusable (it was saved "
+                        "after training diverged)", r->path, label, isnan(dst[i]) ? "NaN" : "Inf", (long long)i);
+            break;
+        }
 out:
     close_space(&space);
     close_type(&type);

@@ -53,10 +53,11 @@ kd_status kd_evaluate(kd_net *net, const kd_dataset *ds, int batch_size, kd_eval
             return s;
         }
         const float *p = kd_net_output(net);
-        if (!p) { /* a device failure fetching the output; the message is set */
+        s = p ? kd_output_check(p, b, K, at) : KD_ERR_DEVICE; /* NULL: a device failure, the message is set */
+        if (s != KD_OK) {
             free(hits);
             kd_eval_result_clear(out);
-            return KD_ERR_DEVICE;
+            return s;
         }
         for (int i = 0; i < b; i++) {
             const float *row = p + (size_t)i * K;

@@ -364,20 +364,38 @@ kd_status kd_net_backward(kd_net *net, const int32_t *labels)
     return KD_OK;
 }
 
-kd_status kd_net_predict(kd_net *net, const float *x, int64_t n, float *probs_out)
+kd_status kd_output_check(const float *p, int batch, int classes, int64_t first)
+{
+    for (size_t i = 0; i < (size_t)batch * (size_t)classes; i++)
+        if (!isfinite(p[i]))
+            return kd_fail(KD_ERR_NUMERIC, "sample %lld: the network's output is %s (its weights overflow: the "
+                           "model's training diverged; train it again with a lower learning rate)",
+                           (long long)(first + (int64_t)(i / (size_t)classes)), isnan(p[i]) ? "NaN" : "Inf");
+    return KD_OK;
+}
+
+kd_status kd_net_predict_batched(kd_net *net, const float *x, int64_t n, int batch_size, float *probs_out)
 {
     if (!net || (!x && n) || (!probs_out && n))
         return kd_fail(KD_ERR_INVALID, "kd_net_predict: NULL argument");
     if (n < 0)
         return kd_fail(KD_ERR_INVALID, "kd_net_predict: negative sample count %lld", (long long)n);
+    if (batch_size < 1)
+        return kd_fail(KD_ERR_INVALID, "kd_net_predict: batch size must be >= 1, got %d", batch_size);
     size_t in = kd_shape_size(&net->input), K = (size_t)net->num_classes;
-    for (int64_t at = 0; at < n; at += KD_PREDICT_BATCH) {
-        int b = (int)(n - at < KD_PREDICT_BATCH ? n - at : KD_PREDICT_BATCH);
+    for (int64_t at = 0; at < n; at += batch_size) {
+        int b = (int)(n - at < batch_size ? n - at : batch_size);
         KD_TRY(kd_net_forward(net, x + (size_t)at * in, b, 0));
         const float *p = kd_net_output(net);
         if (!p)
             return KD_ERR_DEVICE; /* the backend set the message */
+        KD_TRY(kd_output_check(p, b, (int)K, at));
         memcpy(probs_out + (size_t)at * K, p, sizeof(float) * K * (size_t)b);
     }
     return KD_OK;
+}
+
+kd_status kd_net_predict(kd_net *net, const float *x, int64_t n, float *probs_out)
+{
+    return kd_net_predict_batched(net, x, n, KD_PREDICT_BATCH, probs_out);
 }

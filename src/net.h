@@ -51,6 +51,10 @@ static inline double kd_nll(double p)
     return p != p ? p : -log(p > 1e-30 ? p : 1e-30);
 }
 
+/* KD_ERR_NUMERIC naming the sample (first + row) when an output holds NaN
+ * or Inf: eval and predict refuse a diverged model instead of printing NaN. */
+kd_status kd_output_check(const float *p, int batch, int classes, int64_t first);
+
 /* src/spec.c: JSON text -> input shape and set-up layers (no buffers). */
 kd_status kd_spec_build(const char *json, kd_shape *input, kd_layer **layers,
                         int *num_layers, char **resolved_json);

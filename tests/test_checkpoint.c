@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <math.h>
 #include <time.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -438,6 +439,65 @@ static void check_load_fails(const char *path, kd_status want, const char *needl
           "outputs not cleared after a failed load of %s", path);
 }
 
+/* A diverged model is never written, never loaded, and its outputs are
+ * refused by predict and evaluate. */
+static void test_non_finite(void)
+{
+    char path[512];
+    path_in(path, sizeof path, "finite.h5");
+    kd_net *net = NULL, *back = NULL;
+    CHECK_OK(kd_net_create("{\"input\": [4], \"layers\": [{\"type\": \"dense\", \"units\": 3}, "
+                           "{\"type\": \"softmax\"}]}", 3, &net));
+    if (!net)
+        return;
+    CHECK_OK(kd_checkpoint_save(path, net, NULL, NULL));
+    size_t before_len = 0;
+    unsigned char *before = read_all(path, &before_len);
+    float *p = kd_net_params(net);
+    float saved = p[5];
+    p[5] = NAN;
+    CHECK_FAILS(kd_checkpoint_save(path, net, NULL, NULL), KD_ERR_NUMERIC,
+                "not saved: layer 'dense_1' weight holds NaN (element 5) (training diverged: try a lower learning rate)");
+    size_t after_len = 0;
+    unsigned char *after = read_all(path, &after_len);
+    CHECK(before && after && before_len == after_len && memcmp(before, after, before_len) == 0,
+          "a refused save changed the previous checkpoint");
+    free(before);
+    free(after);
+    p[5] = saved;
+
+    /* The same NaN written behind Kindling's back: loading refuses it. */
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = f >= 0 ? H5Dopen2(f, "/layers/dense_1/bias", H5P_DEFAULT) : -1;
+    float bias[3] = {0, INFINITY, 0};
+    CHECK(d >= 0 && H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, bias) >= 0, "writing an Inf bias");
+    if (d >= 0)
+        H5Dclose(d);
+    if (f >= 0)
+        H5Fclose(f);
+    CHECK_FAILS(kd_checkpoint_load(path, &back, NULL, NULL), KD_ERR_NUMERIC,
+                "layer 'dense_1' bias holds Inf (element 1): the checkpoint is unusable");
+    CHECK(back == NULL, "output set on failure");
+
+    /* Finite weights that overflow: predict and evaluate name the sample. */
+    for (size_t i = 0; i < kd_net_param_count(net); i++)
+        p[i] = 3e38f;
+    float x[8] = {1, 1, 1, 1, 2, 2, 2, 2}, probs[6];
+    CHECK_FAILS(kd_net_predict(net, x, 2, probs), KD_ERR_NUMERIC, "sample 0: the network's output is NaN");
+    kd_dataset *ds = NULL;
+    kd_shape s4 = {1, {4, 0, 0, 0}};
+    CHECK_OK(kd_dataset_alloc(2, &s4, &ds));
+    if (ds) {
+        memcpy(ds->x, x, sizeof x);
+        ds->y[0] = 0;
+        ds->y[1] = 2;
+        kd_eval_result r;
+        CHECK_FAILS(kd_evaluate(net, ds, 1, &r), KD_ERR_NUMERIC, "sample 0: the network's output is NaN");
+    }
+    kd_dataset_free(ds);
+    kd_net_free(net);
+}
+
 static void test_bad_files(void)
 {
     char good[128], p[128], needle[256];
@@ -668,6 +728,7 @@ int main(void)
     test_optional_parts();
     test_crash_safety();
     test_stale_temporaries();
+    test_non_finite();
     test_bad_files();
     test_error_handler_restored();
     remove_tree();

@@ -109,7 +109,7 @@ int cmd_eval(int argc, char **argv)
     if ((rc = cli_model_open(CMD, &m, 1, &net, &ds)) != CLI_OK)
         return rc;
     if (kd_evaluate(net, ds, (int)batch, &r) != KD_OK) {
-        rc = cli_library_error();
+        rc = cli_fail("%s: %s", m.model, kd_last_error());
     } else {
         print_result(m.model, &r);
         rc = CLI_OK;

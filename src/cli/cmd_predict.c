@@ -129,23 +129,6 @@ static int write_output(const char *path, const float *probs, int64_t n, int k)
     return rc;
 }
 
-/* Class probabilities of all n samples, `batch` at a time. */
-static kd_status predict_in_batches(kd_net *net, const kd_dataset *ds, int batch, float *probs)
-{
-    size_t in = kd_shape_size(&ds->shape), k = (size_t)kd_net_num_classes(net);
-    for (int64_t at = 0; at < ds->n; at += batch) {
-        int b = (int)(ds->n - at < batch ? ds->n - at : batch);
-        kd_status s = kd_net_forward(net, ds->x + (size_t)at * in, b, 0);
-        if (s != KD_OK)
-            return s;
-        const float *p = kd_net_output(net);
-        if (!p)
-            return KD_ERR_DEVICE; /* the backend set the message */
-        memcpy(probs + (size_t)at * k, p, sizeof(float) * k * (size_t)b);
-    }
-    return KD_OK;
-}
-
 int cmd_predict(int argc, char **argv)
 {
     const char *output = NULL;
@@ -185,8 +168,8 @@ int cmd_predict(int argc, char **argv)
         rc = cli_fail("out of memory for %lld x %d probabilities", (long long)ds->n, k);
         goto done;
     }
-    if (ds->n > 0 && predict_in_batches(net, ds, (int)batch, probs) != KD_OK) {
-        rc = cli_library_error();
+    if (ds->n > 0 && kd_net_predict_batched(net, ds->x, ds->n, (int)batch, probs) != KD_OK) {
+        rc = cli_fail("%s: %s", m.model, kd_last_error());
         goto done;
     }
     rc = write_output(output, probs, ds->n, k);

@@ -94,6 +94,22 @@ def test_not_a_checkpoint(lib):
     assert "kindling-model-" not in str(e.value) and "the checkpoint (16 bytes)" in str(e.value)
 
 
+def test_a_diverged_checkpoint_is_refused(lib, trained, tmp_path):
+    h5py = pytest.importorskip("h5py")
+    path = tmp_path / "diverged.h5"
+    path.write_bytes(trained.path.read_bytes())
+    with h5py.File(path, "r+") as f:
+        name = next(iter(f["layers"]))
+        w = f["layers"][name]["weight"]
+        a = w[:]
+        a.flat[2] = np.nan
+        w[...] = a
+    for load in (lambda: KindlingModel.from_checkpoint(str(path)),
+                 lambda: KindlingModel(checkpoint=path.read_bytes())):
+        with pytest.raises(native.KindlingError, match=rf"layer '{name}' weight holds NaN .*diverged"):
+            load()
+
+
 def test_from_checkpoint_names_the_users_file(lib, tmp_path):
     bad = tmp_path / "my-model.h5"
     bad.write_bytes(b"this is not HDF5")
