@@ -86,6 +86,14 @@ has "checkpoint is not data" "$T/err" "an HDF5 file"
 expect 2 "--input with another data flag" "$CLI" predict --model "$T/ck.h5" --input "$T/rows.csv" \
     --csv "$T/rows.csv"
 
+# A file given to the wrong reader: the message names the reader it needs.
+expect 1 "a CSV file as --train-spool" "$CLI" "${TRAIN[@]}" --train-spool "$T/rows.csv"
+has "spool flag, CSV content" "$T/err" "the file holds CSV data: use --train-csv"
+expect 1 "a spool as --test-csv" "$CLI" "${TRAIN[@]}" --train-csv "$T/rows.csv" --test-csv "$T/rows.spool"
+has "CSV flag, spool content" "$T/err" "the file holds spool data: use --test-spool"
+expect 1 "a CSV file as --images" "$CLI" predict --model "$T/ck.h5" --images "$T/rows.csv"
+has "IDX flag, CSV content" "$T/err" "the file holds CSV data: use --csv"
+
 # LibSVM: one width rule. Sparse rows whose last features are zero (the
 # largest index is below 784) convert at the network's input size and train
 # like the same rows read directly.
@@ -100,6 +108,8 @@ run "train on the converted spool" "$CLI" "${TRAIN[@]}" --train-spool "$T/svm.sp
 grep -E "^final" "$T/out" | cmp -s - "$T/svm.out" && ok || bad "the converted spool trains differently"
 run "convert LibSVM with --features" "$CLI" convert --libsvm "$T/rows.svm" --features 784 -o "$T/svm2.spool" -q
 cmp -s "$T/svm.spool" "$T/svm2.spool" && ok || bad "--net and --features 784 convert differently"
+expect 1 "LibSVM as --train-csv" "$CLI" "${TRAIN[@]}" --train-csv "$T/rows.svm"
+has "CSV flag, LibSVM content" "$T/err" "the file holds LibSVM data: use --train-libsvm"
 expect 2 "convert with --features and --net" "$CLI" convert --libsvm "$T/rows.svm" --features 784 --net mlp \
     -o "$T/x.spool"
 

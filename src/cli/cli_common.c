@@ -209,6 +209,20 @@ const char *cli_csv_hint(const char *path, const cli_data_opts *d, size_t want, 
     return buf;
 }
 
+/* "; the file holds LibSVM data: use --train-libsvm" when the content of a
+ * file that failed to load is another format than its flag's; else "". */
+static const char *format_hint(const char *path, kd_data_format flag_format, const char *prefix, char *buf,
+                               size_t len)
+{
+    static const char *const NAMES[] = {"", "IDX", "CSV", "LibSVM", "spool"};
+    static const char *const FLAGS[] = {"", "images", "csv", "libsvm", "spool"};
+    kd_data_format f;
+    buf[0] = '\0';
+    if (kd_data_format_detect(path, &f) == KD_OK && f != flag_format && f >= KD_DATA_IDX && f <= KD_DATA_SPOOL)
+        snprintf(buf, len, "; the file holds %s data: use %s%s", NAMES[f], prefix, FLAGS[f]);
+    return buf;
+}
+
 /* Load one set from its single source, fit it to the network's input and
  * check it. Flag names in messages use the set's prefix. */
 static int load_set(const char *cmd, const set_source *s, const cli_data_opts *d, const kd_net *net,
@@ -222,34 +236,41 @@ static int load_set(const char *cmd, const set_source *s, const cli_data_opts *d
     int is_csv = 0;
 
     *out = NULL;
+    kd_status st;
+    kd_data_format format;
     if (s->images || s->labels) {
         if (!s->images)
             return cli_usage_error(cmd, "%slabels needs %simages", p, p);
         if (!s->labels && need_labels)
             return cli_usage_error(cmd, "%simages needs %slabels", p, p);
         path = s->images;
-        if (kd_dataset_load_idx(s->images, s->labels, &ds) != KD_OK)
-            return cli_library_error();
+        format = KD_DATA_IDX;
+        st = kd_dataset_load_idx(s->images, s->labels, &ds);
     } else if (s->csv) {
         path = s->csv;
         is_csv = 1;
+        format = KD_DATA_CSV;
         kd_csv_options o = {d->label_col, d->header, d->delimiter};
-        if (kd_dataset_load_csv_opts(s->csv, &o, NULL, &ds) != KD_OK) {
-            char msg[1024], hint[512];
-            snprintf(msg, sizeof msg, "%s", kd_last_error());
-            return cli_fail("%s%s", msg, cli_csv_hint(s->csv, d, want, need_labels, hint, sizeof hint));
-        }
+        st = kd_dataset_load_csv_opts(s->csv, &o, NULL, &ds);
     } else if (s->spool) {
         path = s->spool;
-        if (kd_dataset_load_spool(s->spool, &ds) != KD_OK)
-            return cli_library_error();
+        format = KD_DATA_SPOOL;
+        st = kd_dataset_load_spool(s->spool, &ds);
     } else {
         path = s->libsvm;
+        format = KD_DATA_LIBSVM;
         /* Default width is the network's input, so a file whose last
          * features are all zero still lines up with it. */
         int features = d->features ? d->features : (int)want;
-        if (kd_dataset_load_libsvm(s->libsvm, features, &ds) != KD_OK)
-            return cli_library_error();
+        st = kd_dataset_load_libsvm(s->libsvm, features, &ds);
+    }
+    if (st != KD_OK) {
+        char msg[1024], hint[512];
+        snprintf(msg, sizeof msg, "%s", kd_last_error());
+        /* The file given to the wrong reader says which one it needs. */
+        if (!format_hint(path, format, p, hint, sizeof hint)[0] && is_csv)
+            cli_csv_hint(path, d, want, need_labels, hint, sizeof hint);
+        return cli_fail("%s%s", msg, hint);
     }
 
     size_t have = kd_shape_size(&ds->shape);
