@@ -497,6 +497,11 @@ kd_status kd_checkpoint_load(const char *path, kd_net **net_out,
  * save (a signal handler) removes it, so nothing is left behind; the next
  * save of path would also remove it once this process is gone. */
 kd_status kd_save_temp_path(const char *path, char *buf, size_t len);
+/* Whether a checkpoint (or any Kindling save) can be written at path, so a
+ * run fails before its first step rather than at its first save: path is
+ * not a directory, its directory exists, and the temporary can be created
+ * there (it is created and removed again). KD_ERR_IO naming the problem. */
+kd_status kd_save_check_path(const char *path);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 static void remove_stale_temporaries(const char *path);
+static char *dir_of(const char *path);
 
 /* This host's name as it goes into a temporary's name: letters, digits,
  * '.', '_' and '-' only, at most 64 characters. */
@@ -48,6 +50,44 @@ kd_status kd_save_temp_path(const char *path, char *buf, size_t len)
     if (!path || !buf)
         return kd_fail(KD_ERR_INVALID, "kd_save_temp_path: NULL argument");
     return kd_safe_file_temp_name(path, buf, len);
+}
+
+kd_status kd_save_check_path(const char *path)
+{
+    if (!path || !path[0])
+        return kd_fail(KD_ERR_INVALID, "kd_save_check_path: no path");
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+        return kd_fail(KD_ERR_IO, "%s: is a directory; name a file in it (e.g. %s%smodel.h5)", path, path,
+                       path[strlen(path) - 1] == '/' ? "" : "/");
+    char *dir = dir_of(path);
+    if (!dir)
+        return KD_ERR_NOMEM;
+    kd_status s = KD_OK;
+    if (stat(dir, &st) != 0)
+        s = kd_fail(KD_ERR_IO, "%s: cannot save there: directory %s: %s", path, dir, strerror(errno));
+    else if (!S_ISDIR(st.st_mode))
+        s = kd_fail(KD_ERR_IO, "%s: cannot save there: %s is not a directory", path, dir);
+    if (s != KD_OK) {
+        free(dir);
+        return s;
+    }
+    /* Permissions, a read-only file system, quotas on inodes: only trying tells. */
+    char tmp[PATH_MAX + 128];
+    s = kd_safe_file_temp_name(path, tmp, sizeof tmp);
+    if (s == KD_OK) {
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+        if (fd < 0 && errno == EEXIST) /* this process's own temporary, left by a failed save */
+            fd = open(tmp, O_WRONLY | O_CLOEXEC);
+        if (fd < 0) {
+            s = kd_fail(KD_ERR_IO, "%s: cannot save there: cannot create a file in %s: %s", path, dir, strerror(errno));
+        } else {
+            close(fd);
+            unlink(tmp);
+        }
+    }
+    free(dir);
+    return s;
 }
 
 kd_status kd_safe_file_begin(kd_safe_file *sf, const char *path, const char *what)

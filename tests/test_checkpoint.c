@@ -498,6 +498,37 @@ static void test_non_finite(void)
     kd_net_free(net);
 }
 
+/* The destination is checked before training: a directory, a missing
+ * directory, a file where a directory should be, a directory without
+ * write permission (skipped as root, who may write anyway). */
+static void test_check_path(void)
+{
+    char ok[512], dir[512], missing[512], under_file[600], tmp[700];
+    path_in(ok, sizeof ok, "dest.h5");
+    CHECK_OK(kd_save_check_path(ok));
+    CHECK_OK(kd_save_temp_path(ok, tmp, sizeof tmp));
+    CHECK(access(tmp, F_OK) != 0 && access(ok, F_OK) != 0, "the check left a file behind");
+    path_in(dir, sizeof dir, "");
+    CHECK_FAILS(kd_save_check_path(dir), KD_ERR_IO, "is a directory; name a file in it");
+    path_in(missing, sizeof missing, "no_such_dir/model.h5");
+    CHECK_FAILS(kd_save_check_path(missing), KD_ERR_IO, "no_such_dir: No such file or directory");
+    snprintf(under_file, sizeof under_file, "%s/x.h5", ok);
+    CHECK(write_all(ok, "x", 1) == 0, "creating a file");
+    CHECK_FAILS(kd_save_check_path(under_file), KD_ERR_IO, "dest.h5 is not a directory");
+    unlink(ok);
+    if (geteuid() != 0) {
+        char ro[512], in_ro[600];
+        path_in(ro, sizeof ro, "read_only");
+        mkdir(ro, 0555);
+        snprintf(in_ro, sizeof in_ro, "%s/model.h5", ro);
+        CHECK_FAILS(kd_save_check_path(in_ro), KD_ERR_IO, "Permission denied");
+        rmdir(ro);
+    } else {
+        printf("SKIP read-only directory check: root writes anyway (tests/cli_checkpoint_dest.sh mounts a read-only "
+               "file system)\n");
+    }
+}
+
 static void test_bad_files(void)
 {
     char good[128], p[128], needle[256];
@@ -729,6 +760,7 @@ int main(void)
     test_crash_safety();
     test_stale_temporaries();
     test_non_finite();
+    test_check_path();
     test_bad_files();
     test_error_handler_restored();
     remove_tree();
