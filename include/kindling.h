@@ -352,6 +352,12 @@ kd_status kd_net_sync(kd_net *net, kd_optim *opt);
 double kd_optim_current_lr(const kd_optim *opt);
 int64_t kd_optim_steps(const kd_optim *opt);
 void kd_optim_set_steps(kd_optim *opt, int64_t steps);
+/* Re-plan a cosine schedule over total_steps (a resumed run trained to more,
+ * or fewer, epochs than first planned): from the current step on the
+ * learning rate follows the new curve instead of staying at lr_min past the
+ * old end. Other schedules have no end and are left as they are.
+ * KD_ERR_INVALID for total_steps < 1. */
+kd_status kd_optim_set_total_steps(kd_optim *opt, int64_t total_steps);
 size_t kd_optim_param_count(const kd_optim *opt);
 /* State buffer (for checkpoints): slots * n floats, slot-major. */
 float *kd_optim_state(kd_optim *opt, size_t *count);

@@ -215,6 +215,16 @@ int64_t kd_optim_steps(const kd_optim *opt) { return opt ? opt->steps : 0; }
 size_t kd_optim_param_count(const kd_optim *opt) { return opt ? opt->n : 0; }
 int kd_optim_state_slots(const kd_optim *opt) { return opt ? opt->slots : 0; }
 
+kd_status kd_optim_set_total_steps(kd_optim *opt, int64_t total_steps)
+{
+    if (!opt)
+        return kd_fail(KD_ERR_INVALID, "kd_optim_set_total_steps: NULL optimizer");
+    if (total_steps < 1)
+        return kd_fail(KD_ERR_INVALID, "a schedule needs total_steps >= 1, got %lld", (long long)total_steps);
+    opt->cfg.total_steps = total_steps;
+    return KD_OK;
+}
+
 void kd_optim_set_steps(kd_optim *opt, int64_t steps)
 {
     if (opt)

@@ -66,7 +66,8 @@ static void train_help(void)
         "  --step-size N          step: decay every N epochs\n"
         "  --gamma X              step: decay factor (default 0.1)\n"
         "  --lr-min X             cosine: final learning rate (default 0); the cosine\n"
-        "                         runs over all --epochs\n"
+        "                         runs over all --epochs (a resume re-plans it over its\n"
+        "                         --epochs, so training to more epochs keeps learning)\n"
         "\n"
         "Checkpoints:\n"
         "  --checkpoint PATH      save network, optimizer and history (HDF5) after every\n"
@@ -438,6 +439,29 @@ static kd_status create_optimizer(train_args *a, const kd_net *net, int64_t step
     return s == KD_ERR_INVALID ? KD_ERR_STATE : s;
 }
 
+/* A resumed run's cosine schedule spans its --epochs: planned for the
+ * checkpoint's run, it would hold the learning rate at lr_min (0 by
+ * default) past that run's end, so a resume to more epochs would not train
+ * at all. Re-planned over the new total, the rate follows the new curve
+ * from the current step on (said when `speak`). An unchanged total (a
+ * resume after a crash, a Spark retry) changes nothing, so such a resume
+ * stays exact. */
+static void replan_schedule(const train_args *a, kd_optim *opt, int64_t steps_per_epoch, int speak)
+{
+    const kd_optim_config *c = kd_optim_get_config(opt);
+    int64_t total = a->epochs * steps_per_epoch, old = c->total_steps;
+    if (!a->resume || c->schedule != KD_SCHED_COSINE || old == total || total < 1)
+        return;
+    double before = kd_optim_current_lr(opt);
+    kd_optim_set_total_steps(opt, total);
+    if (speak)
+        fprintf(stderr,
+                "kindling train: note: the cosine schedule was planned over %lld steps; it now spans --epochs %lld "
+                "(%lld steps), so the learning rate at step %lld is %.4g (it was %.4g)\n",
+                (long long)old, a->epochs, (long long)total, (long long)kd_optim_steps(opt),
+                kd_optim_current_lr(opt), before);
+}
+
 /* A new run records its seed and (global) batch; a resumed one says when
  * there is nothing left to train (if `speak`). */
 static void start_state(const train_args *a, kd_train_state *st, int64_t batch_recorded, int speak)
@@ -661,6 +685,7 @@ static int train_distributed(train_args *a)
     }
     if ((rc = dist_setup_result(rc)) != CLI_OK)
         goto done;
+    replan_schedule(a, opt, steps_per_epoch, writer);
     start_state(a, &st, a->batch * kd_dist_num_workers(d), writer);
 
     cli_progress progress = {isatty(fileno(stderr)), 0};
@@ -759,6 +784,7 @@ int cmd_train(int argc, char **argv)
             goto done;
         }
     }
+    replan_schedule(&a, opt, steps_per_epoch, 1);
     start_state(&a, &st, a.batch, 1);
 
     cli_progress progress = {isatty(fileno(stderr)), 0};
