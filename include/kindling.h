@@ -451,6 +451,15 @@ typedef struct kd_exchange {
  * the hook syncs what it saves, e.g. with kd_net_sync). */
 typedef kd_status (*kd_save_fn)(void *user, kd_net *net, kd_optim *opt, const kd_train_state *st);
 
+/* Asked after every step: non-zero stops the run at that step boundary
+ * (a program's signal handler set a flag, a time limit passed). The
+ * position is saved as when a progress callback stops the run, and
+ * kd_train returns KD_OK with the state where it stopped; resuming from
+ * the checkpoint continues exactly there. The library itself never
+ * handles signals. Under kd_dist_train every worker is asked and the sync
+ * workers stop together, at the boundary after the first one said so. */
+typedef int (*kd_stop_fn)(void *user);
+
 typedef struct kd_train_config {
     int32_t epochs;            /* total epochs (a resumed run continues to this) */
     int32_t batch_size;        /* samples per worker per step */
@@ -475,6 +484,9 @@ typedef struct kd_train_config {
     /* NULL: save to checkpoint_path (if set) with kd_checkpoint_save. */
     kd_save_fn save;
     void *save_user;
+    /* Optional: asked after every step whether to stop there (see kd_stop_fn). */
+    kd_stop_fn stop;
+    void *stop_user;
 } kd_train_config;
 
 kd_train_config kd_train_config_default(void);

@@ -14,7 +14,14 @@
  * must be gathered first. The state kd_train records holds the GLOBAL batch
  * (batch_size * workers), so a resume with a different number of workers
  * keeps the same global batch, the same steps per epoch and therefore the
- * same position in the epoch. */
+ * same position in the epoch.
+ *
+ * Stopping early (kd_train_config.stop, e.g. a SIGTERM flag): sync workers
+ * must stop at the same step, or the next allreduce waits forever. Every
+ * step each worker contributes its wish to a non-blocking allreduce that
+ * is read at the next step boundary, so the agreement costs no waiting and
+ * all stop one step after the first wish. Async workers stop each on its
+ * own (the servers serve until every worker is done). */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -47,6 +54,10 @@ typedef struct dist_run {
     kd_nccl *nccl;               /* sync with every worker's network on a GPU */
 #endif
     int64_t saved_step;          /* step of the last checkpoint written; -1 none */
+    kd_stop_fn user_stop;        /* the caller's stop question */
+    void *user_stop_user;
+    MPI_Request stop_req;        /* sync: the agreement in flight, or MPI_REQUEST_NULL */
+    int stop_wish, stop_any;     /* its buffers */
 } dist_run;
 
 /* Worker 0 writes the state kd_train hands over (its batch size is the
@@ -111,6 +122,24 @@ static kd_status dist_step(void *ctx, kd_net *net, kd_optim *opt, const kd_step 
     return s;
 }
 
+/* kd_train's stop question, asked after every step (see the top of the file). */
+static int dist_stop(void *user)
+{
+    dist_run *r = user;
+    int mine = r->user_stop(r->user_stop_user) != 0;
+    if (!r->ar)
+        return mine;
+    if (r->stop_req != MPI_REQUEST_NULL) {
+        /* A failed agreement stops too; the next collective reports the error. */
+        if (MPI_Wait(&r->stop_req, MPI_STATUS_IGNORE) != MPI_SUCCESS || r->stop_any)
+            return 1;
+    }
+    r->stop_wish = mine;
+    if (MPI_Iallreduce(&r->stop_wish, &r->stop_any, 1, MPI_INT, MPI_MAX, r->d->workers, &r->stop_req) != MPI_SUCCESS)
+        return 1;
+    return 0;
+}
+
 static kd_status serve(dist_run *r)
 {
     kd_status s = kd_ps_serve(r->ps);
@@ -131,12 +160,21 @@ static kd_status work(dist_run *r, const kd_dataset *train, const kd_train_confi
     wc.checkpoint_path = NULL;
     wc.save = r->checkpoint_path ? dist_save : NULL; /* the writer saves, see the top of the file */
     wc.save_user = r;
+    r->user_stop = cfg->stop;
+    r->user_stop_user = cfg->stop_user;
+    wc.stop = cfg->stop ? dist_stop : NULL;
+    wc.stop_user = r;
     /* One evaluation suffices: sync workers hold identical weights and in
      * async mode only the writer's view is recorded. */
     if (!kd_dist_is_writer(d))
         wc.test = NULL;
 
-    KD_TRY(kd_train(r->net, r->opt, train, &wc, st));
+    kd_status ts = kd_train(r->net, r->opt, train, &wc, st);
+    /* The last agreement, started after the last step (after a failure the
+     * caller aborts every rank instead). */
+    if (ts == KD_OK && r->stop_req != MPI_REQUEST_NULL)
+        ts = kd_mpi_check(MPI_Wait(&r->stop_req, MPI_STATUS_IGNORE), "agreeing on a stop");
+    KD_TRY(ts);
     if (r->ps) {
         /* Every push must be counted before the writer gathers the final model. */
         kd_status s = kd_mpi_check(MPI_Barrier(d->workers), "waiting for the other workers to finish");
@@ -198,6 +236,7 @@ kd_status kd_dist_train(kd_dist *d, kd_net *net, kd_optim *opt, const kd_dataset
     r.opt = opt;
     r.checkpoint_path = cfg->checkpoint_path;
     r.saved_step = -1;
+    r.stop_req = MPI_REQUEST_NULL;
     size_t n = kd_net_param_count(net);
     /* Collective: with local data the steps per epoch are agreed by all ranks. */
     int64_t spe = 0;

@@ -244,6 +244,8 @@ kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
                 s = save(&r);
             if (s == KD_OK)
                 stop = report(&r, NULL);
+            if (s == KD_OK && !stop && cfg->stop)
+                stop = cfg->stop(cfg->stop_user) != 0;
         }
         if (s == KD_OK && stop) /* mid-epoch: the checkpoint keeps the position so a resume continues here */
             s = save(&r);

@@ -5,6 +5,9 @@
 # status (130, 143), leave no temporary beside the output, and leave a
 # checkpoint that is either absent or complete (it loads). Without the
 # handler, 3 in 5 interrupted saves left "PATH.tmp-<host>-<pid>" behind.
+# Preemption: SIGTERM (or SIGINT) stops training at the next step boundary
+# with a checkpoint of that position, and the resumed run ends with the
+# unbroken run's weights, bit for bit; a second signal ends it at once.
 set -u
 
 CLI=${KD_CLI:?KD_CLI must name the kindling binary}
@@ -54,6 +57,36 @@ for round in $(seq "$ROUNDS"); do
         fi
     done
 done
+
+# Preemption: stop, save, resume exactly (constant schedule, seed fixed).
+C=(train --net mlp --batch-size 10 --optimizer momentum --lr 0.01 --schedule constant --train-csv "$T/train.csv" -q)
+t0=$(date +%s%N)
+"$CLI" "${C[@]}" --epochs 150 --checkpoint "$T/full.h5" >/dev/null 2>&1 || bad "the unbroken run"
+ms=$((($(date +%s%N) - t0) / 1000000)) # signals land at 20-70 % of this, however fast the machine
+same_weights() { # A B: every tensor equal (ckpt_diff prints the largest difference)
+    [ "$("$KD_PYTHON" "$(dirname "$0")/mpi/ckpt_diff.py" "$1" "$2")" = "0.0" ]
+}
+for sig in TERM INT; do
+    want=$((128 + $(kill -l "$sig")))
+    rm -f "$T/part.h5"
+    interrupt "preempted by $sig" "$sig" $((ms / 5)) $((ms / 2)) "$CLI" "${C[@]}" --epochs 150 --checkpoint "$T/part.h5"
+    status_is "preempted by SIG$sig" "$want"
+    has "SIG$sig: where it stopped" "$T/err" "stopped by SIG$sig at epoch [0-9]+ of 150, step [0-9]+; .*part.h5 holds this position"
+    no_temporaries "preempted by SIG$sig"
+    run "resume after SIG$sig" "$CLI" train --epochs 150 --resume "$T/part.h5" --train-csv "$T/train.csv" -q
+    same_weights "$T/full.h5" "$T/part.h5" && ok || bad "the run resumed after SIG$sig differs from the unbroken run"
+done
+# A second signal does not wait for the step boundary's save.
+rm -f "$T/part.h5"
+env --default-signal=INT,TERM "$CLI" "${C[@]}" --epochs 150 --checkpoint "$T/part.h5" >"$T/out" 2>"$T/err" &
+pid=$!
+sleep 0.5
+kill -TERM "$pid" 2>/dev/null
+kill -TERM "$pid" 2>/dev/null
+wait "$pid"
+got=$?
+status_is "two SIGTERMs" 143
+no_temporaries "two SIGTERMs"
 
 # convert and predict --output, interrupted while they write.
 for i in $(seq 80); do cat "$T/train.csv"; done >"$T/big.csv" # 16000 rows: seconds to convert or predict

@@ -292,6 +292,37 @@ static void test_save_hook(const kd_dataset *train)
     run_free(&r);
 }
 
+/* kd_stop_fn for tests: stop once `left` steps have run. */
+static int stop_after(void *user)
+{
+    int64_t *left = user;
+    return --*left <= 0;
+}
+
+/* A stop question (what a signal handler's flag answers) stops at the
+ * step boundary, saves that position and returns KD_OK. */
+static void test_stop_question(const kd_dataset *train)
+{
+    run r;
+    run_init(&r, KD_OPT_MOMENTUM);
+    saves v;
+    memset(&v, 0, sizeof v);
+    kd_train_config cfg = kd_train_config_default();
+    cfg.epochs = 3;
+    cfg.batch_size = 50; /* 12 steps per epoch */
+    cfg.save = record_save;
+    cfg.save_user = &v;
+    int64_t left = 17;
+    cfg.stop = stop_after;
+    cfg.stop_user = &left;
+    CHECK_OK(kd_train(r.net, r.opt, train, &cfg, &r.st));
+    CHECK(r.st.step == 17 && r.st.epoch == 1 && r.st.history_len == 1, "stopped at step %lld, epoch %d",
+          (long long)r.st.step, r.st.epoch);
+    CHECK(v.count == 2 && v.step[0] == 12 && v.step[1] == 17 && v.epoch[1] == 1,
+          "%d saves: the epoch end, then the stop's at step %lld", v.count, (long long)v.step[1]);
+    run_free(&r);
+}
+
 int main(void)
 {
     kd_dataset *train = blobs(600, 1), *test = blobs(300, 2);
@@ -305,6 +336,7 @@ int main(void)
     test_bad_settings(train);
     test_steps_per_epoch(train);
     test_save_hook(train);
+    test_stop_question(train);
     kd_dataset_free(train);
     kd_dataset_free(test);
     return check_summary();

@@ -18,11 +18,16 @@ static const int SIGNALS[] = {SIGINT, SIGTERM, SIGHUP};
 static pthread_t main_thread;
 static char temps[MAX_TEMPS][TEMP_LEN];
 static volatile sig_atomic_t temp_count;
+static volatile sig_atomic_t deferring, caught;
 
 /* Only async-signal-safe calls below (pthread_kill, pthread_self, unlink,
  * sigaction, raise). */
 static void on_signal(int sig)
 {
+    if (deferring && !caught) { /* a flag: any thread may set it */
+        caught = sig;
+        return;
+    }
     if (!pthread_equal(pthread_self(), main_thread)) {
         /* A BLAS or MPI thread got it: the main thread is the one that
          * writes files, so it must be the one stopped. */
@@ -69,6 +74,16 @@ int cli_signals_remove_on_exit(const char *path)
     temp_count = temp_count + 1;
     return 0;
 }
+
+void cli_signals_defer(int on) { deferring = on != 0; }
+
+int cli_signals_stop(void *unused)
+{
+    (void)unused;
+    return caught != 0;
+}
+
+int cli_signals_caught(void) { return caught; }
 
 int cli_signals_protect_save(const char *path)
 {

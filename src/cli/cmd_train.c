@@ -2,6 +2,7 @@
  * with kd_train and report progress and the final accuracy. */
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -475,6 +476,24 @@ static void start_state(const train_args *a, kd_train_state *st, int64_t batch_r
     }
 }
 
+/* A signal stopped the run before its last epoch (see cli_signals.h):
+ * where it stopped and what was saved (if `speak`); the exit status is
+ * 128 + the signal, as if it had ended the program. */
+static int report_stopped(const train_args *a, const kd_train_state *st, const char *save_path, int sig, int speak)
+{
+    if (speak) {
+        const char *name = sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "a signal";
+        if (save_path)
+            fprintf(stderr, "kindling train: stopped by %s at epoch %d of %lld, step %lld; %s holds this position "
+                            "(continue with --resume %s)\n",
+                    name, st->epoch, a->epochs, (long long)st->step, save_path, save_path);
+        else
+            fprintf(stderr, "kindling train: stopped by %s at epoch %d of %lld, step %lld (no --checkpoint: nothing "
+                            "was saved)\n", name, st->epoch, a->epochs, (long long)st->step);
+    }
+    return 128 + sig;
+}
+
 /* kd_train's settings from the flags; progress lines only if `speak`. */
 static kd_train_config train_config(const train_args *a, const kd_dataset *test, const char *save_path,
                                     cli_progress *progress, int speak)
@@ -487,6 +506,7 @@ static kd_train_config train_config(const train_args *a, const kd_dataset *test,
     cfg.test = test;
     cfg.checkpoint_path = save_path;
     cfg.checkpoint_every = a->checkpoint_every;
+    cfg.stop = cli_signals_stop; /* SIGINT, SIGTERM, SIGHUP: stop at a step boundary and save there */
     if (speak) {
         cfg.progress = cli_progress_print;
         cfg.progress_user = progress;
@@ -695,11 +715,23 @@ static int train_distributed(train_args *a)
         goto done;
     }
 
+    cli_signals_defer(1);
     kd_status s = kd_dist_train(d, net, opt, train, &cfg, &st);
+    cli_signals_defer(0);
     if (progress.line_open)
         fputc('\n', stderr);
     if (s != KD_OK) {
         rc = dist_local_failure(d, CLI_FAIL, 1);
+        goto done;
+    }
+    /* Stopped by a signal: every rank ends with 128 + that signal (a worker
+     * stopped by the others' agreement, or a server, got none itself). */
+    int stopped = !kd_dist_is_server(d) && st.epoch < a->epochs ? cli_signals_caught() : 0, any = 0;
+    if (!kd_dist_is_server(d) && st.epoch < a->epochs && !stopped)
+        stopped = -1; /* stopped with the others */
+    MPI_Allreduce(&stopped, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (any > 0) {
+        rc = report_stopped(a, &st, save_path, any, writer);
         goto done;
     }
     if (writer) {
@@ -790,11 +822,17 @@ int cmd_train(int argc, char **argv)
     cli_progress progress = {isatty(fileno(stderr)), 0};
     kd_train_config cfg = train_config(&a, test, save_path, &progress, !a.quiet);
 
+    cli_signals_defer(1);
     kd_status s = kd_train(net, opt, train, &cfg, &st);
+    cli_signals_defer(0);
     if (progress.line_open)
         fputc('\n', stderr);
     if (s != KD_OK) {
         rc = cli_library_error();
+        goto done;
+    }
+    if (cli_signals_caught() && st.epoch < a.epochs) { /* kd_train saved the position */
+        rc = report_stopped(&a, &st, save_path, cli_signals_caught(), 1);
         goto done;
     }
     /* kd_train saves at epoch ends; this final save also covers a run that

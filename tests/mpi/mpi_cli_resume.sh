@@ -2,7 +2,10 @@
 # Resuming through the CLI, alone and under mpirun (sync): a resume to more
 # epochs than first planned keeps training (the cosine schedule is
 # re-planned over the new --epochs: the learning rate stays above 0 and the
-# weights change).
+# weights change). Preemption under mpirun (sync): SIGTERM to one rank stops
+# every rank at the same step boundary, the writer saves that position,
+# every rank exits 143, and the resumed run ends with the unbroken run's
+# weights bit for bit; the same when mpirun itself gets the SIGTERM.
 source "$(dirname "$0")/lib_mpi.sh"
 
 make_blobs "$WORK/d.csv" 300 1
@@ -29,5 +32,32 @@ for mode in single sync; do
     check "$mode: the weights changed after the resume" differ "$WORK/$mode.h5" "$WORK/$mode-2.h5"
     check "$mode: the checkpoint has 4 epochs" test "$(ckpt_attr epoch "$WORK/$mode.h5")" = 4
 
+done
+
+same() { test "$(ckpt_diff "$1" "$2")" = "0.0"; }
+P=(--net "$WORK/spec.json" --train-csv "$WORK/d.csv" --optimizer momentum --lr 0.05 --schedule constant --seed 5 -q
+   --dist sync --batch-size 4)
+t0=$(date +%s%N)
+check "sync: unbroken 400 epochs" kd_mpirun -np 2 "$KD_CLI" train "${P[@]}" --epochs 400 --checkpoint "$WORK/pfull.h5"
+ms=$((($(date +%s%N) - t0) / 1000000)) # the kill lands at 30-70 % of this, however fast the machine
+for target in rank mpirun; do
+    rm -f "$WORK/p.h5"
+    env --default-signal=INT,TERM "$KD_MPIEXEC" --oversubscribe -np 2 "$KD_CLI" train "${P[@]}" --epochs 400 \
+        --checkpoint "$WORK/p.h5" > "$WORK/p.out" 2>&1 &
+    pid=$!
+    delay=$((ms * (30 + RANDOM % 41) / 100))
+    sleep "$((delay / 1000)).$(printf %03d $((delay % 1000)))"
+    if [ "$target" = rank ]; then
+        kill -TERM $(pgrep -P "$pid" | tail -1) # one rank (not the writer's, rank 0)
+    else
+        kill -TERM "$pid"
+    fi
+    wait "$pid"
+    rc=$?
+    [ "$target" = rank ] && check "SIGTERM to one rank: mpirun exits 143 (got $rc)" test "$rc" = 143
+    check "SIGTERM to $target: the writer says where it stopped" grep -q "stopped by SIGTERM at epoch" "$WORK/p.out"
+    check "SIGTERM to $target: no temporary left" test -z "$(ls "$WORK" | grep 'p.h5.tmp')"
+    check "SIGTERM to $target: resumed" kd_mpirun -np 2 "$KD_CLI" train "${P[@]}" --epochs 400 --resume "$WORK/p.h5"
+    check "SIGTERM to $target: the resumed run equals the unbroken one bit for bit" same "$WORK/pfull.h5" "$WORK/p.h5"
 done
 finish

@@ -124,6 +124,8 @@ class TrainConfig(ctypes.Structure):
         ("local_data", c_int),
         ("save", c_void_p),  # kd_save_fn; NULL = save to checkpoint_path
         ("save_user", c_void_p),
+        ("stop", c_void_p),  # kd_stop_fn; NULL = never stop early
+        ("stop_user", c_void_p),
     ]
 
 
