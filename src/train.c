@@ -213,11 +213,15 @@ kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
     r.save_user = cfg->save ? cfg->save_user : (void *)cfg->checkpoint_path;
     int64_t spe = r.batches.steps_per_epoch;
 
-    /* A resumed run continues mid-epoch only with the same global batch. */
+    /* A resumed run continues mid-epoch only with the same global batch.
+     * first == spe: every step of the epoch ran but its record was not
+     * written (a stop after its last step, or an older periodic save there):
+     * the epoch ends without steps. Running it again would train it twice.
+     * Beyond that the position cannot be this data's: start the epoch over. */
     int64_t global_batch = (int64_t)cfg->batch_size * r.batches.parts, first = 0;
     if (st->batch_size == global_batch && st->step > (int64_t)st->epoch * spe)
         first = st->step - (int64_t)st->epoch * spe;
-    if (first >= spe)
+    if (first > spe)
         first = 0;
     st->seed = st->seed ? st->seed : cfg->seed;
     st->batch_size = (int32_t)global_batch;
@@ -240,7 +244,9 @@ kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
         kd_step step;
         while (s == KD_OK && !stop && kd_batcher_next(&r.batches, &step)) {
             s = train_step(&r, &step);
-            if (s == KD_OK && cfg->checkpoint_every > 0 && st->step % cfg->checkpoint_every == 0)
+            /* Not at the epoch's last step: end_epoch saves right after, with the record. */
+            if (s == KD_OK && cfg->checkpoint_every > 0 && st->step % cfg->checkpoint_every == 0 &&
+                step.index + 1 < spe)
                 s = save(&r);
             if (s == KD_OK)
                 stop = report(&r, NULL);

@@ -2,7 +2,10 @@
  * process with batch W*b, including uneven and empty shares of the last
  * global batch; the writer's checkpoints record the global batch; a run
  * stopped mid-epoch resumes with a different number of workers and still
- * matches. Needs at least 3 ranks (ctest runs 4). */
+ * matches; a run stopped after any step (by the stop question every
+ * worker is asked, as a SIGTERM asks it) and resumed ends with the
+ * unbroken run's weights and optimizer state bit for bit. Needs at least 3
+ * ranks (ctest runs 4). */
 #include <stdio.h>
 
 #include "dist_test_util.h"
@@ -77,6 +80,89 @@ static void sync_run(int workers, int batch, int epochs, const char *ckpt, int64
     MPI_Comm_free(&comm);
 }
 
+/* kd_stop_fn: this worker wishes to stop once `left` more steps have run. */
+static int stop_after(void *user)
+{
+    int64_t *left = user;
+    return --*left <= 0;
+}
+
+/* One run of `workers` x `batch` for `epochs`, from a fresh start or the
+ * checkpoint; stop_wish > 0: worker 0 alone wishes to stop after that many
+ * steps (the others stop with it). Leaves this rank's net and opt. */
+static void sync_leg(MPI_Comm comm, const kd_dataset *ds, int batch, int epochs, const char *ckpt, int resume,
+                     int64_t stop_wish, kd_net **net, kd_optim **opt, kd_train_state *st)
+{
+    kd_optim_config oc = dist_momentum();
+    dist_start(resume ? ckpt : NULL, &oc, net, opt, st);
+    kd_dist *d = NULL;
+    kd_dist_config dc = kd_dist_config_default();
+    dc.bucket_bytes = 256;
+    CHECK_OK(kd_dist_create(comm, &dc, &d));
+    kd_train_config tc = kd_train_config_default();
+    tc.epochs = epochs;
+    tc.batch_size = batch;
+    tc.seed = 11;
+    tc.checkpoint_path = ckpt;
+    int64_t left = stop_wish > 0 && kd_dist_worker_index(d) == 0 ? stop_wish : INT64_MAX;
+    tc.stop = stop_after;
+    tc.stop_user = &left;
+    if (d && *net && *opt)
+        CHECK_OK(kd_dist_train(d, *net, *opt, ds, &tc, st));
+    kd_dist_free(d);
+}
+
+/* Every stop point of 2 epochs with 3 workers (an empty share in each
+ * epoch's last step), each resumed with the same workers. */
+static void sync_resume_from_every_step(int workers, int batch, int epochs)
+{
+    MPI_Comm comm = dist_sub_comm(workers);
+    if (comm == MPI_COMM_NULL)
+        return;
+    kd_dataset *ds = dist_blobs(N_SAMPLES, 3);
+    const char *ckpt = "dist_sync_every.h5";
+    kd_net *whole = NULL, *net = NULL;
+    kd_optim *whole_opt = NULL, *opt = NULL;
+    kd_train_state wst, st;
+    sync_leg(comm, ds, batch, epochs, ckpt, 0, 0, &whole, &whole_opt, &wst);
+    int64_t total = wst.step, spe = total / epochs, bad = 0;
+    /* The wish after step s is agreed at step s + 1. */
+    for (int64_t s = 1; s < total; s++) {
+        sync_leg(comm, ds, batch, epochs, ckpt, 0, s, &net, &opt, &st);
+        CHECK(st.step == s + 1, "a wish after step %lld stopped at step %lld", (long long)s, (long long)st.step);
+        kd_train_state_clear(&st);
+        kd_net_free(net);
+        kd_optim_free(opt);
+        MPI_Barrier(comm); /* the writer's checkpoint is complete */
+        sync_leg(comm, ds, batch, epochs, ckpt, 1, 0, &net, &opt, &st);
+        size_t n = 0, wn = 0;
+        const float *os = opt ? kd_optim_state(opt, &n) : NULL, *ws = kd_optim_state(whole_opt, &wn);
+        int same = net && os && n == wn && memcmp(os, ws, sizeof(float) * n) == 0 &&
+                   dist_max_diff(kd_net_params(net), kd_net_params(whole), kd_net_param_count(whole)) == 0 &&
+                   st.step == total && st.epoch == epochs && st.history_len == epochs;
+        if (!same && bad++ < 3)
+            CHECK(0, "resumed from step %lld (step %lld of epoch %lld): differs from the unbroken run, %d epochs "
+                     "recorded", (long long)s + 1, (long long)(s % spe) + 1, (long long)(s / spe) + 1, st.history_len);
+        else
+            CHECK(same, "resumed from step %lld", (long long)s + 1);
+        kd_train_state_clear(&st);
+        kd_net_free(net);
+        kd_optim_free(opt);
+        net = NULL;
+        opt = NULL;
+        MPI_Barrier(comm);
+    }
+    kd_train_state_clear(&wst);
+    kd_net_free(whole);
+    kd_optim_free(whole_opt);
+    kd_dataset_free(ds);
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    if (rank == 0)
+        remove(ckpt);
+    MPI_Comm_free(&comm);
+}
+
 int main(int argc, char **argv)
 {
     int rank, size = dist_test_begin(&argc, &argv, &rank);
@@ -95,6 +181,8 @@ int main(int argc, char **argv)
         sync_run(2, 12, 2, b, 5, 0);
         MPI_Barrier(MPI_COMM_WORLD);
         sync_run(3, 8, 2, b, 0, 1);
+        MPI_Barrier(MPI_COMM_WORLD);
+        sync_resume_from_every_step(3, 8, 2);
         MPI_Barrier(MPI_COMM_WORLD);
     }
     if (rank == 0) {
