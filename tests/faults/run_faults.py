@@ -141,10 +141,12 @@ def temporaries(path):
 
 
 def save_steps(total_steps, every, spe):
-    """The steps of the writer's saves in order (periodic, then epoch end)."""
+    """The steps of the writer's saves in order (periodic, then epoch end;
+    a periodic save never falls on an epoch's last step, whose epoch-end
+    save follows)."""
     out = []
     for s in range(1, total_steps + 1):
-        if every and s % every == 0:
+        if every and s % every == 0 and s % spe != 0:
             out.append(s)
         if s % spe == 0:
             out.append(s)
