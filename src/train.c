@@ -105,14 +105,39 @@ typedef struct train_run {
     int32_t epoch;
     double t_epoch, loss_sum;
     int64_t seen, correct;
+    int32_t last_samples;         /* the last step's samples, still in the batch buffers */
 } train_run;
+
+/* A diverged model is never saved. The loss only shows it at the next
+ * forward pass, after the update that broke the weights; so before a save
+ * the step's own batch goes through the updated network again (inference
+ * mode: no dropout, no batch-norm update) and its output must be finite. */
+static kd_status check_before_save(train_run *r)
+{
+    if (r->last_samples < 1)
+        return KD_OK;
+    kd_net *net = r->net;
+    kd_status s = kd_net_forward(net, r->batches.x, r->last_samples, 0);
+    const float *p = s == KD_OK ? kd_net_output(net) : NULL;
+    if (s == KD_OK && !p)
+        s = KD_ERR_DEVICE; /* the backend set the message */
+    if (s == KD_OK)
+        s = kd_output_check(p, r->last_samples, net->num_classes, 0);
+    if (s == KD_ERR_NUMERIC)
+        return kd_fail(KD_ERR_NUMERIC, "epoch %d, step %lld: training diverged (after this step's update the network "
+                       "outputs NaN or Inf): try a lower learning rate; nothing was saved, the last checkpoint stays",
+                       r->epoch + 1, (long long)r->st->step);
+    return s;
+}
 
 static kd_status save(train_run *r)
 {
     if (!r->save)
         return KD_OK;
-    kd_status s = r->save(r->save_user, r->net, r->opt, r->st);
-    return s == KD_OK ? s : kd_fail_context(s, "saving checkpoint");
+    kd_status s = check_before_save(r);
+    if (s == KD_OK)
+        s = r->save(r->save_user, r->net, r->opt, r->st);
+    return s == KD_OK || s == KD_ERR_NUMERIC ? s : kd_fail_context(s, "saving checkpoint");
 }
 
 /* One step: forward, loss and backward on this worker's samples (an empty
@@ -142,6 +167,7 @@ static kd_status train_step(train_run *r, const kd_step *step)
         memset(kd_net_grads(net), 0, sizeof(float) * net->param_count);
     }
     KD_TRY(r->ex->step(r->ex->ctx, net, r->opt, step));
+    r->last_samples = b;
     r->st->step++;
     r->run_steps_done++;
     r->run_samples += b;

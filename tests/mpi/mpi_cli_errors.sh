@@ -2,7 +2,8 @@
 # Start-up errors of distributed runs through the CLI: ranks launched with
 # different settings (an MPMD command line) fail at start-up naming the
 # setting and the ranks; too few workers, more servers than parameters and
-# bad flags give clear errors; every case ends quickly with a non-zero exit.
+# bad flags give clear errors; divergence stops every rank naming the epoch
+# and step; every case ends quickly with a non-zero exit.
 source "$(dirname "$0")/lib_mpi.sh"
 
 make_blobs "$WORK/d.csv" 120 2
@@ -71,4 +72,20 @@ check "... and no rank of that job is left running" bash -c "! pgrep -f '$WORK/[
 # one CI run in four) on Open MPI's own threads; the same run under mpirun
 # is leak-checked by the other cases.
 check "--dist sync as a singleton" env ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" "$KD_CLI" train "${ARGS[@]}" --dist sync
+# Divergence under mpirun: the worker that meets it names the epoch and the
+# step and suggests a lower learning rate; no diverged checkpoint is saved.
+# (ReLU layers: tanh would saturate instead of overflowing.)
+cat > "$WORK/relu.json" <<'JSON'
+{"input": [10], "layers": [{"type": "dense", "units": 16}, {"type": "relu"}, {"type": "dense", "units": 16},
+ {"type": "relu"}, {"type": "dense", "units": 3}, {"type": "softmax"}]}
+JSON
+rm -f "$WORK/div.h5"
+run_fails "sync run diverging at lr 1e6" "try a lower learning rate" \
+    "$KD_MPIEXEC" --oversubscribe -np 2 "$KD_CLI" train --net "$WORK/relu.json" --train-csv "$WORK/d.csv" --epochs 3 -q \
+    --dist sync --optimizer sgd --lr 1e6 --checkpoint "$WORK/div.h5" --checkpoint-every 1
+check "the divergence names the epoch and step" grep -qE "epoch [0-9]+, step [0-9]+" "$WORK/out.txt"
+if [ -e "$WORK/div.h5" ]; then
+    check "the checkpoint left behind predates the divergence" "$KD_CLI" eval --model "$WORK/div.h5" --csv "$WORK/d.csv"
+fi
+
 finish

@@ -6,6 +6,7 @@ with exit 0. The checkpoints are damaged with h5py, as a diverged run left
 them before saves were checked."""
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -80,6 +81,24 @@ def test_a_checkpoint_with_nan_or_inf_does_not_load(cli, model, change, needle, 
         r = run(cli, *args)
         assert r.returncode == 1 and needle in r.stderr and "diverged" in r.stderr, (args[0], r.stderr)
         assert "nan" not in r.stdout.lower(), r.stdout
+
+
+@pytest.mark.parametrize("every", [None, 1])
+def test_divergence_stops_training_and_saves_nothing_diverged(cli, model, tmp_path, every):
+    """With SGD at lr 1e6 the weights overflow within a few steps: training
+    stops naming the epoch and step and suggesting a lower learning rate,
+    and a checkpoint it leaves (from before the divergence) evaluates to
+    finite numbers."""
+    ck = tmp_path / "run.h5"
+    args = ["train", "--net", "mlp", "--optimizer", "sgd", "--lr", "1e6", "--epochs", "3", "--train-csv",
+            model / "rows.csv", "--checkpoint", ck, "-q"] + (["--checkpoint-every", str(every)] if every else [])
+    r = run(cli, *args)
+    assert r.returncode == 1, r.stderr
+    assert re.search(r"epoch \d+, step \d+.*training diverged.*try a lower learning rate", r.stderr), r.stderr
+    if ck.exists():
+        e = run(cli, "eval", "--model", ck, "--csv", model / "rows.csv")
+        assert e.returncode == 0 and "nan" not in e.stdout.lower() and "inf" not in e.stdout.lower(), e.stdout
+    assert not list(tmp_path.glob("run.h5.tmp*"))
 
 
 def test_overflowing_weights_fail_eval_and_predict(cli, model):
