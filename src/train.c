@@ -227,6 +227,10 @@ kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
     if (!net || !train || !cfg || !st)
         return kd_fail(KD_ERR_INVALID, "kd_train: NULL argument");
     KD_TRY(check_config(net, opt, train, cfg, st));
+    /* The destination is checked before the first step, not at the first
+     * save an epoch later (a custom hook checks its own). */
+    if (!cfg->save && cfg->checkpoint_path)
+        KD_TRY(kd_save_check_path(cfg->checkpoint_path));
     train_run r;
     memset(&r, 0, sizeof r);
     KD_TRY(kd_batcher_init(&r.batches, train, cfg));

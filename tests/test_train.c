@@ -380,6 +380,19 @@ static void test_resume_from_every_step(const kd_dataset *train, kd_optim_kind k
     rmdir(dir);
 }
 
+/* kd_train checks checkpoint_path before its first step. */
+static void test_destination_checked_first(const kd_dataset *train)
+{
+    run r;
+    run_init(&r, KD_OPT_SGD);
+    kd_train_config cfg = kd_train_config_default();
+    cfg.epochs = 1;
+    cfg.checkpoint_path = "/nonexistent_kd_dir/model.h5";
+    CHECK_FAILS(kd_train(r.net, r.opt, train, &cfg, &r.st), KD_ERR_IO, "nonexistent_kd_dir: No such file or directory");
+    CHECK(r.st.step == 0, "trained %lld steps before finding the destination unusable", (long long)r.st.step);
+    run_free(&r);
+}
+
 int main(void)
 {
     kd_dataset *train = blobs(600, 1), *test = blobs(300, 2);
@@ -394,6 +407,7 @@ int main(void)
     test_steps_per_epoch(train);
     test_save_hook(train);
     test_stop_question(train);
+    test_destination_checked_first(train);
     test_resume_from_every_step(train, KD_OPT_MOMENTUM);
     test_resume_from_every_step(train, KD_OPT_ADAM);
     kd_dataset_free(train);

@@ -683,7 +683,13 @@ static int train_distributed(train_args *a)
     }
     int writer = kd_dist_is_writer(d);
 
-    rc = dist_open_model(a, d, &net, &opt, &st);
+    /* The writer checks the destination before anything is loaded. */
+    if (writer && save_path && kd_save_check_path(save_path) != KD_OK) {
+        dist_print_error(d);
+        rc = CLI_FAIL;
+    }
+    if (rc == CLI_OK)
+        rc = dist_open_model(a, d, &net, &opt, &st);
     if (rc == CLI_OK)
         rc = dist_worker_setup(a, d, net, &train, &test);
     if ((rc = dist_setup_result(rc)) != CLI_OK)
@@ -783,6 +789,10 @@ int cmd_train(int argc, char **argv)
     const char *save_path = a.checkpoint ? a.checkpoint : a.resume;
     if (save_path)
         cli_signals_protect_save(save_path); /* a signal mid-save removes the temporary */
+    /* Before anything is loaded: a missing or read-only directory, or a
+     * directory given as the file, fails now rather than at the first save. */
+    if (save_path && kd_save_check_path(save_path) != KD_OK)
+        return cli_fail("%s: %s", a.checkpoint ? "--checkpoint" : "--resume (saves go back to it)", kd_last_error());
 
     kd_set_threads((int)a.threads);
 

@@ -57,11 +57,20 @@ run_fails "bad spec on every rank" "is neither a spec file nor a preset" \
     "$KD_MPIEXEC" --oversubscribe -np 3 "$KD_CLI" train --net nosuchnet --train-csv "$WORK/d.csv" --dist sync
 check "set-up failures do not abort" bash -c "! grep -q MPI_ABORT '$WORK/out.txt'"
 
-# A failure on one rank mid-run (the writer cannot save): that rank names
-# itself and ends the job.
-run_fails "writer cannot save its checkpoint" "worker 0 (rank 1): saving checkpoint" \
-    "$KD_MPIEXEC" --oversubscribe -np 3 "$KD_CLI" train "${ARGS[@]}" --dist async --servers 1 \
-    --checkpoint "$WORK/no/such/dir/c.h5"
+# A failure on one rank mid-run (the writer cannot save: its directory is
+# removed once the first checkpoint is there; the destination was fine when
+# checked at the start): that rank names itself and ends the job.
+mkdir -p "$WORK/no/such/dir"
+"$KD_MPIEXEC" --oversubscribe -np 3 "$KD_CLI" train --net "$WORK/spec.json" --train-csv "$WORK/d.csv" --epochs 5000 -q \
+    --dist async --servers 1 --checkpoint "$WORK/no/such/dir/c.h5" > "$WORK/out.txt" 2>&1 &
+pid=$!
+for i in $(seq 300); do [ -e "$WORK/no/such/dir/c.h5" ] && break; sleep 0.1; done
+rm -rf "$WORK/no"
+timeout 60 tail --pid="$pid" -f /dev/null
+wait "$pid"
+rc=$?
+check "writer cannot save its checkpoint: exit $rc, the writer names itself" \
+    bash -c "[ $rc -ne 0 ] && grep -qF 'worker 0 (rank 1): saving checkpoint' '$WORK/out.txt'"
 # Open MPI's own "MPI_ABORT was invoked on rank 1" help text is sometimes lost
 # in 4.1.4 (show_help unpack error), so only the job's end is checked here.
 check "... and no rank of that job is left running" bash -c "! pgrep -f '$WORK/[n]o/such/dir' >/dev/null"
@@ -72,6 +81,12 @@ check "... and no rank of that job is left running" bash -c "! pgrep -f '$WORK/[
 # one CI run in four) on Open MPI's own threads; the same run under mpirun
 # is leak-checked by the other cases.
 check "--dist sync as a singleton" env ASAN_OPTIONS="${ASAN_OPTIONS:-}:detect_leaks=0" "$KD_CLI" train "${ARGS[@]}" --dist sync
+# The writer checks the checkpoint's destination before anything trains.
+run_fails "sync into a missing directory" "no_such_dir: No such file or directory" \
+    "$KD_MPIEXEC" --oversubscribe -np 2 "$KD_CLI" train "${ARGS[@]}" --dist sync --checkpoint "$WORK/no_such_dir/x.h5"
+check "the destination is reported by the writer alone" test "$(grep -c 'no_such_dir' "$WORK/out.txt")" = 1
+check "no epoch ran" bash -c "! grep -q 'saving checkpoint' '$WORK/out.txt'"
+
 # Divergence under mpirun: the worker that meets it names the epoch and the
 # step and suggests a lower learning rate; no diverged checkpoint is saved.
 # (ReLU layers: tanh would saturate instead of overflowing.)
