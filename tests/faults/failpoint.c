@@ -22,9 +22,11 @@
  *                  right after starting it
  *   send:N         the Nth MPI_Send, before it (a server answering a
  *                  checkpoint gather sends a header, then the shard)
- *   ckpt_write:N   the Nth checkpoint save (open of "*.tmp-*"), after half
- *                  of its first write: a half-written temporary (the file
- *                  is built in memory, then written with write(2))
+ *   ckpt_write:N   the Nth checkpoint save (the Nth "*.tmp-*" file written
+ *                  to, so the destination check that only creates one does
+ *                  not count), after half of its first write: a half-written
+ *                  temporary (the file is built in memory, then written with
+ *                  write(2))
  *   ckpt_rename:N  the Nth rename of "*.tmp-*", before it: the temporary is
  *                  complete and fsynced but not yet in place
  *
@@ -48,7 +50,7 @@ enum { FP_NONE, FP_PUSH, FP_ALLREDUCE, FP_SEND, FP_CKPT_WRITE, FP_CKPT_RENAME };
 static int fp_point = -1; /* -1: not parsed yet */
 static long fp_n;
 static long fp_count;
-static int fp_armed_fd = -1; /* ckpt_write: the Nth save's temporary */
+static int fp_tmp_fd = -1; /* the temporary just created, until its first write */
 
 static void fp_init(void)
 {
@@ -205,15 +207,18 @@ int open(const char *path, int flags, ...)
         va_end(ap);
     }
     int fd = real_open(path, flags, mode);
-    if (fd >= 0 && (flags & O_CREAT) && strstr(path, ".tmp-") && fp_hit(FP_CKPT_WRITE))
-        fp_armed_fd = fd;
+    if (fd >= 0 && (flags & O_CREAT) && strstr(path, ".tmp-"))
+        fp_tmp_fd = fd;
     return fd;
 }
 
 ssize_t write(int fd, const void *buf, size_t count)
 {
     REAL(write);
-    if (fp_armed_fd < 0 || fd != fp_armed_fd)
+    if (fp_tmp_fd < 0 || fd != fp_tmp_fd)
+        return real_write(fd, buf, count);
+    fp_tmp_fd = -1; /* one count per temporary */
+    if (!fp_hit(FP_CKPT_WRITE))
         return real_write(fd, buf, count);
     /* Some of the file on disk, as a crash mid-write leaves it. */
     real_write(fd, buf, count / 2);
