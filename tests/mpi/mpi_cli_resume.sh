@@ -39,13 +39,16 @@ P=(--net "$WORK/spec.json" --train-csv "$WORK/d.csv" --optimizer momentum --lr 0
    --dist sync --batch-size 4)
 t0=$(date +%s%N)
 check "sync: unbroken 400 epochs" kd_mpirun -np 2 "$KD_CLI" train "${P[@]}" --epochs 400 --checkpoint "$WORK/pfull.h5"
-ms=$((($(date +%s%N) - t0) / 1000000)) # the kill lands at 30-70 % of this, however fast the machine
+ms=$((($(date +%s%N) - t0) / 1000000)) # the kill lands within 40 % of this after training starts
 for target in rank mpirun; do
     rm -f "$WORK/p.h5"
     env --default-signal=INT,TERM "$KD_MPIEXEC" --oversubscribe -np 2 "$KD_CLI" train "${P[@]}" --epochs 400 \
         --checkpoint "$WORK/p.h5" > "$WORK/p.out" 2>&1 &
     pid=$!
-    delay=$((ms * (30 + RANDOM % 41) / 100))
+    # Once training runs (the first epoch's checkpoint is there), at a random
+    # point of the rest.
+    for i in $(seq 600); do [ -e "$WORK/p.h5" ] && break; sleep 0.05; done
+    delay=$((ms * (RANDOM % 41) / 100))
     sleep "$((delay / 1000)).$(printf %03d $((delay % 1000)))"
     if [ "$target" = rank ]; then
         kill -TERM $(pgrep -P "$pid" | tail -1) # one rank (not the writer's, rank 0)
