@@ -3,8 +3,9 @@ writer rank (task 0, which also runs mpirun) is SIGKILLed while that rank
 is half-way through writing a checkpoint (tests/faults/failpoint.c, preloaded
 into the ranks of the first attempt only). The launcher must retry the
 barrier stage once, resume from the last complete checkpoint, reach the
-accuracy of an unbroken run, leave no temporary checkpoint file and no
-process behind. The mpirun matrix is tests/faults/run_faults.py (ctest
+accuracy of an unbroken run with the same learning rates (the cosine
+schedule is not re-planned by a retry, and never stalls at 0 before the
+end), leave no temporary checkpoint file and no process behind. The mpirun matrix is tests/faults/run_faults.py (ctest
 faults_mpi_matrix)."""
 import os
 import shutil
@@ -46,7 +47,7 @@ def fit(spark, ckdir, on_line=None):
     x, y = make_blobs(6000, seed=8, spread=1.5)
     rdd = spark.sparkContext.parallelize([(int(a), b) for a, b in zip(y, x)], 2)
     k = (Kindling().setNetwork(SPEC).setNumEpoch(4).setBatchSize(16).setNumWorker(2).setMode("sync").setSeed(3)
-         .setOptimizer("momentum", lr=0.05).setSchedule("constant").setCheckpointEvery(20)
+         .setOptimizer("momentum", lr=0.05).setSchedule("cosine").setCheckpointEvery(20)
          .setCheckpointDir(str(ckdir)).setMaxRetries(2))
     if on_line:
         k.setProgressCallback(on_line)
@@ -83,6 +84,10 @@ def test_task_killed_mid_checkpoint_write_is_retried_and_resumed(spark, failpoin
     assert len(seen["tmp_at_retry"]) == 1, seen
     assert not [p.name for p in ckdir.iterdir() if ".tmp" in p.name]
     assert [h["epoch"] for h in broken.history] == [1, 2, 3, 4]
+    # The retry resumed the planned schedule: the same rates as the clean run, above 0 until the end.
+    rates = [h["learning_rate"] for h in broken.history]
+    assert rates == [h["learning_rate"] for h in clean.history], (rates, clean.history)
+    assert all(r > 0 for r in rates[:-1]) and rates[0] > rates[1] > rates[2], rates
     acc = lambda m: float(np.mean(m.predict_classes(TEST_X) == TEST_Y))  # noqa: E731
     assert abs(acc(clean) - acc(broken)) <= 0.005, (acc(clean), acc(broken))
     assert wait_no_job_processes(broken.training_summary["job_id"]) == []
