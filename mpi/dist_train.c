@@ -228,6 +228,9 @@ kd_status kd_dist_train(kd_dist *d, kd_net *net, kd_optim *opt, const kd_dataset
         return kd_fail(KD_ERR_INVALID, "kd_dist_train: worker %d has no training set", d->worker_index);
     if (cfg->batch_size < 1)
         return kd_fail(KD_ERR_INVALID, "batch size must be >= 1, got %d", cfg->batch_size);
+    /* The writer's destination, before the first step (kd_train checks only its own default save). */
+    if (kd_dist_is_writer(d) && cfg->checkpoint_path)
+        KD_TRY(kd_save_check_path(cfg->checkpoint_path));
     double t0 = now_seconds();
     dist_run r;
     memset(&r, 0, sizeof r);
