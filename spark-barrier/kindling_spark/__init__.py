@@ -1,10 +1,18 @@
 """Kindling on Spark.
 
-native  ctypes binding of libkindling.so (prediction, spool files via C)
-spool   the spool row format in numpy (Spark task -> training rank)
+native     ctypes binding of libkindling.so (prediction, spool files via C)
+spool      the spool row format in numpy (Spark task -> training rank)
 model      KindlingModel, a pyspark.ml Model with ML persistence
 estimator  Kindling (builder) and KindlingClassifier (pyspark.ml Estimator): fit
-launcher   the barrier stage that runs one MPI rank per task
+The launch, by role (as horovod.spark and xgboost.spark split theirs):
+params     defaults, TrainConfig and the ranks' command line
+data       the one row parser; rows to numpy blocks for the ranks
+driver     the driver side of a fit: slots, the barrier stage, retries
+task       the barrier task: spool its rows, wire and run the MPI ranks
+rendezvous the job secret, the driver hub, the rsh agent's launch service
+keeper     the safe process runner: nothing a task starts outlives it
+files      the one atomic file write
+errors     the errors a fit raises
 
 `native` and `spool` need only numpy; `model` imports pyspark, so it is
 loaded on first use of KindlingModel.

@@ -1,6 +1,7 @@
 """Training from Spark: the seed-style builder `Kindling` and the pyspark.ml
-Estimator `KindlingClassifier`; both run launcher.run_training and return
-a KindlingModel holding the writer rank's final checkpoint.
+Estimator `KindlingClassifier`; both run driver.run_training and return
+a KindlingModel holding the writer rank's final checkpoint. Their defaults
+are params.DEFAULTS.
 
     model = (Kindling().setNetwork("lenet").setDimension((1, 28, 28))
              .setNumEpoch(10).setBatchSize(128).setNumWorker(2).setNumServer(1)
@@ -26,16 +27,11 @@ from pyspark.ml import Estimator
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.util import DefaultParamsReadable, DefaultParamsWritable
 
-from . import launcher, native
-from .launcher import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DataError, as_pair, KindlingSparkError, NotEnoughSlotsError,
-                       TrainingCancelled, TrainingError)
+from . import driver, native
+from .data import as_pair
+from .errors import DataError, KindlingSparkError, NotEnoughSlotsError, TrainingCancelled, TrainingError
 from .model import KindlingModel, KindlingModelParams
-
-OPTIMIZERS = ("sgd", "momentum", "adam", "adamw")
-SCHEDULES = ("constant", "step", "cosine")
-_OPT_KEYS = {"lr": "lr", "learningRate": "lr", "learning_rate": "lr", "momentum": "momentum",
-             "nesterov": "nesterov", "beta1": "beta1", "beta2": "beta2", "eps": "eps",
-             "weightDecay": "weight_decay", "weight_decay": "weight_decay"}
+from .params import DEFAULTS, OPTIMIZER_SETTINGS as _OPT_KEYS, OPTIMIZERS, SCHEDULES, TrainConfig, default_optimizer
 
 
 # ----------------------------------------------------------------- network
@@ -124,7 +120,7 @@ def _check_with_library(text):
 # -------------------------------------------------------------------- rows
 def _rows_of(data, label_name, features_name):
     """The RDD of training rows: the RDD itself (each row is read by
-    launcher.as_pair) or the DataFrame's label and features columns."""
+    data.as_pair) or the DataFrame's label and features columns."""
     from pyspark.sql import DataFrame
 
     if isinstance(data, DataFrame):
@@ -160,28 +156,29 @@ def _positive_int(name, v, minimum=1):
 class Kindling:
     """The seed-style builder: every setter checks its value and returns
     self; fit(data) trains through a Spark barrier stage and returns a
-    KindlingModel. Defaults (those of `kindling train` and KindlingClassifier):
-    mlp, 5 epochs, batch 64 per worker, 2 workers and 1 parameter server
-    (async), Adam with a cosine schedule. Messages name settings as the
-    KindlingClassifier params do (numWorkers for setNumWorker)."""
+    KindlingModel. Defaults (params.DEFAULTS, those of `kindling train` and
+    KindlingClassifier): mlp, 5 epochs, batch 64 per worker, 2 workers and 1
+    parameter server (async), Adam with a cosine schedule. Messages name
+    settings as the KindlingClassifier params do (numWorkers for
+    setNumWorker)."""
 
     def __init__(self):
-        self._network = "mlp"
+        self._network = DEFAULTS.network
         self._dimension = None
-        self._epochs = DEFAULT_EPOCHS
-        self._batch = DEFAULT_BATCH_SIZE
-        self._workers = 2
-        self._servers = 1
-        self._mode = "async"
-        self._staleness = -1
-        self._context = "cpu"
+        self._epochs = DEFAULTS.epochs
+        self._batch = DEFAULTS.batch_size
+        self._workers = DEFAULTS.workers
+        self._servers = DEFAULTS.servers
+        self._mode = DEFAULTS.mode
+        self._staleness = DEFAULTS.max_staleness
+        self._context = DEFAULTS.context
         self._label, self._features = "label", "features"
-        self._optimizer = {"optimizer": "adam"}
-        self._seed = 42
-        self._threads = None
-        self._retries = 2
+        self._optimizer = default_optimizer()
+        self._seed = DEFAULTS.seed
+        self._threads = DEFAULTS.threads or None
+        self._retries = DEFAULTS.max_retries
         self._ckpt_dir = None
-        self._ckpt_every = 0
+        self._ckpt_every = DEFAULTS.checkpoint_every
         self._mpi_args = ()
         self._on_progress = None
         self._timeout = None
@@ -338,7 +335,7 @@ class Kindling:
         text, shape, classes = resolve_network(self._network, self._dimension)
         threads = self._threads or max(1, int(sc.getConf().get("spark.task.cpus", "1")))
         mode = self._mode
-        return launcher.TrainConfig(
+        return TrainConfig(
             network=text, input_size=int(np.prod(shape)), num_classes=classes, epochs=self._epochs,
             batch_size=self._batch, workers=self._workers, servers=self._servers if mode == "async" else 0,
             mode=mode, max_staleness=self._staleness, seed=self._seed, threads=threads,
@@ -356,9 +353,9 @@ class Kindling:
         if cfg.mode == "async" and cfg.servers < 1:
             raise ValueError("async mode needs numServers >= 1 (setNumServer) or mode 'sync' (setMode('sync'))")
         rows = _rows_of(data, self._label, self._features)
-        ckpt, record = launcher.run_training(sc, rows, cfg, native.cli_path(), on_line=self._on_progress,
-                                             timeout=self._timeout, label_name=self._label,
-                                             features_name=self._features)
+        ckpt, record = driver.run_training(sc, rows, cfg, native.cli_path(), on_line=self._on_progress,
+                                           timeout=self._timeout, label_name=self._label,
+                                           features_name=self._features)
         params = {"featuresCol": self._features, "labelCol": self._label}
         params.update(model_params)
         model = KindlingModel(checkpoint=ckpt, **params)
@@ -400,15 +397,20 @@ class KindlingClassifier(Estimator, KindlingModelParams, DefaultParamsReadable, 
 
     @keyword_only
     def __init__(self, *, featuresCol="features", labelCol="label", probabilityCol="probability",
-                 predictionCol="prediction", predictBatchSize=256, network="mlp", inputShape=None,
-                 numEpochs=DEFAULT_EPOCHS, batchSize=DEFAULT_BATCH_SIZE, numWorkers=2, numServers=1, mode="async", maxStaleness=-1,
-                 optimizer="adam", learningRate=None, momentum=None, weightDecay=None, schedule="cosine",
-                 seed=42, maxRetries=2, checkpointDir=None, checkpointEvery=0, threadsPerRank=0,
-                 context="cpu"):
+                 predictionCol="prediction", predictBatchSize=256, network=DEFAULTS.network, inputShape=None,
+                 numEpochs=DEFAULTS.epochs, batchSize=DEFAULTS.batch_size, numWorkers=DEFAULTS.workers,
+                 numServers=DEFAULTS.servers, mode=DEFAULTS.mode, maxStaleness=DEFAULTS.max_staleness,
+                 optimizer=DEFAULTS.optimizer, learningRate=None, momentum=None, weightDecay=None,
+                 schedule=DEFAULTS.schedule, seed=DEFAULTS.seed, maxRetries=DEFAULTS.max_retries, checkpointDir=None,
+                 checkpointEvery=DEFAULTS.checkpoint_every, threadsPerRank=DEFAULTS.threads,
+                 context=DEFAULTS.context):
         super().__init__()
-        self._setDefault(network="mlp", numEpochs=DEFAULT_EPOCHS, batchSize=DEFAULT_BATCH_SIZE, numWorkers=2, numServers=1, mode="async",
-                         maxStaleness=-1, optimizer="adam", schedule="cosine", seed=42, maxRetries=2,
-                         checkpointEvery=0, threadsPerRank=0, context="cpu")
+        self._setDefault(network=DEFAULTS.network, numEpochs=DEFAULTS.epochs, batchSize=DEFAULTS.batch_size,
+                         numWorkers=DEFAULTS.workers, numServers=DEFAULTS.servers, mode=DEFAULTS.mode,
+                         maxStaleness=DEFAULTS.max_staleness, optimizer=DEFAULTS.optimizer,
+                         schedule=DEFAULTS.schedule, seed=DEFAULTS.seed, maxRetries=DEFAULTS.max_retries,
+                         checkpointEvery=DEFAULTS.checkpoint_every, threadsPerRank=DEFAULTS.threads,
+                         context=DEFAULTS.context)
         self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
     @keyword_only

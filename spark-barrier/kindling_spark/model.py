@@ -44,7 +44,7 @@ from pyspark.ml.param.shared import HasFeaturesCol, HasLabelCol, HasPredictionCo
 from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql.types import ArrayType, DoubleType, NumericType, StructField, StructType
 
-from . import native
+from . import data, files, native
 
 FORMAT = "kindling-spark-model"
 FORMAT_VERSION = 1
@@ -110,29 +110,12 @@ def _task_threads():
 
 def features_array(value, index, column, net):
     """One row's features as float32 (input_size,), or a ValueError that
-    names the row, the column and what the model expects."""
-    expected = f"{net.input_size} features (input shape {'x'.join(map(str, net.input_shape))})"
-    if value is None:
-        raise ValueError(f"KindlingModel: row {index} of the partition: column '{column}' is null; "
-                         f"the model expects {expected}")
-    to_array = getattr(value, "toArray", None)  # DenseVector / SparseVector
-    if to_array is None and isinstance(value, (list, tuple)) and any(v is None for v in value):
-        raise ValueError(f"KindlingModel: row {index} of the partition: column '{column}' has a null element; "
-                         f"the model expects {expected}")
+    names the row, the column and what the model expects (data.features
+    is the parser)."""
     try:
-        x = np.asarray(to_array() if to_array is not None else value, dtype=np.float32).reshape(-1)
-    except (TypeError, ValueError):
-        raise ValueError(f"KindlingModel: row {index} of the partition: column '{column}' holds "
-                         f"{type(value).__name__} {str(value)[:60]!r}, not numbers; the model expects {expected}"
-                         ) from None
-    if x.shape[0] != net.input_size:
-        raise ValueError(f"KindlingModel: row {index} of the partition: column '{column}' has "
-                         f"{x.shape[0]} features; the model expects {expected}")
-    if not np.isfinite(x).all():
-        j = int(np.flatnonzero(~np.isfinite(x))[0])
-        raise ValueError(f"KindlingModel: row {index} of the partition: column '{column}' feature {j} is {x[j]}; "
-                         f"features must be finite")
-    return x
+        return data.features(value, net.input_size, f"input shape {'x'.join(map(str, net.input_shape))}")
+    except ValueError as e:
+        raise ValueError(f"KindlingModel: row {index} of the partition, column '{column}': {e}") from None
 
 
 def predict_batches(payload, features, batch_size=256, column="features", first_index=0):
@@ -348,7 +331,7 @@ class KindlingModel(Model, KindlingModelParams, MLWritable, MLReadable):
     def save_checkpoint(self, path):
         """Write the checkpoint as a plain HDF5 file (temporary file, then
         rename), usable by `kindling eval/predict/inspect`."""
-        _atomic_write_file(os.fspath(path), self.checkpoint)
+        files.write_atomic(os.fspath(path), self.checkpoint)
 
     def write(self):
         return KindlingModelWriter(self)
@@ -365,20 +348,6 @@ def _checkpoint_info(checkpoint):
 
 
 # ------------------------------------------------------------ file systems
-def _atomic_write_file(path, data):
-    tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class _LocalFS:
     """Plain file IO for local paths."""
 
@@ -389,20 +358,17 @@ class _LocalFS:
     def exists(self):
         return os.path.lexists(self.path)
 
-    def write_dir(self, files, overwrite):
+    def write_dir(self, contents, overwrite):
         """Write {relative name: bytes} as a new directory at self.path."""
         target = os.path.abspath(self.path)
         parent = os.path.dirname(target)
         os.makedirs(parent, exist_ok=True)
         tmp = f"{target}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            for name, data in files.items():
+            for name, content in contents.items():
                 full = os.path.join(tmp, name)
                 os.makedirs(os.path.dirname(full), exist_ok=True)
-                with open(full, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
+                files.write_synced(full, content)
             old = None
             if os.path.lexists(target):
                 if not overwrite:
@@ -411,6 +377,7 @@ class _LocalFS:
                 os.rename(target, old)
             os.rename(tmp, target)
             tmp = None
+            files.fsync_dir(target)
             if old:
                 shutil.rmtree(old) if os.path.isdir(old) and not os.path.islink(old) else os.unlink(old)
         finally:
@@ -442,13 +409,13 @@ class _HadoopFS:
     def exists(self):
         return bool(self._fs.exists(self._root))
 
-    def write_dir(self, files, overwrite):
+    def write_dir(self, contents, overwrite):
         tmp = f"{self.path.rstrip('/')}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         try:
-            for name, data in files.items():
+            for name, content in contents.items():
                 out = self._fs.create(self._p(tmp, name), True)
                 try:
-                    out.write(bytearray(data))
+                    out.write(bytearray(content))
                 finally:
                     out.close()
             if self._fs.exists(self._root):
@@ -527,12 +494,12 @@ class KindlingModelWriter(MLWriter):
                 "history": m.history,
             },
         }
-        files = {
+        contents = {
             METADATA_FILE: (json.dumps(metadata, separators=(",", ":")) + "\n").encode(),
             "metadata/_SUCCESS": b"",
             CHECKPOINT_FILE: ckpt,
         }
-        _filesystem(path, lambda: self.sparkSession).write_dir(files, self.shouldOverwrite)
+        _filesystem(path, lambda: self.sparkSession).write_dir(contents, self.shouldOverwrite)
 
     def saveImpl(self, path):
         self.save(path)

@@ -18,7 +18,7 @@ the rsh agents that `mpirun` starts:
 Fresh 32-byte nonces on both sides stop replays; the handshake must finish
 within a few seconds.
 
-The wiring (see launcher.py for why mpirun and an rsh agent): each barrier
+The wiring (see task.py for why mpirun and an rsh agent): each barrier
 task runs a `LaunchService`; mpirun, started by task 0, calls the agent
 (`python -m kindling_spark.rendezvous agent HOST WORDS...`) once per task
 with the orted command line; the agent proves the secret to that task's

@@ -17,18 +17,21 @@ kd_dataset_load_spool, e.g. `kindling train --train-spool F`):
 All little-endian; the file ends after the payload.
 
 SpoolWriter streams batches (the count and CRC go into the header when it
-closes) into "<path>.tmp-<pid>", then fsyncs and renames it, so the final
-name only ever holds a complete file. write_rows() turns the rows of a
-Spark partition ((label, features) pairs, Rows, LabeledPoints, vectors or
-arrays) into a spool with a clear error for the first bad row.
+closes) into a temporary file, then fsyncs and renames it (files.AtomicFile),
+so the final name only ever holds a complete file. write_rows() turns the
+rows of a Spark partition ((label, features) pairs, Rows, LabeledPoints,
+vectors or arrays) into a spool with a clear error for the first bad row
+(the row parser is data.py's).
 """
 import collections
-import numbers
 import os
 import struct
 import zlib
 
 import numpy as np
+
+from . import data
+from .files import AtomicFile
 
 MAGIC = b"KDSPOOL1"
 VERSION = 1
@@ -76,8 +79,9 @@ class SpoolWriter:
             w.append(x_batch, y_batch)    # x (k, 784) or (k, 1, 28, 28)
 
     On an exception inside the `with`, or abort(), the temporary file is
-    removed and `path` is left as it was. Labels are kept in memory (4
-    bytes a sample) because the format puts them after every feature."""
+    removed and `path` is left as it was (files.AtomicFile). Labels are
+    kept in memory (4 bytes a sample) because the format puts them after
+    every feature."""
 
     def __init__(self, path, shape, labelled=True):
         self.path = os.fspath(path)
@@ -87,8 +91,8 @@ class SpoolWriter:
         self.count = 0
         self._crc = 0
         self._labels = []
-        self._tmp = f"{self.path}.tmp-{os.getpid()}-{id(self):x}"
-        self._f = open(self._tmp, "wb")
+        self._out = AtomicFile(self.path)
+        self._f = self._out.file
         try:
             self._f.write(bytes(HEADER_BYTES))  # the real header is written on close
         except BaseException:
@@ -108,15 +112,18 @@ class SpoolWriter:
         if self.labelled:
             if labels is None:
                 raise ValueError(f"{self.path}: the spool is labelled but no labels were given")
-            y = _as_labels(labels, self.count)
+            try:
+                y = data.labels(np.asarray(labels).reshape(-1), None, self.count, owner=None)
+            except data.RowError as e:
+                raise ValueError(f"sample {e.index}: {e.problem}") from None
             if y.shape != (k,):
                 raise ValueError(f"{self.path}: {k} samples but {y.shape[0] if y.ndim else 0} labels")
             self._labels.append(y)
         elif labels is not None:
             raise ValueError(f"{self.path}: the spool is unlabelled but labels were given")
-        data = np.ascontiguousarray(x.reshape(k, self.size)).tobytes()
-        self._crc = zlib.crc32(data, self._crc)
-        self._f.write(data)
+        payload = np.ascontiguousarray(x.reshape(k, self.size)).data
+        self._crc = zlib.crc32(payload, self._crc)
+        self._f.write(payload)
         self.count += k
 
     def close(self):
@@ -125,30 +132,22 @@ class SpoolWriter:
             return self.count
         try:
             if self.labelled and self._labels:
-                data = np.concatenate(self._labels).astype(_I32).tobytes()
-                self._crc = zlib.crc32(data, self._crc)
-                self._f.write(data)
+                raw = np.concatenate(self._labels).astype(_I32).tobytes()
+                self._crc = zlib.crc32(raw, self._crc)
+                self._f.write(raw)
             self._f.seek(0)
             self._f.write(pack_header(self.shape, self.count, self.labelled, self._crc))
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-            self._f = None
-            os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
             raise
-        _fsync_dir(self.path)
+        self._f = None
+        self._out.commit()
         return self.count
 
     def abort(self):
         if self._f is not None:
-            self._f.close()
             self._f = None
-        try:
-            os.unlink(self._tmp)
-        except FileNotFoundError:
-            pass
+            self._out.abort()
 
     def __enter__(self):
         return self
@@ -159,48 +158,6 @@ class SpoolWriter:
         else:
             self.abort()
         return False
-
-
-def _fsync_dir(path):
-    """The rename is durable once the directory entry is on disk."""
-    d = os.path.dirname(os.path.abspath(path))
-    try:
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot sync a directory
-    finally:
-        os.close(fd)
-
-
-def _as_labels(labels, first_index):
-    """int32 labels, each a whole number in [0, 2^31 - 2] (3, 3.0 and np.int64(3)
-    are fine); 2^31 - 1 is out, as in C: the class count 1 + label must fit."""
-    y = np.asarray(labels)
-    if y.dtype.kind not in "iuf":
-        flat = y.reshape(-1)
-        for i, v in enumerate(flat):
-            if v is None:
-                raise ValueError(f"sample {first_index + i}: label is null")
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-                shown = v.item() if isinstance(v, np.generic) else v
-                raise ValueError(f"sample {first_index + i}: label {shown!r} is not a number")
-        y = flat.astype(np.float64)
-    y = y.reshape(-1)
-    if y.dtype.kind == "f":
-        bad = np.flatnonzero(~np.isfinite(y) | (y != np.floor(y)) | (y < 0) | (y >= 0x7FFFFFFF))
-        if bad.size:
-            raise ValueError(f"sample {first_index + int(bad[0])}: label {float(y[bad[0]])!r} is not a class "
-                             f"(a whole number in [0, 2147483646])")
-    else:
-        bad = np.flatnonzero((y < 0) | (y >= 0x7FFFFFFF))
-        if bad.size:
-            raise ValueError(f"sample {first_index + int(bad[0])}: label {int(y[bad[0]])} is not a class "
-                             f"(a whole number in [0, 2147483646])")
-    return y.astype(_I32)
 
 
 def write_spool(path, features, labels=None, shape=None):
@@ -218,64 +175,37 @@ def write_spool(path, features, labels=None, shape=None):
 
 
 # ---------------------------------------------------------------- row input
-def _features_of(v):
-    """A row's features as a flat float array (None stays None)."""
-    if v is None:
-        return None
-    to_array = getattr(v, "toArray", None)  # pyspark.ml / mllib DenseVector and SparseVector
-    if to_array is not None:
-        return np.asarray(to_array(), dtype=np.float64).reshape(-1)
-    return np.asarray(v, dtype=np.float64).reshape(-1)
-
-
-def split_row(row):
-    """(label, features) from a (label, features) pair, an mllib
-    LabeledPoint (.label/.features) or a Row with fields label/features."""
-    if hasattr(row, "label") and hasattr(row, "features"):
-        return row.label, row.features
-    if isinstance(row, (tuple, list)) and len(row) == 2:
-        return row[0], row[1]
-    raise ValueError(f"a labelled row must be (label, features), a LabeledPoint or a Row with label and "
-                     f"features; got {type(row).__name__}")
-
-
 def write_rows(path, rows, shape, labelled=True, batch_rows=4096):
     """Write an iterator of rows as one spool file; returns the count.
 
-    labelled rows are (label, features) pairs, LabeledPoints or Rows with
-    label/features fields; unlabelled rows are the features alone. Features
-    may be pyspark vectors, lists or numpy arrays of prod(shape) numbers.
-    The first bad row (wrong length, null, NaN or non-numeric features,
-    null or non-class label) raises ValueError naming its index."""
+    Labelled rows are whatever data.as_pair reads ((label, features)
+    pairs, LabeledPoints, Rows with label/features fields, arrays [label,
+    features...]); unlabelled rows are the features alone. Features may be
+    pyspark vectors, lists or numpy arrays of prod(shape) numbers. The
+    first bad row (wrong length, null, NaN or non-numeric features, null
+    or non-class label) raises ValueError naming its index."""
     shape = _check_shape(shape)
     size = int(np.prod(shape))
+    note = f"sample shape {'x'.join(map(str, shape))}"
     with SpoolWriter(path, shape, labelled=labelled) as w:
-        xs, ys = [], []
+        chunk = []
 
         def flush():
-            if xs:
-                w.append(np.stack(xs), ys if labelled else None)
-                xs.clear()
-                ys.clear()
-
-        for i, row in enumerate(rows):
-            label, feats = split_row(row) if labelled else (None, row)
+            if not chunk:
+                return
             try:
-                f = _features_of(feats)
-            except (TypeError, ValueError) as e:
-                raise ValueError(f"row {i}: features are not numeric ({e})") from None
-            if f is None:
-                raise ValueError(f"row {i}: features are null")
-            if f.shape[0] != size:
-                raise ValueError(f"row {i}: {f.shape[0]} features, expected {size} "
-                                 f"(sample shape {'x'.join(map(str, shape))})")
-            if not np.all(np.isfinite(f)):
-                j = int(np.flatnonzero(~np.isfinite(f))[0])
-                raise ValueError(f"row {i}: feature {j} is {f[j]}")
-            if labelled:
-                ys.append(_as_labels([label], i)[0])
-            xs.append(f)
-            if len(xs) >= batch_rows:
+                if labelled:
+                    y, x = data.labelled_block(chunk, size, None, w.count, owner=None, note=note)
+                else:
+                    y, x = None, data.features_block(chunk, size, w.count, note)
+            except data.RowError as e:
+                raise ValueError(str(e)) from None
+            w.append(x, y)
+            chunk.clear()
+
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) >= batch_rows:
                 flush()
         flush()
     return w.count

@@ -125,7 +125,7 @@ static long spark_task_pid(void)
         long ppid;
         if (!proc_info(pid, &ppid, cmd, sizeof cmd))
             return 0;
-        if (strstr(cmd, "launcher.py keep ") || strstr(cmd, "kindling_spark.launcher keep "))
+        if (strstr(cmd, "kindling_spark/keeper.py ") || strstr(cmd, "kindling_spark.keeper "))
             return ppid > 1 ? ppid : 0;
         pid = ppid;
     }

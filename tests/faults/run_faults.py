@@ -384,7 +384,7 @@ class Matrix:
         import numpy as np
         from pyspark.sql import SparkSession
 
-        from kindling_spark import launcher
+        from kindling_spark import driver, keeper
         from kindling_spark.estimator import Kindling
 
         spark = (SparkSession.builder.master("local[4]").appName("kindling-faults")
@@ -397,7 +397,7 @@ class Matrix:
         import json
 
         def fit(mode, ckdir, env):
-            for k in (launcher.FAULT_ENV, launcher.FAULT_RANK_ENV):
+            for k in (driver.FAULT_ENV, driver.FAULT_RANK_ENV):
                 os.environ.pop(k, None)
             os.environ.update(env)
             k = (Kindling().setNetwork(json.loads(SPEC)).setNumEpoch(4).setBatchSize(16).setNumWorker(2)
@@ -426,12 +426,12 @@ class Matrix:
         cases = [
             ("Spark sync: writer's task (task 0, runs mpirun) killed mid checkpoint write", "sync",
              "ckpt_write:3 (rank 0 and its Spark task)",
-             {launcher.FAULT_RANK_ENV: f"LD_PRELOAD={self.shim} KD_FAILPOINT=ckpt_write:3 KD_FAILPOINT_RANK=0 "
+             {driver.FAULT_RANK_ENV: f"LD_PRELOAD={self.shim} KD_FAILPOINT=ckpt_write:3 KD_FAILPOINT_RANK=0 "
                                        "KD_FAILPOINT_KILL=task"}),
             ("Spark async: worker rank 2 killed inside a push", "async", "push:61 (rank 2)",
-             {launcher.FAULT_RANK_ENV: f"LD_PRELOAD={self.shim} KD_FAILPOINT=push:61 KD_FAILPOINT_RANK=2"}),
+             {driver.FAULT_RANK_ENV: f"LD_PRELOAD={self.shim} KD_FAILPOINT=push:61 KD_FAILPOINT_RANK=2"}),
             ("Spark sync: rank 1 killed at a random step", "sync", f"JobSpec.fault 1:{step} (seed {self.a.seed})",
-             {launcher.FAULT_ENV: f"1:{step}"}),
+             {driver.FAULT_ENV: f"1:{step}"}),
         ]
         for name, mode, fault, env in cases:
             if self.a.only and not re.search(self.a.only, name):
@@ -457,11 +457,11 @@ class Matrix:
             t_rec = sum(at["seconds"] for at in attempts[1:]) if len(attempts) > 1 else None
             if acc is not None and refs[mode] is not None and abs(acc - refs[mode]) > self.a.async_tolerance:
                 bad.append(f"accuracy {acc} vs unbroken {refs[mode]}")
-            left = launcher.job_processes(m.training_summary["job_id"]) if m else launcher.job_processes()
+            left = keeper.job_processes(m.training_summary["job_id"]) if m else keeper.job_processes()
             deadline = time.time() + 15
             while left and time.time() < deadline:
                 time.sleep(0.2)
-                left = launcher.job_processes(m.training_summary["job_id"]) if m else launcher.job_processes()
+                left = keeper.job_processes(m.training_summary["job_id"]) if m else keeper.job_processes()
             if left:
                 bad.append(f"{len(left)} process(es) left")
             tmps = [n for n in os.listdir(ckdir) if ".tmp" in n] if os.path.isdir(ckdir) else []

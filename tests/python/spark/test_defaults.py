@@ -1,5 +1,5 @@
 """One set of training defaults: the builder (Kindling), the pyspark.ml
-Estimator (KindlingClassifier), the launcher's TrainConfig and the
+Estimator (KindlingClassifier), the launcher's TrainConfig (params.DEFAULTS) and the
 `kindling train` command line agree on epochs and batch size (they used to
 be 10/128, 10/64 and 5/64)."""
 import re
@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("pyspark", reason="pyspark is not installed (pip install pyspark)")
 
-from kindling_spark import launcher  # noqa: E402
+from kindling_spark import params  # noqa: E402
 from kindling_spark.estimator import Kindling, KindlingClassifier  # noqa: E402
 
 
@@ -24,7 +24,7 @@ def test_every_entry_point_has_the_same_defaults(cli):
     epochs, batch = cli_default(helptext, "--epochs"), cli_default(helptext, "--batch-size")
     builder = Kindling()
     clf = KindlingClassifier()
-    cfg = launcher.TrainConfig(network="mlp", input_size=784, num_classes=10)
+    cfg = params.TrainConfig(network="mlp", input_size=784, num_classes=10)
     assert (builder._epochs, builder._batch) == (epochs, batch)
     assert (clf.getOrDefault("numEpochs"), clf.getOrDefault("batchSize")) == (epochs, batch)
     assert (cfg.epochs, cfg.batch_size) == (epochs, batch)

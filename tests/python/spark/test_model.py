@@ -157,7 +157,7 @@ def test_wrong_feature_length_is_clear(spark, model):
     df = spark.createDataFrame([(0, Vectors.dense([1.0] * 8)), (1, Vectors.dense([1.0] * 5))], ["id", "features"])
     with pytest.raises(Exception) as e:
         model.transform(df).collect()
-    assert "column 'features' has 5 features; the model expects 8 features (input shape 8)" in str(e.value)
+    assert "column 'features': 5 features, expected 8 (input shape 8)" in str(e.value)
 
 
 def test_null_features_are_clear(spark, model):
@@ -165,17 +165,17 @@ def test_null_features_are_clear(spark, model):
     df = spark.createDataFrame([(0, [0.0] * 8), (1, None)], schema)
     with pytest.raises(Exception) as e:
         model.transform(df).collect()
-    assert "column 'features' is null; the model expects 8 features" in str(e.value)
+    assert "column 'features': features are null" in str(e.value)
     df = spark.createDataFrame([(0, [0.0] * 7 + [None])], schema)
     with pytest.raises(Exception) as e:
         model.transform(df).collect()
-    assert "column 'features' has a null element" in str(e.value)
+    assert "column 'features': features have a null element (feature 7)" in str(e.value)
     # Row numbers count across batches (batch size 2 here), and NaN is refused too.
     df = spark.createDataFrame([(i, [0.0] * 8) for i in range(3)] + [(3, [0.0] * 7 + [float("nan")])],
                                schema).coalesce(1)
     with pytest.raises(Exception) as e:
         model.copy().setPredictBatchSize(2).transform(df).collect()
-    assert "row 3 of the partition: column 'features' feature 7 is nan" in str(e.value)
+    assert "row 3 of the partition, column 'features': feature 7 is nan" in str(e.value)
 
 
 def test_bad_columns_fail_before_any_job(spark, model):

@@ -100,12 +100,12 @@ def test_write_rows_accepts_spark_row_forms(lib, tmp_path):
     ((1, [1.0, 2.0, 3.0]), "row 2: 3 features, expected 4 (sample shape 4)"),
     ((1, None), "row 2: features are null"),
     ((1, [1.0, float("nan"), 0.0, 0.0]), "row 2: feature 1 is nan"),
-    ((1, ["a", "b", "c", "d"]), "row 2: features are not numeric"),
-    ((None, [1.0, 2.0, 3.0, 4.0]), "sample 2: label is null"),
-    ((1.5, [1.0, 2.0, 3.0, 4.0]), "sample 2: label 1.5 is not a class"),
-    ((-1, [1.0, 2.0, 3.0, 4.0]), "sample 2: label -1 is not a class"),
-    (("cat", [1.0, 2.0, 3.0, 4.0]), "sample 2: label 'cat' is not a number"),
-    ((1, 2, 3), "a labelled row must be (label, features)"),
+    ((1, ["a", "b", "c", "d"]), "row 2: features are not numbers"),
+    ((None, [1.0, 2.0, 3.0, 4.0]), "row 2: label is null"),
+    ((1.5, [1.0, 2.0, 3.0, 4.0]), "row 2: label 1.5 is not a class"),
+    ((-1, [1.0, 2.0, 3.0, 4.0]), "row 2: label -1 is not a class"),
+    (("cat", [1.0, 2.0, 3.0, 4.0]), "row 2: label 'cat' is not a number"),
+    ((1, 2, 3), "row 2: a training row must be (label, features)"),
 ])
 def test_write_rows_rejects_bad_rows(tmp_path, bad_row, message):
     path = tmp_path / "bad.spool"

@@ -25,7 +25,7 @@ if os.geteuid() == 0:
     os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
     os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
 
-from kindling_spark import launcher, native  # noqa: E402
+from kindling_spark import keeper, native  # noqa: E402
 
 NUM_FEATURES, NUM_CLASSES = 8, 3
 SPEC = {"input": [NUM_FEATURES], "layers": [
@@ -103,7 +103,7 @@ def wait_no_job_processes(job_id=None, timeout=15.0):
     `timeout` s (Spark kills a cancelled task's Python worker after 2 s)."""
     deadline = time.time() + timeout
     while True:
-        left = launcher.job_processes(job_id)
+        left = keeper.job_processes(job_id)
         if job_id:
             r = subprocess.run(["pgrep", "-f", job_id], capture_output=True, text=True)
             left += [int(p) for p in r.stdout.split() if int(p) != os.getpid()]

@@ -12,8 +12,8 @@ import pytest
 from conftest import NUM_FEATURES, SPEC, make_blobs
 
 from kindling_spark.estimator import Kindling, KindlingClassifier
-from kindling_spark import launcher, native
-from kindling_spark.launcher import DataError, NotEnoughSlotsError, TrainingError
+from kindling_spark import native, params, task
+from kindling_spark.errors import DataError, NotEnoughSlotsError, TrainingError
 
 
 def kindling(**kw):
@@ -33,8 +33,8 @@ def fit_rdd(spark, data, partitions=2, **kw):
 def test_wrong_feature_length(spark, no_strays):
     data = rows()
     data[37] = (data[37][0], data[37][1][:-1])
-    with pytest.raises(DataError, match=rf"row \d+: {NUM_FEATURES - 1} features, but the network takes "
-                                        rf"{NUM_FEATURES}"):
+    with pytest.raises(DataError, match=rf"input partition \d, row \d+: {NUM_FEATURES - 1} features, expected "
+                                        rf"{NUM_FEATURES} \(the network's input size\)"):
         fit_rdd(spark, data)
 
 
@@ -124,16 +124,16 @@ def test_bad_settings_fail_when_set():
 
 
 def test_gpu_context_reaches_the_ranks_with_the_tasks_gpu():
-    cfg = launcher.TrainConfig(network="mlp", input_size=784, num_classes=10, context="gpu", workers=2, servers=1)
+    cfg = params.TrainConfig(network="mlp", input_size=784, num_classes=10, context="gpu", workers=2, servers=1)
     for resume in (False, True):
-        argv = launcher.train_argv(cfg, "mlp", "part-%w.spool", "ck.h5", resume=resume)
+        argv = params.train_argv(cfg, "mlp", "part-%w.spool", "ck.h5", resume=resume)
         assert argv[argv.index("--context") + 1] == "gpu"
-    cpu = launcher.TrainConfig(network="mlp", input_size=784, num_classes=10)
-    assert "--context" not in launcher.train_argv(cpu, "mlp", "part-%w.spool", "ck.h5")
+    cpu = params.TrainConfig(network="mlp", input_size=784, num_classes=10)
+    assert "--context" not in params.train_argv(cpu, "mlp", "part-%w.spool", "ck.h5")
     # One GPU per rank: the first address Spark gave the task.
-    assert launcher.gpu_env({"A": "1"}, cfg, ["3", "5"]) == {"A": "1", "CUDA_VISIBLE_DEVICES": "3"}
-    assert launcher.gpu_env({"A": "1"}, cfg, None) == {"A": "1"}
-    assert launcher.gpu_env({"A": "1"}, cpu, ["3"]) == {"A": "1"}
+    assert task.gpu_env({"A": "1"}, cfg, ["3", "5"]) == {"A": "1", "CUDA_VISIBLE_DEVICES": "3"}
+    assert task.gpu_env({"A": "1"}, cfg, None) == {"A": "1"}
+    assert task.gpu_env({"A": "1"}, cpu, ["3"]) == {"A": "1"}
     assert Kindling().setContext("gpu")._config(_FakeSc())[0].context == "gpu"
 
 
@@ -163,3 +163,20 @@ class _FakeSc:
 
     def getConf(self):
         return self._Conf()
+
+
+def test_builder_estimator_and_config_share_their_defaults():
+    """params.DEFAULTS is the one declaration: the builder, the Estimator
+    and a bare TrainConfig run the same command line."""
+    sc = _FakeSc()
+    built, _ = Kindling()._config(sc)
+    estimated, _ = KindlingClassifier().builder()._config(sc)
+    bare = params.TrainConfig(network=built.network, input_size=built.input_size, num_classes=built.num_classes,
+                              threads=built.threads)
+    argv = [params.train_argv(c, "mlp", "part-%w.spool", "ck.h5") for c in (built, estimated, bare)]
+    assert argv[0] == argv[1] == argv[2], argv
+    for flag, value in (("--batch-size", params.DEFAULTS.batch_size), ("--epochs", params.DEFAULTS.epochs),
+                        ("--optimizer", params.DEFAULTS.optimizer), ("--schedule", params.DEFAULTS.schedule),
+                        ("--servers", params.DEFAULTS.servers), ("--seed", params.DEFAULTS.seed)):
+        assert argv[0][argv[0].index(flag) + 1] == str(value), flag
+    assert built.workers == estimated.workers == params.DEFAULTS.workers

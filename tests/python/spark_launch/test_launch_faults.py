@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from conftest import REPO, SPEC, make_blobs, wait_no_job_processes
 
-from kindling_spark import launcher
+from kindling_spark import driver
 from kindling_spark.estimator import Kindling
 
 TEST_X, TEST_Y = make_blobs(600, seed=99)
@@ -56,13 +56,13 @@ def fit(spark, ckdir, on_line=None):
 
 def test_task_killed_mid_checkpoint_write_is_retried_and_resumed(spark, failpoint_lib, monkeypatch, tmp_path,
                                                                    no_strays):
-    monkeypatch.delenv(launcher.FAULT_ENV, raising=False)
-    monkeypatch.delenv(launcher.FAULT_RANK_ENV, raising=False)
+    monkeypatch.delenv(driver.FAULT_ENV, raising=False)
+    monkeypatch.delenv(driver.FAULT_RANK_ENV, raising=False)
     clean = fit(spark, tmp_path / "clean")
 
     # The third save (steps 20, 40, 60): rank 0 dies after the temporary's
     # first dataset is written, and takes its Spark task down with it.
-    monkeypatch.setenv(launcher.FAULT_RANK_ENV, f"LD_PRELOAD={failpoint_lib} KD_FAILPOINT=ckpt_write:3 "
+    monkeypatch.setenv(driver.FAULT_RANK_ENV, f"LD_PRELOAD={failpoint_lib} KD_FAILPOINT=ckpt_write:3 "
                                                 "KD_FAILPOINT_RANK=0 KD_FAILPOINT_KILL=task")
     ckdir = tmp_path / "broken"
     seen = {}

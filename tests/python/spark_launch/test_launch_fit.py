@@ -14,7 +14,8 @@ import h5py
 import numpy as np
 from conftest import SPEC, describe, make_blobs, wait_no_job_processes
 
-from kindling_spark import launcher, spool
+from kindling_spark import driver, keeper, params, spool
+from kindling_spark.errors import TrainingCancelled
 from kindling_spark.estimator import Kindling, KindlingClassifier
 from kindling_spark.model import KindlingModel
 
@@ -146,7 +147,7 @@ def test_spark_sync_equals_plain_mpirun_on_the_same_partitions(spark, cli, tmp_p
     cfg, _ = k._config(spark.sparkContext)
     (tmp_path / "net.json").write_text(cfg.network)
     ckpt = tmp_path / "mpirun.h5"
-    args = launcher.train_argv(cfg, str(tmp_path / "net.json"), str(tmp_path / "part-%w.spool"), str(ckpt))
+    args = params.train_argv(cfg, str(tmp_path / "net.json"), str(tmp_path / "part-%w.spool"), str(ckpt))
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     r = subprocess.run(["mpirun", "--oversubscribe", "-np", "2", cli, *args], env=env, capture_output=True,
                        text=True, timeout=120)
@@ -166,9 +167,9 @@ def test_killed_rank_is_retried_and_resumed(spark, monkeypatch, tmp_path, no_str
         k = builder(mode="sync", workers=2, epochs=4).setCheckpointEvery(20).setCheckpointDir(
             str(tmp_path / ("broken" if fault else "clean")))
         if fault:
-            monkeypatch.setenv(launcher.FAULT_ENV, "1:200")  # rank 1 dies once the checkpoint reaches step 200
+            monkeypatch.setenv(driver.FAULT_ENV, "1:200")  # rank 1 dies once the checkpoint reaches step 200
         else:
-            monkeypatch.delenv(launcher.FAULT_ENV, raising=False)
+            monkeypatch.delenv(driver.FAULT_ENV, raising=False)
         return k.fit(rdd)
 
     clean = run()
@@ -207,7 +208,7 @@ def test_cancelled_job_group_leaves_no_process(spark, no_strays):
     sc.cancelJobGroup("kindling-cancel-test")
     th.join(60)
     assert not th.is_alive()
-    assert isinstance(outcome.get("error"), launcher.TrainingCancelled), outcome
+    assert isinstance(outcome.get("error"), TrainingCancelled), outcome
     left = wait_no_job_processes()
     assert not left, describe(left)
 
@@ -243,7 +244,7 @@ def test_kindling_sockets_listen_on_loopback_only_in_local_mode(spark, no_strays
 
     def snapshot(line):
         if line.startswith("epoch 1/") and not seen:
-            job = launcher.job_processes()
+            job = keeper.job_processes()
             ours = {os.getpid()}
             for pid in job:  # the barrier tasks' Python workers are ancestors of the keepers
                 p = _parent(pid)

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from kindling_spark import launcher, rendezvous
+from kindling_spark import keeper, rendezvous
 
 SECRET = rendezvous.new_secret()
 
@@ -273,31 +273,31 @@ def test_agent_gone_kills_the_command(tmp_path):
 # ------------------------------------------------------------------ keeper
 def test_keeper_kills_the_tree_on_kill_and_after_the_command(tmp_path):
     env = dict(os.environ, KINDLING_SPARK_JOB="keeper-test-1")
-    p = launcher.KeptProcess(["bash", "-c", "sleep 300 & sleep 300 & wait"], env=env)
-    assert wait_for(lambda: len(launcher.job_processes("keeper-test-1")) >= 4)  # keeper, bash, 2 sleeps
+    p = keeper.KeptProcess(["bash", "-c", "sleep 300 & sleep 300 & wait"], env=env)
+    assert wait_for(lambda: len(keeper.job_processes("keeper-test-1")) >= 4)  # keeper, bash, 2 sleeps
     p.kill()
-    assert wait_for(lambda: launcher.job_processes("keeper-test-1") == [], 10)
+    assert wait_for(lambda: keeper.job_processes("keeper-test-1") == [], 10)
 
     # The command ends but leaves a daemonized grandchild: the keeper reaps it.
     env = dict(os.environ, KINDLING_SPARK_JOB="keeper-test-2")
-    p = launcher.KeptProcess(["bash", "-c", "setsid sleep 300 & exit 3"], env=env)
+    p = keeper.KeptProcess(["bash", "-c", "setsid sleep 300 & exit 3"], env=env)
     assert p.wait(timeout=20) == 3
-    assert wait_for(lambda: launcher.job_processes("keeper-test-2") == [], 10)
+    assert wait_for(lambda: keeper.job_processes("keeper-test-2") == [], 10)
 
 
 def test_keeper_kills_the_tree_when_its_owner_is_sigkilled(tmp_path):
     owner = textwrap.dedent(f"""
         import os, sys, time
-        sys.path.insert(0, {os.path.dirname(os.path.dirname(launcher.__file__))!r})
-        from kindling_spark import launcher
+        sys.path.insert(0, {os.path.dirname(os.path.dirname(keeper.__file__))!r})
+        from kindling_spark import keeper
         env = dict(os.environ, KINDLING_SPARK_JOB="keeper-test-3")
-        p = launcher.KeptProcess(["bash", "-c", "sleep 300 & sleep 300 & wait"], env=env)
+        p = keeper.KeptProcess(["bash", "-c", "sleep 300 & sleep 300 & wait"], env=env)
         print("up", flush=True)
         time.sleep(300)
     """)
     proc = subprocess.Popen([sys.executable, "-c", owner], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "up"
-    assert wait_for(lambda: len(launcher.job_processes("keeper-test-3")) >= 4)
+    assert wait_for(lambda: len(keeper.job_processes("keeper-test-3")) >= 4)
     os.kill(proc.pid, signal.SIGKILL)  # what Spark does to a cancelled task's Python worker
     proc.wait()
-    assert wait_for(lambda: launcher.job_processes("keeper-test-3") == [], 10)
+    assert wait_for(lambda: keeper.job_processes("keeper-test-3") == [], 10)

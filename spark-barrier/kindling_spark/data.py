@@ -1,0 +1,207 @@
+"""Rows to arrays: the one parser of training and prediction rows, shared
+by the launcher (rows -> blocks for the ranks), spool.write_rows and
+KindlingModel's prediction.
+
+A row is (label, features): a pair, an mllib LabeledPoint, a Row (by
+field name) or a 1-D numpy array [label, feature...]. Features are a
+pyspark vector (dense or sparse), a list/tuple of numbers or a numpy
+array; labels are whole numbers 0..classes-1. Blocks of rows convert in
+bulk; when a block does not, the rows are looked at one by one so the
+error names the first bad one (RowError: its index and the problem).
+"""
+import math
+
+import numpy as np
+
+BLOCK_ROWS = 4096  # rows per block shipped from the map stage to a worker
+LABEL_LIMIT = 0x7FFFFFFF  # labels are int32 and 1 + label (the class count) must fit too
+
+
+class RowError(ValueError):
+    """Row `index` (counted from the start of its partition or file) is bad."""
+
+    def __init__(self, index, problem):
+        self.index, self.problem = index, problem
+        super().__init__(f"row {index}: {problem}")
+
+
+def as_pair(row, label_name="label", features_name="features"):
+    """(label, features) from a pair, a LabeledPoint, a Row (by field name)
+    or a 1-D numpy array [label, features...]."""
+    if isinstance(row, np.ndarray):
+        if row.ndim != 1 or row.shape[0] < 2:
+            raise ValueError(f"an array row must be 1-D [label, features...], got shape {row.shape}")
+        return row[0], row[1:]
+    fields = getattr(row, "__fields__", None)  # pyspark Row
+    if fields is not None and label_name in fields and features_name in fields:
+        return row[label_name], row[features_name]
+    if fields is None and hasattr(row, "label") and hasattr(row, "features"):  # LabeledPoint
+        return row.label, row.features
+    if isinstance(row, (tuple, list)) and len(row) == 2:
+        return row[0], row[1]
+    raise ValueError(f"a training row must be (label, features), a LabeledPoint, a Row with fields "
+                     f"{label_name!r} and {features_name!r}, or an array [label, features...]; got "
+                     f"{type(row).__name__}")
+
+
+# ------------------------------------------------------------------ one row
+def features(value, size, note=None):
+    """One row's features as float32 (size,); ValueError naming the problem.
+    `note` says where the size comes from ("sample shape 2x2")."""
+    if value is None:
+        raise ValueError("features are null")
+    to_array = getattr(value, "toArray", None)  # pyspark.ml / mllib DenseVector and SparseVector
+    if to_array is None and isinstance(value, (list, tuple)):
+        nulls = [j for j, v in enumerate(value) if v is None]
+        if nulls:
+            raise ValueError(f"features have a null element (feature {nulls[0]})")
+    try:
+        x = np.asarray(to_array() if to_array is not None else value, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise ValueError(f"features are not numbers ({type(value).__name__} {str(value)[:60]!r})") from None
+    if x.shape[0] != size:
+        raise ValueError(f"{x.shape[0]} features, expected {size}" + (f" ({note})" if note else ""))
+    if not np.isfinite(x).all():
+        j = int(np.flatnonzero(~np.isfinite(x))[0])
+        raise ValueError(f"feature {j} is {x[j]}; features must be finite")
+    return x
+
+
+def _class_range(classes):
+    return f"whole numbers 0..{(classes or LABEL_LIMIT) - 1}"
+
+
+def label(value, classes=None, owner="the network"):
+    """One label as an int; ValueError naming the problem. classes None:
+    any label int32 can hold."""
+    if value is None:
+        raise ValueError("label is null")
+    if isinstance(value, (bool, np.bool_, str, bytes)) or not hasattr(value, "__float__"):
+        shown = value.item() if isinstance(value, np.generic) else value
+        raise ValueError(f"label {shown!r} is not a number")
+    v = float(value)
+    if not math.isfinite(v) or v != int(v) or not 0 <= v < (classes or LABEL_LIMIT):
+        shown = value.item() if isinstance(value, np.generic) else value
+        of = f" of {owner}" if classes and owner else ""
+        raise ValueError(f"label {shown!r} is not a class{of} ({_class_range(classes)})")
+    return int(v)
+
+
+# ------------------------------------------------------------------- blocks
+def labels(values, classes=None, first=0, owner="the network"):
+    """int32 labels; RowError (index first + i) for the first bad one."""
+    y = np.asarray(values)
+    if y.ndim == 1 and y.dtype.kind in "iuf":
+        yf = y.astype(np.float64)
+        ok = np.isfinite(yf) & (yf == np.floor(yf)) & (yf >= 0) & (yf < (classes or LABEL_LIMIT))
+        if ok.all():
+            return yf.astype(np.int32)
+    # The values themselves, not y: np.asarray([1, "three"]) makes every label a string.
+    for i, v in enumerate(values if isinstance(values, (list, tuple)) else y.reshape(-1) if y.ndim else [values]):
+        try:
+            label(v, classes, owner)
+        except ValueError as e:
+            raise RowError(first + i, str(e)) from None
+    raise RowError(first, "labels could not be converted together")  # not reached: some label failed
+
+
+def features_block(values, size, first=0, note=None):
+    """float32 [k, size] for k feature values; RowError for the first bad one."""
+    if len(values) == 0:
+        return np.zeros((0, size), np.float32)
+    try:
+        if all(isinstance(f, np.ndarray) for f in values):
+            x = np.stack([f.reshape(-1) for f in values]).astype(np.float32, copy=False)
+        elif all(hasattr(f, "toArray") for f in values):
+            x = np.stack([f.toArray() for f in values]).astype(np.float32)
+        else:
+            x = np.asarray(values, dtype=np.float32)
+        if x.ndim == 2 and x.shape[1] == size and np.isfinite(x).all():
+            return x
+    except (TypeError, ValueError):
+        pass
+    for i, v in enumerate(values):
+        try:
+            features(v, size, note)
+        except ValueError as e:
+            raise RowError(first + i, str(e)) from None
+    raise RowError(first, f"rows {first}..{first + len(values) - 1} could not be converted together")
+
+
+def labelled_block(rows, size, classes=None, first=0, label_name="label", features_name="features",
+                   owner="the network", note=None):
+    """(int32 labels, float32 [k, size] features) for k rows of any form
+    as_pair reads; RowError for the first bad row (the lowest index, label
+    or features)."""
+    pairs = []
+    for i, r in enumerate(rows):
+        try:
+            pairs.append(as_pair(r, label_name, features_name))
+        except ValueError as e:
+            raise RowError(first + i, str(e)) from None
+    bad = []
+    y = x = None
+    try:
+        y = labels([p[0] for p in pairs], classes, first, owner)
+    except RowError as e:
+        bad.append(e)
+    try:
+        x = features_block([p[1] for p in pairs], size, first, note)
+    except RowError as e:
+        bad.append(e)
+    if bad:
+        raise min(bad, key=lambda e: e.index)
+    return y, x
+
+
+# ------------------------------------------------------------ rows to ranks
+def make_blocks(cfg, input_partitions, label_name="label", features_name="features"):
+    """The map-side function: each input partition's rows, checked, as
+    numpy blocks (labels int32, features float32 [k, size]) keyed by the
+    barrier task (rank) that trains on them. With `workers` input
+    partitions, partition w goes whole and in order to worker w; otherwise
+    rows are dealt round-robin. A bad row becomes a single ("error",
+    message) block, which the barrier task reports as a DataError (an
+    exception here would look like a lost task and be retried)."""
+    S, W, size, classes = cfg.server_ranks, cfg.workers, cfg.input_size, cfg.num_classes
+    same = W == input_partitions
+
+    def blocks(index, first, chunk):
+        try:
+            y, x = labelled_block(chunk, size, classes, first, label_name, features_name,
+                                  note="the network's input size")
+        except RowError as e:
+            raise ValueError(f"input partition {index}, row {e.index}: {e.problem}") from None
+        if same:
+            return [(S + index, ("block", y, x))]
+        owner = (index + np.arange(first, first + len(chunk))) % W
+        return [(S + w, ("block", y[owner == w], x[owner == w])) for w in range(W) if (owner == w).any()]
+
+    def run(index, rows):
+        chunk, first = [], 0
+        try:
+            for row in rows:
+                chunk.append(row)
+                if len(chunk) >= BLOCK_ROWS:
+                    yield from blocks(index, first, chunk)
+                    first += len(chunk)
+                    chunk = []
+            if chunk:
+                yield from blocks(index, first, chunk)
+        except ValueError as e:
+            yield S, ("error", str(e))
+
+    return run
+
+
+def partition_for_ranks(rdd, cfg, label_name="label", features_name="features", direct=False):
+    """The rows as cfg.ranks partitions of blocks: partitions 0..S-1 empty
+    (servers), S+w holding worker w's rows. `direct` (sync mode with one
+    input partition per worker) skips the shuffle: the barrier stage then
+    runs on the input partitions themselves, which Spark allows unless the
+    input's last stage narrows partitions (union, coalesce)."""
+    run = make_blocks(cfg, rdd.getNumPartitions(), label_name, features_name)
+    keyed = rdd.mapPartitionsWithIndex(run)
+    if direct:
+        return keyed.map(lambda kv: kv[1], preservesPartitioning=True)
+    return keyed.partitionBy(cfg.ranks, lambda k: k).values()
