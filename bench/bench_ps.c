@@ -170,7 +170,7 @@ int main(int argc, char **argv)
         kd_optim_config oc = kd_optim_config_default();
         oc.kind = KD_OPT_SGD;
         oc.lr = 1e-6;
-        kd_ps_config pc = {1, -1, chunk};
+        kd_ps_config pc = {1, -1, chunk, KD_PS_AUTO};
         kd_ps *ps = NULL;
         if (kd_ps_create(MPI_COMM_WORLD, &pc, kd_net_param_count(net), &oc, kd_net_params(net), NULL, &ps) != KD_OK)
             return fail("creating the parameter server");

@@ -40,6 +40,15 @@ int kd_mpi_world_size(void);
 
 typedef enum kd_dist_mode { KD_DIST_SYNC = 0, KD_DIST_ASYNC = 1 } kd_dist_mode;
 
+/* How ASYNC workers talk to the servers. AUTO: RMA when every rank shares
+ * one host's memory (a shared-memory window), else MSG (ranks on several
+ * hosts, where one-sided RMA over TCP waits for the server at every call). */
+typedef enum kd_ps_protocol {
+    KD_PS_AUTO = 0,
+    KD_PS_RMA = 1, /* one-sided: accumulate the gradients, get the parameters */
+    KD_PS_MSG = 2  /* two-sided: one exchange of messages per server and step */
+} kd_ps_protocol;
+
 typedef struct kd_dist_config {
     kd_dist_mode mode;
     int servers;          /* ASYNC: the first `servers` ranks serve (>= 1) */
@@ -50,6 +59,7 @@ typedef struct kd_dist_config {
      * per rank, e.g. one Spark partition each); steps per epoch are the
      * most any worker needs, and workers that run out take empty steps. */
     int local_data;
+    kd_ps_protocol ps_protocol; /* ASYNC: KD_PS_AUTO unless forced */
 } kd_dist_config;
 
 kd_dist_config kd_dist_config_default(void);
@@ -117,6 +127,12 @@ typedef struct kd_dist_stats {
     int64_t steps;           /* optimizer steps this worker took (0 on servers) */
     double train_seconds;    /* wall time inside kd_dist_train */
     double exchange_seconds; /* of which in the gradient exchange (network + waiting) */
+    double global_samples_per_sec; /* every worker's samples per second in the epoch so far, as
+                              * this worker last saw them (updated before each progress call) */
+    int hosts;               /* hosts the ranks run on (ranks sharing memory count as one) */
+    int local_ranks;         /* ranks on this rank's host, itself included */
+    const char *exchange;    /* how gradients travel, e.g. "allreduce" or the parameter server's
+                              * protocol ("one-sided RMA in shared memory"); static text */
 } kd_dist_stats;
 kd_dist_stats kd_dist_get_stats(const kd_dist *d);
 

@@ -58,6 +58,13 @@ typedef struct dist_run {
     void *user_stop_user;
     MPI_Request stop_req;        /* sync: the agreement in flight, or MPI_REQUEST_NULL */
     int stop_wish, stop_any;     /* its buffers */
+    kd_progress_fn user_progress; /* the caller's progress callback */
+    void *user_progress_user;
+    /* Global samples/s of the epoch so far: since epoch_t0, `global`
+     * samples (sync: summed per step; async: server 0's count minus
+     * ps_samples0). */
+    double epoch_t0;
+    int64_t global, ps_samples0;
 } dist_run;
 
 /* Worker 0 writes the state kd_train hands over (its batch size is the
@@ -101,6 +108,7 @@ static kd_status dist_step(void *ctx, kd_net *net, kd_optim *opt, const kd_step 
         if (total < 0)
             s = kd_mpi_check(MPI_Allreduce(&mine, &total, 1, MPI_INT64_T, MPI_SUM, r->d->workers),
                              "summing the batch sizes of a step");
+        r->global += total > 0 ? total : 0;
         double weight = total > 0 ? (double)mine / (double)total : 0.0;
 #ifdef KD_HAVE_NCCL
         if (s == KD_OK && r->nccl) /* device to device; queued before the optimizer step */
@@ -140,6 +148,22 @@ static int dist_stop(void *user)
     return 0;
 }
 
+/* Every progress report: the global rate first (the caller's callback may
+ * read it from the stats, as the CLI's epoch line does), then the caller's. */
+static int dist_progress(const kd_progress *p, void *user)
+{
+    dist_run *r = user;
+    double t = now_seconds();
+    int64_t global = r->ps ? kd_ps_samples(r->ps) - r->ps_samples0 : r->global;
+    r->d->stats.global_samples_per_sec = t > r->epoch_t0 ? (double)global / (t - r->epoch_t0) : 0.0;
+    if (p->epoch_done) {
+        r->epoch_t0 = t;
+        r->global = 0;
+        r->ps_samples0 = r->ps ? kd_ps_samples(r->ps) : 0;
+    }
+    return r->user_progress(p, r->user_progress_user);
+}
+
 static kd_status serve(dist_run *r)
 {
     kd_status s = kd_ps_serve(r->ps);
@@ -164,6 +188,11 @@ static kd_status work(dist_run *r, const kd_dataset *train, const kd_train_confi
     r->user_stop_user = cfg->stop_user;
     wc.stop = cfg->stop ? dist_stop : NULL;
     wc.stop_user = r;
+    r->user_progress = cfg->progress;
+    r->user_progress_user = cfg->progress_user;
+    wc.progress = cfg->progress ? dist_progress : NULL;
+    wc.progress_user = r;
+    r->epoch_t0 = now_seconds();
     /* One evaluation suffices: sync workers hold identical weights and in
      * async mode only the writer's view is recorded. */
     if (!kd_dist_is_writer(d))
@@ -246,10 +275,13 @@ kd_status kd_dist_train(kd_dist *d, kd_net *net, kd_optim *opt, const kd_dataset
     kd_status s = d->cfg.local_data ? kd_dist_steps_per_epoch(d, train ? train->n : 0, cfg->batch_size, &spe) : KD_OK;
     if (s == KD_OK && d->cfg.mode == KD_DIST_SYNC) {
         s = kd_allreduce_create(d->workers, n, d->cfg.bucket_bytes, &r.ar);
+        d->stats.exchange = "allreduce";
 #ifdef KD_HAVE_NCCL
         /* Collective: NCCL only when every worker's network is on a GPU. */
         if (s == KD_OK)
             s = kd_nccl_create(d->workers, net, 0, &r.nccl);
+        if (r.nccl)
+            d->stats.exchange = "NCCL allreduce";
 #endif
         if (s == KD_OK)
             s = work(&r, train, cfg, st, spe);
@@ -258,10 +290,12 @@ kd_status kd_dist_train(kd_dist *d, kd_net *net, kd_optim *opt, const kd_dataset
         memset(&pc, 0, sizeof pc);
         pc.servers = d->servers;
         pc.max_staleness = d->cfg.max_staleness;
+        pc.protocol = d->cfg.ps_protocol;
         /* Resuming: the servers' optimizer state and step count come from opt. */
         int resuming = st->step > 0 || kd_optim_steps(opt) > 0;
         s = kd_ps_create(d->comm, &pc, n, kd_optim_get_config(opt), kd_net_params(net), resuming ? opt : NULL, &r.ps);
         if (s == KD_OK) {
+            d->stats.exchange = kd_ps_describe(r.ps);
             r.ps_exchange = kd_ps_exchange(r.ps);
             s = kd_dist_is_server(d) ? serve(&r) : work(&r, train, cfg, st, spe);
         }

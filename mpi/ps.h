@@ -29,16 +29,28 @@
  * root worker calls kd_ps_gather (servers apply pending pushes before they
  * answer), then all workers call kd_ps_worker_finish.
  *
- * Transports (Open MPI 4.1.4, measured): one host uses osc/rdma or osc/sm;
- * across hosts OMPI_MCA_osc=pt2pt (MPI_THREAD_SERIALIZED at most). Servers
- * keep calling into MPI while idle because pt2pt has no passive-target
- * progress. osc/ucx gives correct results but ~25 ms per accumulate call
- * here, so it is not a practical choice for this traffic. osc/rdma names
- * its shared segment by communicator id only: never create two parameter
- * servers at once on disjoint communicators of one job on one host (they
- * share memory or fail with MPI_ERR_WIN). Every MPI error is returned (MPI_ERRORS_RETURN on
- * the window and on a private duplicate of comm) as a kd_status whose
- * message names the rank, its role and the call.
+ * Two protocols, picked per run (kd_ps_config.protocol, default: by where
+ * the ranks are):
+ *   KD_PS_RMA (every rank on one host): the one-sided protocol above, in a
+ *     window allocated in shared memory (MPI_Win_allocate_shared, so Open
+ *     MPI's osc/sm: workers push and pull without the server taking part).
+ *     Measured 0.07 ms per MLP step against 0.15-0.2 ms for osc/rdma,
+ *     which Open MPI picks for MPI_Win_allocate on one host.
+ *   KD_PS_MSG (ranks on several hosts): two-sided messages (ps_msg.c).
+ *     One-sided RMA across hosts over TCP runs on osc/pt2pt, where every
+ *     accumulate, get and flush waits for the server to enter MPI: 6+ round
+ *     trips per step, 14.8 ms per MLP step between two network namespaces
+ *     against ~0.5 ms for an MPI_Sendrecv of the same bytes. With messages
+ *     a step is one exchange per server (gradients out, parameters back, at
+ *     the same time), like the MPI_Sendrecv. osc/ucx gave correct results
+ *     but ~25 ms per accumulate call here.
+ * KD_PS_RMA may also be forced across hosts (then osc/pt2pt: slow, but the
+ * reference the tests compare with). osc/rdma names its shared segment by
+ * communicator id only: never create two parameter servers at once on
+ * disjoint communicators of one job on one host (they share memory or fail
+ * with MPI_ERR_WIN). Every MPI error is returned (MPI_ERRORS_RETURN on the
+ * window and on a private duplicate of comm) as a kd_status whose message
+ * names the rank, its role and the call.
  *
  * Internal to mpi/; the driver (mpi/dist_train.c) uses it. */
 #ifndef KD_PS_H
@@ -47,6 +59,7 @@
 #include <mpi.h>
 
 #include "kindling.h"
+#include "kindling_mpi.h" /* kd_ps_protocol */
 
 typedef struct kd_ps kd_ps;
 
@@ -54,6 +67,7 @@ typedef struct kd_ps_config {
     int servers;         /* ranks [0, servers) of comm serve; the rest work */
     int max_staleness;   /* -1 = unbounded async; k >= 0 = SSP bound (0: synchronous rounds) */
     size_t chunk;        /* elements per RMA call (0 = KD_PS_DEFAULT_CHUNK) */
+    kd_ps_protocol protocol;
 } kd_ps_config;
 
 /* 64K elements (256 KB of floats) per call. Measured with bench_ps (1
@@ -107,6 +121,13 @@ kd_status kd_ps_pull(kd_ps *ps, float *params);
 int64_t kd_ps_version(const kd_ps *ps);
 /* Worker ranks: pushes this worker has made (its clock). */
 int64_t kd_ps_clock(const kd_ps *ps);
+/* Worker ranks: samples pushed by every worker, as server 0 had counted
+ * them at this worker's last pull (global samples/s for progress lines). */
+int64_t kd_ps_samples(const kd_ps *ps);
+/* The protocol this run uses (KD_PS_RMA or KD_PS_MSG, never AUTO) and how
+ * it moves data, e.g. "one-sided RMA in shared memory". */
+kd_ps_protocol kd_ps_get_protocol(const kd_ps *ps);
+const char *kd_ps_describe(const kd_ps *ps);
 /* One worker rank (any) gathers the full parameters (n_params floats) and,
  * if opt_full is non-NULL (created over n_params with the same kind), the
  * full optimizer state: each server's slot j lands at slot j, offset of its

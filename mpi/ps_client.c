@@ -1,7 +1,13 @@
-/* Parameter server: the worker side. A training step pushes the batch's
- * gradients into every server's accumulator, waits as the staleness bound
- * demands, and pulls the fresh parameters; a checkpoint gathers the shards
- * and the optimizer state by message. */
+/* Parameter server: the worker side of the one-sided protocol, and the
+ * entry points of both. A training step pushes the batch's gradients into
+ * every server's accumulator, waits as the staleness bound demands, and
+ * pulls the fresh parameters; a checkpoint gathers the shards and the
+ * optimizer state by message.
+ *
+ * Round trips of a step (one flush each): the push's gradients; the
+ * counters (version, steps, samples; with a staleness bound also the
+ * clocks), which completes the push's counter bumps too; the parameters;
+ * the WRITING check. */
 #include <stdlib.h>
 
 #include "ps_internal.h"
@@ -18,9 +24,10 @@ static kd_status check_worker(const kd_ps *ps, const char *what)
 }
 
 /* Gradients into every shard's accumulator; only once they are complete at
- * the target (flush) does the push count go up, so a server that sees the
- * count has every element of the push. */
-static kd_status push(kd_ps *ps, const float *grads)
+ * the target (flush) do the push and sample counts go up, so a server that
+ * sees the count has every element of the push. The counter bumps are
+ * completed by the pull's first flush, not one of their own. */
+static kd_status push(kd_ps *ps, const float *grads, int64_t samples)
 {
     for (int s = 0; s < ps->servers; s++) {
         size_t off, count;
@@ -28,81 +35,80 @@ static kd_status push(kd_ps *ps, const float *grads)
         KD_TRY(ps_accumulate(ps, grads + off, count, MPI_FLOAT, s, ps_grads_disp(ps, s), MPI_SUM));
     }
     KD_TRY(ps_flush_servers(ps));
-    int64_t one = 1;
+    int64_t one = 1, bump[2] = {1, samples}, bump_others[2] = {1, 0}; /* PUSHES, SAMPLES */
     for (int s = 0; s < ps->servers; s++)
-        KD_TRY(ps_accumulate(ps, &one, 1, MPI_INT64_T, s, ps_counter_disp(PS_PUSHES), MPI_SUM));
+        KD_TRY(ps_accumulate(ps, s == 0 ? bump : bump_others, 2, MPI_INT64_T, s, ps_counter_disp(PS_PUSHES), MPI_SUM));
     if (ps->cfg.max_staleness > 0)
         KD_TRY(ps_accumulate(ps, &one, 1, MPI_INT64_T, 0, ps_counter_disp(PS_NCOUNTERS + ps_worker_index(ps)),
                              MPI_SUM));
-    KD_TRY(ps_flush_servers(ps));
     ps->clock++;
     return KD_OK;
 }
 
-/* k = 0: every server has applied this round. k > 0: no worker is more
- * than k pushes behind this one (stale-synchronous parallel). k = -1: go. */
-static kd_status wait_for_bound(kd_ps *ps)
-{
-    long backoff = PS_BACKOFF_START_NS;
-    int k = ps->cfg.max_staleness;
-    if (k == 0) {
-        for (int s = 0; s < ps->servers; s++) {
-            int64_t version;
-            for (;;) {
-                KD_TRY(ps_read_counters(ps, s, PS_VERSION, 1, &version));
-                if (version >= ps->clock)
-                    break;
-                ps_backoff(&backoff);
-            }
-        }
-    } else if (k > 0) {
-        for (;;) {
-            KD_TRY(ps_read_counters(ps, 0, PS_NCOUNTERS, ps->workers, ps->clocks));
-            int64_t slowest = ps->clocks[0];
-            for (int w = 1; w < ps->workers; w++)
-                slowest = ps->clocks[w] < slowest ? ps->clocks[w] : slowest;
-            if (slowest >= ps->clock - k)
-                break;
-            ps_backoff(&backoff);
-        }
-    }
-    return KD_OK;
-}
-
-/* Issue a counter read on every server still marked in pull_retry, then
- * complete them. */
-static kd_status read_counters_of(kd_ps *ps, int first, int count, int64_t *out)
+/* Issue a counter read on every server still marked in pull_retry (and,
+ * with `clocks`, the workers' clocks on server 0), then complete them. */
+static kd_status read_counters_of(kd_ps *ps, int first, int count, int64_t *out, int clocks)
 {
     for (int s = 0; s < ps->servers; s++)
         if (ps->pull_retry[s])
             KD_TRY(ps_read(ps, out + (size_t)s * (size_t)count, (size_t)count, MPI_INT64_T, s, ps_counter_disp(first)));
+    if (clocks)
+        KD_TRY(ps_read(ps, ps->clocks, (size_t)ps->workers, MPI_INT64_T, 0, ps_counter_disp(PS_NCOUNTERS)));
     for (int s = 0; s < ps->servers; s++)
-        if (ps->pull_retry[s])
+        if (ps->pull_retry[s] || (clocks && s == 0))
             KD_TRY(ps_flush(ps, s));
     return KD_OK;
+}
+
+/* The counters as the staleness bound needs them before a pull, read in
+ * one round per wait: k = 0: every server has applied this round. k > 0:
+ * no worker is more than k pushes behind this one (stale-synchronous
+ * parallel). k = -1: whatever they are. */
+static kd_status counters_within_bound(kd_ps *ps, int64_t *c)
+{
+    long backoff = PS_BACKOFF_START_NS;
+    int k = ps->cfg.max_staleness;
+    for (;;) {
+        KD_TRY(read_counters_of(ps, PS_PULL_FIRST, PS_PULL_COUNTERS, c, k > 0));
+        int ready = 1;
+        if (k == 0) {
+            for (int s = 0; s < ps->servers; s++)
+                ready &= c[PS_PULL_COUNTERS * s + PS_VERSION - PS_PULL_FIRST] >= ps->clock;
+        } else if (k > 0) {
+            int64_t slowest = ps->clocks[0];
+            for (int w = 1; w < ps->workers; w++)
+                slowest = ps->clocks[w] < slowest ? ps->clocks[w] : slowest;
+            ready = slowest >= ps->clock - k;
+        }
+        if (ready)
+            return KD_OK;
+        ps_backoff(&backoff);
+    }
 }
 
 /* Every server's shard as of one published version per server: a plain get
  * of the copy that version lives in, kept if the server had not begun to
  * rewrite that copy by the time the get completed (see ps_internal.h).
- * Each round talks to all servers in flight at once. */
-kd_status kd_ps_pull(kd_ps *ps, float *params)
+ * Each round talks to all servers in flight at once. `bounded`: the first
+ * counter read waits for the staleness bound. */
+static kd_status pull(kd_ps *ps, float *params, int bounded)
 {
-    KD_TRY(check_worker(ps, "kd_ps_pull"));
-    if (!params)
-        return kd_fail(KD_ERR_INVALID, "kd_ps_pull: params is NULL");
-    int64_t *c = ps->pull_counters; /* per server: VERSION, FINISHED, STEPS */
+    int64_t *c = ps->pull_counters; /* per server: SAMPLES, VERSION, FINISHED, STEPS */
+    const int V = PS_VERSION - PS_PULL_FIRST;
     for (int s = 0; s < ps->servers; s++)
         ps->pull_retry[s] = 1;
     for (int attempt = 1;; attempt++) {
         int last = attempt == PS_PULL_TRIES;
-        KD_TRY(read_counters_of(ps, PS_VERSION, 3, c));
+        if (attempt == 1 && bounded)
+            KD_TRY(counters_within_bound(ps, c));
+        else
+            KD_TRY(read_counters_of(ps, PS_PULL_FIRST, PS_PULL_COUNTERS, c, 0));
         for (int s = 0; s < ps->servers; s++) {
             if (!ps->pull_retry[s])
                 continue;
             size_t off, count;
             kd_ps_shard_range(ps->n, ps->servers, s, &off, &count);
-            MPI_Aint disp = ps_params_disp(ps, s, c[3 * s]);
+            MPI_Aint disp = ps_params_disp(ps, s, c[PS_PULL_COUNTERS * s + V]);
             /* Last try: atomic per element even if the copy is being rewritten. */
             KD_TRY(last ? ps_read(ps, params + off, count, MPI_FLOAT, s, disp)
                         : ps_get(ps, params + off, count, MPI_FLOAT, s, disp));
@@ -112,10 +118,10 @@ kd_status kd_ps_pull(kd_ps *ps, float *params)
                 KD_TRY(ps_flush(ps, s));
         if (last)
             break;
-        KD_TRY(read_counters_of(ps, PS_WRITING, 1, ps->pull_writing));
+        KD_TRY(read_counters_of(ps, PS_WRITING, 1, ps->pull_writing, 0));
         int again = 0;
         for (int s = 0; s < ps->servers; s++) {
-            ps->pull_retry[s] = ps->pull_retry[s] && ps->pull_writing[s] > c[3 * s] + 1;
+            ps->pull_retry[s] = ps->pull_retry[s] && ps->pull_writing[s] > c[PS_PULL_COUNTERS * s + V] + 1;
             again |= ps->pull_retry[s];
         }
         if (!again)
@@ -123,23 +129,35 @@ kd_status kd_ps_pull(kd_ps *ps, float *params)
     }
     int64_t min_version = INT64_MAX;
     for (int s = 0; s < ps->servers; s++)
-        min_version = c[3 * s] < min_version ? c[3 * s] : min_version;
+        min_version = c[PS_PULL_COUNTERS * s + V] < min_version ? c[PS_PULL_COUNTERS * s + V] : min_version;
     ps->seen_version = min_version;
-    ps->seen_steps = c[2]; /* server 0 */
+    ps->seen_steps = c[PS_STEPS - PS_PULL_FIRST];     /* server 0 */
+    ps->seen_samples = c[PS_SAMPLES - PS_PULL_FIRST]; /* server 0 */
     return KD_OK;
+}
+
+kd_status kd_ps_pull(kd_ps *ps, float *params)
+{
+    KD_TRY(check_worker(ps, "kd_ps_pull"));
+    if (!params)
+        return kd_fail(KD_ERR_INVALID, "kd_ps_pull: params is NULL");
+    return ps->protocol == KD_PS_MSG ? ps_msg_pull(ps, params) : pull(ps, params, 0);
 }
 
 static kd_status ps_exchange_step(void *ctx, kd_net *net, kd_optim *opt, const kd_step *step)
 {
-    (void)step; /* every push counts the same (see ps.h, "the mean") */
-    kd_ps *ps = ctx;
+    kd_ps *ps = ctx; /* every push counts the same (see ps.h, "the mean"); its samples only feed the count */
     KD_TRY(check_worker(ps, "the parameter-server exchange"));
     if (kd_net_param_count(net) != ps->n)
         return kd_fail(KD_ERR_SHAPE, "parameter server: the network has %zu parameters, the servers hold %zu",
                        kd_net_param_count(net), ps->n);
-    KD_TRY(push(ps, kd_net_grads(net)));
-    KD_TRY(wait_for_bound(ps));
-    KD_TRY(kd_ps_pull(ps, kd_net_params(net)));
+    int64_t samples = step && step->samples > 0 ? step->samples : 0;
+    if (ps->protocol == KD_PS_MSG) {
+        KD_TRY(ps_msg_exchange(ps, kd_net_grads(net), kd_net_params(net), samples));
+    } else {
+        KD_TRY(push(ps, kd_net_grads(net), samples));
+        KD_TRY(pull(ps, kd_net_params(net), 1));
+    }
     if (opt)
         kd_optim_set_steps(opt, ps->seen_steps);
     return KD_OK;
@@ -153,6 +171,7 @@ kd_exchange kd_ps_exchange(kd_ps *ps)
 
 int64_t kd_ps_version(const kd_ps *ps) { return ps ? ps->seen_version : 0; }
 int64_t kd_ps_clock(const kd_ps *ps) { return ps ? ps->clock : 0; }
+int64_t kd_ps_samples(const kd_ps *ps) { return ps ? ps->seen_samples : 0; }
 
 kd_status kd_ps_gather(kd_ps *ps, float *params, kd_optim *opt_full)
 {
@@ -172,23 +191,17 @@ kd_status kd_ps_gather(kd_ps *ps, float *params, kd_optim *opt_full)
     }
     int want_state = opt_full != NULL;
     int64_t steps0 = 0;
-    for (int s = 0; s < ps->servers; s++) {
-        size_t off, count;
-        kd_ps_shard_range(ps->n, ps->servers, s, &off, &count);
-        PS_MPI(ps, MPI_Send(&want_state, 1, MPI_INT, s, PS_TAG_GATHER_REQ, ps->comm),
-               "MPI_Send of a gather request to server %d", s);
-        int64_t hdr[4];
-        PS_MPI(ps, MPI_Recv(hdr, 4, MPI_INT64_T, s, PS_TAG_GATHER_REPLY, ps->comm, MPI_STATUS_IGNORE),
-               "MPI_Recv of the gather header from server %d", s);
-        if (hdr[0] != (int64_t)off || hdr[1] != (int64_t)count || hdr[2] != ps->slots)
-            return kd_fail(KD_ERR_STATE,
-                           "kd_ps_gather: server %d holds [%lld, +%lld) with %lld slot(s), expected [%zu, +%zu) with %d",
-                           s, (long long)hdr[0], (long long)hdr[1], (long long)hdr[2], off, count, ps->slots);
-        if (s == 0)
-            steps0 = hdr[3];
-        KD_TRY(ps_recv_floats(ps, params + off, count, s, PS_TAG_GATHER_REPLY));
-        for (int j = 0; want_state && j < ps->slots; j++)
-            KD_TRY(ps_recv_floats(ps, state + (size_t)j * ps->n + off, count, s, PS_TAG_GATHER_REPLY));
+    if (ps->protocol == KD_PS_MSG) {
+        KD_TRY(ps_msg_gather(ps, params, state, &steps0));
+    } else {
+        for (int s = 0; s < ps->servers; s++) {
+            int64_t steps = 0;
+            PS_MPI(ps, MPI_Send(&want_state, 1, MPI_INT, s, PS_TAG_GATHER_REQ, ps->comm),
+                   "MPI_Send of a gather request to server %d", s);
+            KD_TRY(ps_recv_shard(ps, s, params, state, want_state, &steps));
+            if (s == 0)
+                steps0 = steps;
+        }
     }
     if (opt_full)
         kd_optim_set_steps(opt_full, steps0);
@@ -203,6 +216,11 @@ kd_status kd_ps_worker_finish(kd_ps *ps)
         return kd_fail(KD_ERR_STATE, "kd_ps_worker_finish is for worker ranks; rank %d is a server", ps->rank);
     if (ps->finished)
         return KD_OK;
+    if (ps->protocol == KD_PS_MSG) {
+        KD_TRY(ps_msg_finish(ps));
+        ps->finished = 1;
+        return KD_OK;
+    }
     int64_t one = 1, done = PS_CLOCK_DONE;
     for (int s = 0; s < ps->servers; s++)
         KD_TRY(ps_accumulate(ps, &one, 1, MPI_INT64_T, s, ps_counter_disp(PS_FINISHED), MPI_SUM));

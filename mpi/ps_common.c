@@ -1,10 +1,11 @@
-/* Parameter server: shards, setup (window, seeding, resume), teardown and
- * the checked, chunked MPI helpers both sides use. */
+/* Parameter server: shards, setup (protocol, window, seeding, resume),
+ * teardown and the checked, chunked MPI helpers both sides use. */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ps_internal.h"
 
@@ -218,6 +219,12 @@ static kd_status check_args(int rank, int size, const kd_ps_config *pc, size_t n
     if (pc->chunk > (size_t)INT_MAX / sizeof(int64_t))
         return kd_fail(KD_ERR_INVALID, "parameter server: chunk of %zu elements is too large for one MPI call",
                        pc->chunk);
+    if (pc->protocol != KD_PS_AUTO && pc->protocol != KD_PS_RMA && pc->protocol != KD_PS_MSG)
+        return kd_fail(KD_ERR_INVALID, "parameter server: unknown protocol %d", (int)pc->protocol);
+    /* MSG sends a shard as one message (an int count of floats). */
+    if (n / (size_t)pc->servers + 1 > (size_t)INT_MAX)
+        return kd_fail(KD_ERR_INVALID, "parameter server: shards of %zu parameters are too large for one message; "
+                       "use more servers", n / (size_t)pc->servers + 1);
     kd_optim *probe = NULL;
     KD_TRY(kd_optim_create(oc, 1, &probe)); /* validates oc and tells its slot count */
     *slots = kd_optim_state_slots(probe);
@@ -250,8 +257,68 @@ static kd_status setup_server(kd_ps *ps, char *base)
     ps->grad = ps->params ? kd_malloc(sizeof(float) * ps->count, "parameter-server gradients") : NULL;
     if (!ps->grad)
         return KD_ERR_NOMEM;
+    if (ps->protocol == KD_PS_MSG) {
+        /* Synchronous rounds add every worker's push before stepping. */
+        if (ps->cfg.max_staleness == 0 && !(ps->acc = kd_calloc(ps->count, sizeof(float), "parameter-server round sum")))
+            return KD_ERR_NOMEM;
+        return KD_OK;
+    }
     /* Before any epoch: plain stores into our own window are allowed. */
     memset(base, 0, (size_t)ps_grads_disp(ps, ps->rank) + sizeof(float) * ps->count);
+    return KD_OK;
+}
+
+/* Workers: the buffers of a pull (RMA) or of an exchange (MSG). */
+static kd_status setup_worker(kd_ps *ps)
+{
+    size_t S = (size_t)ps->servers;
+    if (ps->protocol == KD_PS_MSG) {
+        ps->msg_out = kd_calloc(PS_MSG_WORDS * S, sizeof(int64_t), "exchange headers");
+        ps->msg_in = ps->msg_out ? kd_calloc(PS_MSG_WORDS * S, sizeof(int64_t), "exchange replies") : NULL;
+        ps->msg_req = ps->msg_in ? kd_malloc(sizeof(MPI_Request) * 4 * S, "exchange requests") : NULL;
+        return ps->msg_req ? KD_OK : KD_ERR_NOMEM;
+    }
+    ps->clocks = kd_malloc(sizeof(int64_t) * (size_t)ps->workers, "worker clocks");
+    ps->pull_counters = ps->clocks ? kd_malloc(sizeof(int64_t) * PS_PULL_COUNTERS * S, "pull counters") : NULL;
+    ps->pull_writing = ps->pull_counters ? kd_malloc(sizeof(int64_t) * S, "pull counters") : NULL;
+    ps->pull_retry = ps->pull_writing ? kd_malloc(S, "pull flags") : NULL;
+    return ps->pull_retry ? KD_OK : KD_ERR_NOMEM;
+}
+
+/* Cores this host gives us: online CPUs, or fewer under a cgroup (v2) CPU
+ * quota. Not the affinity mask: Open MPI binds each rank to one core. */
+static int host_cores(void)
+{
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    int cores = online > 0 ? (int)online : 1;
+    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+    if (f) {
+        char quota[32] = "";
+        long period = 0;
+        if (fscanf(f, "%31s %ld", quota, &period) == 2 && strcmp(quota, "max") != 0 && period > 0) {
+            long q = atol(quota);
+            int limit = (int)((q + period - 1) / period);
+            if (limit >= 1 && limit < cores)
+                cores = limit;
+        }
+        fclose(f);
+    }
+    return cores;
+}
+
+/* Whether every rank of comm shares this host's memory (the same answer on
+ * all ranks), and whether this host has more of them than cores. */
+static kd_status where_ranks_are(kd_ps *ps)
+{
+    MPI_Comm node = MPI_COMM_NULL;
+    int local = 0;
+    PS_MPI(ps, MPI_Comm_split_type(ps->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node),
+           "MPI_Comm_split_type (which ranks share memory)");
+    int rc = MPI_Comm_size(node, &local);
+    MPI_Comm_free(&node);
+    PS_MPI(ps, rc, "MPI_Comm_size");
+    ps->shared = local == ps->size;
+    ps->crowded = local > host_cores();
     return KD_OK;
 }
 
@@ -286,8 +353,10 @@ static kd_status seed_recv(kd_ps *ps, char *base)
         kd_optim_set_steps(ps->opt, hdr[1]);
         ps->steps_base = hdr[1];
     }
-    memcpy(base + ps_params_disp(ps, ps->rank, 0), ps->params, sizeof(float) * ps->count); /* version 0 */
-    ((int64_t *)base)[PS_STEPS] = kd_optim_steps(ps->opt);
+    if (base) {
+        memcpy(base + ps_params_disp(ps, ps->rank, 0), ps->params, sizeof(float) * ps->count); /* version 0 */
+        ((int64_t *)base)[PS_STEPS] = kd_optim_steps(ps->opt);
+    }
     return KD_OK;
 }
 
@@ -334,31 +403,48 @@ kd_status kd_ps_create(MPI_Comm comm, const kd_ps_config *pc, size_t n_params, c
     if ((rc = MPI_Comm_set_errhandler(ps->comm, MPI_ERRORS_RETURN)) != MPI_SUCCESS)
         s = ps_mpi_fail(ps, rc, "MPI_Comm_set_errhandler");
 
+    if (s == KD_OK)
+        s = where_ranks_are(ps);
+    ps->protocol = pc->protocol != KD_PS_AUTO ? pc->protocol : ps->shared ? KD_PS_RMA : KD_PS_MSG;
     if (server)
         kd_ps_shard_range(n_params, ps->servers, rank, &ps->offset, &ps->count);
-    MPI_Aint bytes = server ? ps_grads_disp(ps, rank) + (MPI_Aint)(sizeof(float) * ps->count) : 0;
-    MPI_Info info = MPI_INFO_NULL;
-    /* Pushes flush before bumping a counter, so no ordering between
-     * accumulates is needed: let the implementation reorder them. */
-    if (s == KD_OK && MPI_Info_create(&info) == MPI_SUCCESS)
-        MPI_Info_set(info, "accumulate_ordering", "none");
     char *base = NULL;
-    if (s == KD_OK && (rc = MPI_Win_allocate(bytes, 1, info, ps->comm, &base, &ps->win)) != MPI_SUCCESS)
-        s = ps_mpi_fail(ps, rc, "MPI_Win_allocate of %lld bytes", (long long)bytes);
-    if (info != MPI_INFO_NULL)
-        MPI_Info_free(&info);
-    if (s == KD_OK && (rc = MPI_Win_set_errhandler(ps->win, MPI_ERRORS_RETURN)) != MPI_SUCCESS)
-        s = ps_mpi_fail(ps, rc, "MPI_Win_set_errhandler");
-    if (s == KD_OK && server)
-        s = setup_server(ps, base);
-    if (s == KD_OK && !server) {
-        size_t S = (size_t)ps->servers;
-        ps->clocks = kd_malloc(sizeof(int64_t) * (size_t)ps->workers, "worker clocks");
-        ps->pull_counters = ps->clocks ? kd_malloc(sizeof(int64_t) * 3 * S, "pull counters") : NULL;
-        ps->pull_writing = ps->pull_counters ? kd_malloc(sizeof(int64_t) * S, "pull counters") : NULL;
-        ps->pull_retry = ps->pull_writing ? kd_malloc(S, "pull flags") : NULL;
-        s = ps->pull_retry ? KD_OK : KD_ERR_NOMEM;
+    if (s == KD_OK && ps->protocol == KD_PS_RMA) {
+        MPI_Aint bytes = server ? ps_grads_disp(ps, rank) + (MPI_Aint)(sizeof(float) * ps->count) : 0;
+        MPI_Info info = MPI_INFO_NULL;
+        /* Pushes flush before bumping a counter, so no ordering between
+         * accumulates is needed: let the implementation reorder them. Each
+         * rank's shared segment on its own pages (its NUMA node). */
+        if (MPI_Info_create(&info) == MPI_SUCCESS) {
+            MPI_Info_set(info, "accumulate_ordering", "none");
+            MPI_Info_set(info, "alloc_shared_noncontig", "true");
+        }
+        /* One host: a shared-memory window, so Open MPI takes osc/sm (it
+         * would pick osc/rdma for MPI_Win_allocate, 2-3x slower here). A
+         * component list without sm (OMPI_MCA_osc=pt2pt) refuses it on
+         * every rank: then a plain window. */
+        rc = MPI_ERR_WIN;
+        if (ps->shared) {
+            int refused = MPI_Win_allocate_shared(bytes, 1, info, ps->comm, &base, &ps->win) != MPI_SUCCESS, any = 0;
+            rc = MPI_Allreduce(&refused, &any, 1, MPI_INT, MPI_MAX, ps->comm);
+            if (rc == MPI_SUCCESS && any && !refused)
+                rc = MPI_ERR_WIN; /* refused elsewhere only: cannot be undone collectively */
+            else if (rc == MPI_SUCCESS && any)
+                ps->shared_refused = 1;
+        }
+        if (!ps->shared || ps->shared_refused)
+            rc = MPI_Win_allocate(bytes, 1, info, ps->comm, &base, &ps->win);
+        if (rc != MPI_SUCCESS)
+            s = ps_mpi_fail(ps, rc, "%s of %lld bytes",
+                            ps->shared && !ps->shared_refused ? "MPI_Win_allocate_shared" : "MPI_Win_allocate",
+                            (long long)bytes);
+        if (info != MPI_INFO_NULL)
+            MPI_Info_free(&info);
+        if (s == KD_OK && (rc = MPI_Win_set_errhandler(ps->win, MPI_ERRORS_RETURN)) != MPI_SUCCESS)
+            s = ps_mpi_fail(ps, rc, "MPI_Win_set_errhandler");
     }
+    if (s == KD_OK)
+        s = server ? setup_server(ps, base) : setup_worker(ps);
     if ((s = agree(ps->comm, rank, s)) != KD_OK)
         goto fail;
 
@@ -371,12 +457,14 @@ kd_status kd_ps_create(MPI_Comm comm, const kd_ps_config *pc, size_t n_params, c
 
     /* One passive-target epoch for the whole run. NOCHECK: every rank
      * takes only shared locks, which never conflict. */
-    if ((rc = MPI_Win_lock_all(MPI_MODE_NOCHECK, ps->win)) != MPI_SUCCESS)
-        s = ps_mpi_fail(ps, rc, "MPI_Win_lock_all");
-    else
-        ps->locked = 1;
-    if (s == KD_OK && (rc = MPI_Win_sync(ps->win)) != MPI_SUCCESS)
-        s = ps_mpi_fail(ps, rc, "MPI_Win_sync");
+    if (ps->protocol == KD_PS_RMA) {
+        if ((rc = MPI_Win_lock_all(MPI_MODE_NOCHECK, ps->win)) != MPI_SUCCESS)
+            s = ps_mpi_fail(ps, rc, "MPI_Win_lock_all");
+        else
+            ps->locked = 1;
+        if (s == KD_OK && (rc = MPI_Win_sync(ps->win)) != MPI_SUCCESS)
+            s = ps_mpi_fail(ps, rc, "MPI_Win_sync");
+    }
     /* The agreement doubles as the barrier: no worker touches a server's
      * window before that server has published its seeded shard. */
     if ((s = agree(ps->comm, rank, s)) != KD_OK)
@@ -406,5 +494,54 @@ void kd_ps_free(kd_ps *ps)
     free(ps->pull_counters);
     free(ps->pull_writing);
     free(ps->pull_retry);
+    free(ps->acc);
+    free(ps->msg_out);
+    free(ps->msg_in);
+    free(ps->msg_req);
     free(ps);
+}
+
+kd_ps_protocol kd_ps_get_protocol(const kd_ps *ps) { return ps->protocol; }
+
+const char *kd_ps_describe(const kd_ps *ps)
+{
+    if (ps->protocol == KD_PS_MSG)
+        return ps->shared ? "two-sided messages (one host)" : "two-sided messages (ranks on several hosts)";
+    if (ps->shared && ps->shared_refused)
+        return "one-sided RMA (one host; the MPI library refused a shared-memory window)";
+    return ps->shared ? "one-sided RMA in shared memory" : "one-sided RMA across hosts";
+}
+
+/* ------------------------------------------------------- gather replies */
+
+kd_status ps_send_shard(kd_ps *ps, int dest, int want_state)
+{
+    int64_t hdr[4] = {(int64_t)ps->offset, (int64_t)ps->count, ps->slots, kd_optim_steps(ps->opt)};
+    PS_MPI(ps, MPI_Send(hdr, 4, MPI_INT64_T, dest, PS_TAG_GATHER_REPLY, ps->comm),
+           "MPI_Send of the gather header to rank %d", dest);
+    KD_TRY(ps_send_floats(ps, ps->params, ps->count, dest, PS_TAG_GATHER_REPLY));
+    if (want_state) {
+        const float *state = kd_optim_state(ps->opt, NULL);
+        for (int j = 0; j < ps->slots; j++)
+            KD_TRY(ps_send_floats(ps, state + (size_t)j * ps->count, ps->count, dest, PS_TAG_GATHER_REPLY));
+    }
+    return KD_OK;
+}
+
+kd_status ps_recv_shard(kd_ps *ps, int s, float *params, float *state, int want_state, int64_t *steps)
+{
+    size_t off, count;
+    kd_ps_shard_range(ps->n, ps->servers, s, &off, &count);
+    int64_t hdr[4];
+    PS_MPI(ps, MPI_Recv(hdr, 4, MPI_INT64_T, s, PS_TAG_GATHER_REPLY, ps->comm, MPI_STATUS_IGNORE),
+           "MPI_Recv of the gather header from server %d", s);
+    if (hdr[0] != (int64_t)off || hdr[1] != (int64_t)count || hdr[2] != ps->slots)
+        return kd_fail(KD_ERR_STATE,
+                       "kd_ps_gather: server %d holds [%lld, +%lld) with %lld slot(s), expected [%zu, +%zu) with %d", s,
+                       (long long)hdr[0], (long long)hdr[1], (long long)hdr[2], off, count, ps->slots);
+    *steps = hdr[3];
+    KD_TRY(ps_recv_floats(ps, params + off, count, s, PS_TAG_GATHER_REPLY));
+    for (int j = 0; want_state && j < ps->slots; j++)
+        KD_TRY(ps_recv_floats(ps, state + (size_t)j * ps->n + off, count, s, PS_TAG_GATHER_REPLY));
+    return KD_OK;
 }

@@ -1,5 +1,7 @@
 /* Parameter-server internals shared by ps_common.c (setup, layout, RMA
- * helpers), ps_server.c (the serve loop) and ps_client.c (worker side).
+ * helpers), ps_server.c (the one-sided serve loop), ps_client.c (the
+ * one-sided worker side, gather, finish) and ps_msg.c (the two-sided
+ * protocol, both sides).
  *
  * Window layout on server s (disp_unit 1, byte displacements):
  *   [0, PS_NCOUNTERS + W) int64 counters (see enum below)
@@ -37,15 +39,33 @@
 
 enum {
     PS_PUSHES = 0,   /* pushes completed (grads flushed before the +1) */
-    PS_VERSION = 1,  /* optimizer steps this server applied in this run */
-    PS_FINISHED = 2, /* workers that called kd_ps_worker_finish */
-    PS_STEPS = 3,    /* the shard optimizer's step count (resume included) */
-    PS_WRITING = 4,  /* the version whose parameters are being (or were last) written */
-    PS_NCOUNTERS = 5 /* then W clocks, used on server 0 when max_staleness > 0 */
+    PS_SAMPLES = 1,  /* samples of every push so far (server 0; global samples/s) */
+    PS_VERSION = 2,  /* optimizer steps this server applied in this run */
+    PS_FINISHED = 3, /* workers that called kd_ps_worker_finish */
+    PS_STEPS = 4,    /* the shard optimizer's step count (resume included) */
+    PS_WRITING = 5,  /* the version whose parameters are being (or were last) written */
+    PS_NCOUNTERS = 6 /* then W clocks, used on server 0 when max_staleness > 0 */
 };
+/* A push bumps [PS_PUSHES, PS_SAMPLES] in one call per server; a pull
+ * reads [PS_SAMPLES, PS_STEPS] in one call per server. */
+#define PS_PULL_FIRST PS_SAMPLES
+#define PS_PULL_COUNTERS (PS_STEPS - PS_SAMPLES + 1)
 
 /* Point-to-point tags on the private communicator. */
-enum { PS_TAG_SEED = 7101, PS_TAG_GATHER_REQ = 7201, PS_TAG_GATHER_REPLY = 7202 };
+enum {
+    PS_TAG_SEED = 7101,
+    PS_TAG_GATHER_REQ = 7201, /* one-sided protocol only; MSG sends a header */
+    PS_TAG_GATHER_REPLY = 7202,
+    PS_TAG_HEADER = 7301,     /* MSG, worker -> server: what the worker wants */
+    PS_TAG_GRADS = 7302,      /* MSG, worker -> server: a push's gradients */
+    PS_TAG_REPLY = 7303,      /* MSG, server -> worker: version, steps, samples */
+    PS_TAG_PARAMS = 7304      /* MSG, server -> worker: the shard's parameters */
+};
+
+/* MSG headers: int64 [kind, samples or want_state, 0, 0]; replies: int64
+ * [version, optimizer steps, samples pushed so far, 0]. */
+enum { PS_MSG_PUSH = 1, PS_MSG_PULL = 2, PS_MSG_GATHER = 3, PS_MSG_FINISH = 4 };
+#define PS_MSG_WORDS 4
 
 /* Plain-get attempts of one pull before the atomic fallback. */
 #define PS_PULL_TRIES 4
@@ -55,7 +75,11 @@ enum { PS_TAG_SEED = 7101, PS_TAG_GATHER_REQ = 7201, PS_TAG_GATHER_REPLY = 7202 
 
 struct kd_ps {
     MPI_Comm comm; /* duplicate of the caller's: own tags, MPI_ERRORS_RETURN */
-    MPI_Win win;
+    kd_ps_protocol protocol; /* KD_PS_RMA or KD_PS_MSG */
+    int shared;    /* every rank on one host (the RMA window is in shared memory) */
+    int shared_refused; /* ... unless the MPI library refused one (no osc/sm) */
+    int crowded;   /* more ranks on this host than cores: idle waits sleep */
+    MPI_Win win;   /* RMA only */
     int locked;    /* inside MPI_Win_lock_all */
     int rank, size, servers, workers;
     kd_ps_config cfg; /* chunk resolved */
@@ -67,7 +91,8 @@ struct kd_ps {
     size_t offset, count; /* this server's shard */
     kd_optim *opt;
     float *params;        /* authoritative shard parameters */
-    float *grad;          /* gradients taken from the window */
+    float *grad;          /* gradients taken from the window, or received (MSG) */
+    float *acc;           /* MSG, synchronous rounds: the round's sum so far */
     int64_t taken;        /* pushes consumed */
     int64_t steps_base;   /* optimizer steps at start (a resumed run's) */
     int64_t version;
@@ -78,9 +103,12 @@ struct kd_ps {
     int64_t seen_steps;   /* server 0's optimizer steps at the last pull */
     int finished;
     int64_t *clocks;      /* W, read from server 0 */
-    int64_t *pull_counters; /* 3 per server: VERSION, FINISHED, STEPS */
-    int64_t *pull_writing;  /* 1 per server: WRITING after the get */
-    char *pull_retry;       /* 1 per server: its copy must be read again */
+    int64_t seen_samples; /* server 0's sample count at the last pull */
+    int64_t *pull_counters; /* PS_PULL_COUNTERS per server, from VERSION (RMA) */
+    int64_t *pull_writing;  /* 1 per server: WRITING after the get (RMA) */
+    char *pull_retry;       /* 1 per server: its copy must be read again (RMA) */
+    int64_t *msg_out, *msg_in; /* PS_MSG_WORDS per server: headers, replies (MSG) */
+    MPI_Request *msg_req;      /* 4 per server (MSG) */
 };
 
 static inline int ps_worker_index(const kd_ps *ps) { return ps->rank - ps->servers; }
@@ -121,5 +149,16 @@ kd_status ps_recv_floats(const kd_ps *ps, float *buf, size_t count, int src, int
 /* Sleep between idle polls: 20 us doubling to 500 us, reset on work. */
 void ps_backoff(long *ns);
 #define PS_BACKOFF_START_NS 20000L
+
+/* The two-sided protocol (ps_msg.c). */
+kd_status ps_msg_exchange(kd_ps *ps, const float *grads, float *params, int64_t samples);
+kd_status ps_msg_pull(kd_ps *ps, float *params);
+kd_status ps_msg_gather(kd_ps *ps, float *params, float *state, int64_t *steps0);
+kd_status ps_msg_finish(kd_ps *ps);
+kd_status ps_msg_serve(kd_ps *ps);
+/* The gather reply both protocols send: shard range, slots, steps, then
+ * the parameters and (if asked) the optimizer state. */
+kd_status ps_send_shard(kd_ps *ps, int dest, int want_state);
+kd_status ps_recv_shard(kd_ps *ps, int s, float *params, float *state, int want_state, int64_t *steps);
 
 #endif

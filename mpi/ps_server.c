@@ -1,4 +1,5 @@
-/* Parameter server: the serve loop of a server rank. It polls its own
+/* Parameter server: the one-sided serve loop of a server rank (the
+ * two-sided one is in ps_msg.c). It polls its own
  * window's counters, takes the accumulated gradients when a step is due,
  * runs the same kd_optim_step a single process runs (on its shard only),
  * publishes the shard and bumps its version; between polls it answers
@@ -95,16 +96,7 @@ static kd_status answer_gather(kd_ps *ps, int src)
     /* Apply what has arrived up to the request (the requester synchronised
      * with the other workers first when it wants every push included). */
     KD_TRY(maybe_step(ps, &worked));
-    int64_t hdr[4] = {(int64_t)ps->offset, (int64_t)ps->count, ps->slots, kd_optim_steps(ps->opt)};
-    PS_MPI(ps, MPI_Send(hdr, 4, MPI_INT64_T, src, PS_TAG_GATHER_REPLY, ps->comm),
-           "MPI_Send of the gather header to rank %d", src);
-    KD_TRY(ps_send_floats(ps, ps->params, ps->count, src, PS_TAG_GATHER_REPLY));
-    if (want_state) {
-        const float *state = kd_optim_state(ps->opt, NULL);
-        for (int j = 0; j < ps->slots; j++)
-            KD_TRY(ps_send_floats(ps, state + (size_t)j * ps->count, ps->count, src, PS_TAG_GATHER_REPLY));
-    }
-    return KD_OK;
+    return ps_send_shard(ps, src, want_state);
 }
 
 kd_status kd_ps_serve(kd_ps *ps)
@@ -113,6 +105,8 @@ kd_status kd_ps_serve(kd_ps *ps)
         return kd_fail(KD_ERR_INVALID, "kd_ps_serve: NULL parameter server");
     if (!kd_ps_is_server(ps))
         return kd_fail(KD_ERR_STATE, "kd_ps_serve: rank %d is a worker, not a server", ps->rank);
+    if (ps->protocol == KD_PS_MSG)
+        return ps_msg_serve(ps);
     long backoff = PS_BACKOFF_START_NS;
     for (;;) {
         int worked = 0;

@@ -96,6 +96,7 @@ kd_dist_config kd_dist_config_default(void)
     c.servers = 0;
     c.max_staleness = -1;
     c.bucket_bytes = 0;
+    c.ps_protocol = KD_PS_AUTO;
     return c;
 }
 
@@ -139,13 +140,13 @@ typedef struct agree_record {
  * size, epochs and training-set size, so those come first and a message
  * names the setting the user actually changed. */
 typedef enum {
-    F_MODE, F_SERVERS, F_STALENESS, F_LOCAL_DATA, F_SPEC, F_PARAMS, F_BATCH, F_EPOCHS, F_SEED,
+    F_MODE, F_SERVERS, F_STALENESS, F_PROTOCOL, F_LOCAL_DATA, F_SPEC, F_PARAMS, F_BATCH, F_EPOCHS, F_SEED,
     F_RESUME_EPOCH, F_RESUME_STEP, F_TRAIN_N, F_OPTIM, F_TOTAL, F_COUNT
 } agree_field;
 
 static const char *const FIELD_NAMES[F_COUNT] = {
     "distribution mode (--dist)", "server count (--servers)", "staleness bound (--max-staleness)",
-    "data placement (--local-data)",
+    "parameter-server protocol (--ps-protocol)", "data placement (--local-data)",
     "network spec (hash)", "parameter count", "batch size", "epochs", "seed",
     "resume epoch", "resume step", "training-set size", "optimizer settings (hash)", "configuration hash"};
 
@@ -153,6 +154,7 @@ static void print_value(agree_field f, uint64_t v, char *buf, size_t len)
 {
     switch (f) {
     case F_MODE: snprintf(buf, len, "%s", kd_dist_mode_name((kd_dist_mode)v)); break;
+    case F_PROTOCOL: snprintf(buf, len, "%s", v == KD_PS_RMA ? "rma" : v == KD_PS_MSG ? "msg" : "auto"); break;
     case F_SPEC: case F_OPTIM: case F_TOTAL: snprintf(buf, len, "%016llx", (unsigned long long)v); break;
     case F_STALENESS: case F_SERVERS: case F_BATCH: case F_EPOCHS: case F_RESUME_EPOCH: case F_RESUME_STEP:
     case F_TRAIN_N:
@@ -247,6 +249,21 @@ static kd_status agree(MPI_Comm comm, agree_record *mine, int first, int last, i
 
 /* ----------------------------------------------------------------- roles */
 
+/* Ranks that share memory count as one host (what Open MPI uses shared
+ * memory between); the lowest rank of each host counts it. */
+static kd_status count_hosts(kd_dist *d)
+{
+    MPI_Comm node = MPI_COMM_NULL;
+    KD_TRY(kd_mpi_check(MPI_Comm_split_type(d->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node),
+                        "finding the ranks that share this host"));
+    int local_rank = 0;
+    MPI_Comm_rank(node, &local_rank);
+    MPI_Comm_size(node, &d->stats.local_ranks);
+    MPI_Comm_free(&node);
+    int leader = local_rank == 0;
+    return kd_mpi_check(MPI_Allreduce(&leader, &d->stats.hosts, 1, MPI_INT, MPI_SUM, d->comm), "counting the hosts");
+}
+
 kd_status kd_dist_create(MPI_Comm comm, const kd_dist_config *dc, kd_dist **out)
 {
     if (!dc || !out)
@@ -272,7 +289,8 @@ kd_status kd_dist_create(MPI_Comm comm, const kd_dist_config *dc, kd_dist **out)
         rec.v[F_MODE] = (uint64_t)dc->mode;
         rec.v[F_SERVERS] = (uint64_t)(int64_t)dc->servers;
         rec.v[F_STALENESS] = (uint64_t)(int64_t)dc->max_staleness;
-        s = agree(d->comm, &rec, F_MODE, F_STALENESS, 0);
+        rec.v[F_PROTOCOL] = (uint64_t)dc->ps_protocol;
+        s = agree(d->comm, &rec, F_MODE, F_PROTOCOL, 0);
     }
     if (s == KD_OK) {
         if (dc->mode != KD_DIST_SYNC && dc->mode != KD_DIST_ASYNC)
@@ -290,7 +308,11 @@ kd_status kd_dist_create(MPI_Comm comm, const kd_dist_config *dc, kd_dist **out)
         else if (dc->max_staleness < -1)
             s = kd_fail(KD_ERR_INVALID, "the staleness bound must be -1 (unbounded) or >= 0, got %d",
                         dc->max_staleness);
+        else if (dc->ps_protocol != KD_PS_AUTO && dc->ps_protocol != KD_PS_RMA && dc->ps_protocol != KD_PS_MSG)
+            s = kd_fail(KD_ERR_INVALID, "unknown parameter-server protocol %d", (int)dc->ps_protocol);
     }
+    if (s == KD_OK)
+        s = count_hosts(d);
     if (s == KD_OK) {
         d->servers = dc->servers;
         d->num_workers = d->size - d->servers;
@@ -368,6 +390,7 @@ kd_status kd_dist_check_config(kd_dist *d, const kd_net *net, const kd_optim *op
     rec.v[F_MODE] = (uint64_t)d->cfg.mode;
     rec.v[F_SERVERS] = (uint64_t)(int64_t)d->cfg.servers;
     rec.v[F_STALENESS] = (uint64_t)(int64_t)d->cfg.max_staleness;
+    rec.v[F_PROTOCOL] = (uint64_t)d->cfg.ps_protocol;
     rec.v[F_LOCAL_DATA] = (uint64_t)(d->cfg.local_data != 0);
     rec.v[F_SPEC] = fnv1a(FNV_START, spec, strlen(spec));
     rec.v[F_PARAMS] = (uint64_t)kd_net_param_count(net);

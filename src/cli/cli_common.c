@@ -391,18 +391,30 @@ const char *cli_format_seconds(double s, char *buf, size_t len)
     return buf;
 }
 
+/* "12345 samples/s", or for a distributed run "12345 samples/s per worker,
+ * 24690 global" (every worker's, as the exchange counts them). */
+static const char *rate_text(const cli_progress *pr, const kd_progress *p, char *buf, size_t len)
+{
+    if (pr->global_rate)
+        snprintf(buf, len, "%.0f samples/s per worker, %.0f global", p->samples_per_sec,
+                 pr->global_rate(pr->global_ctx));
+    else
+        snprintf(buf, len, "%.0f samples/s", p->samples_per_sec);
+    return buf;
+}
+
 int cli_progress_print(const kd_progress *p, void *user)
 {
     cli_progress *pr = user;
-    char eta[32], took[32];
+    char eta[32], took[32], rate[96];
 
     if (!p->epoch_done) {
         if (!pr->live)
             return 0;
         /* \033[K clears what a longer previous line left behind. */
-        fprintf(stderr, "\repoch %d/%d  %lld/%lld  loss %.4f  acc %.4f  %.0f samples/s  eta %s\033[K", p->epoch,
-                p->epochs, (long long)p->samples_done, (long long)p->samples_per_epoch, p->loss, p->accuracy,
-                p->samples_per_sec, cli_format_seconds(p->seconds_left, eta, sizeof eta));
+        fprintf(stderr, "\repoch %d/%d  %lld/%lld  loss %.4f  acc %.4f  %s  eta %s\033[K", p->epoch, p->epochs,
+                (long long)p->samples_done, (long long)p->samples_per_epoch, p->loss, p->accuracy,
+                rate_text(pr, p, rate, sizeof rate), cli_format_seconds(p->seconds_left, eta, sizeof eta));
         fflush(stderr);
         pr->line_open = 1;
         return 0;
@@ -417,7 +429,7 @@ int cli_progress_print(const kd_progress *p, void *user)
             r ? r->train_accuracy : p->accuracy);
     if (r && !isnan(r->test_loss))
         fprintf(stderr, "  test_loss %.4f  test_acc %.4f", r->test_loss, r->test_accuracy);
-    fprintf(stderr, "  %.0f samples/s", p->samples_per_sec);
+    fprintf(stderr, "  %s", rate_text(pr, p, rate, sizeof rate));
     if (r)
         fprintf(stderr, "  %s", cli_format_seconds(r->seconds, took, sizeof took));
     fprintf(stderr, "  eta %s\n", cli_format_seconds(p->seconds_left, eta, sizeof eta));

@@ -139,6 +139,10 @@ int cli_model_open(const char *cmd, const cli_model_opts *m, int need_labels, kd
 typedef struct cli_progress {
     int live;            /* stderr is a TTY: redraw a live line mid-epoch */
     int line_open;       /* a live line is on screen without its newline */
+    /* Distributed runs: every worker's samples/s, printed next to this
+     * worker's (NULL: a single process). */
+    double (*global_rate)(const void *ctx);
+    const void *global_ctx;
 } cli_progress;
 
 /* kd_progress_fn that prints one line per epoch to stderr (and a live

@@ -89,6 +89,8 @@ static void train_help(void)
         "  --servers S            async: parameter-server ranks (default 1)\n"
         "  --max-staleness K      async: a worker runs at most K steps ahead of the slowest;\n"
         "                         0 = synchronous rounds, -1 = unbounded (default)\n"
+        "  --ps-protocol P        async: auto (default: one-sided RMA when every rank is on\n"
+        "                         one host, messages across hosts), rma or msg\n"
         "  --local-data           every worker loads only its own share: \"%%w\" in the data\n"
         "                         paths becomes the worker index (e.g. --train-spool\n"
         "                         part-%%w.spool); workers with fewer samples take empty steps\n"
@@ -126,6 +128,7 @@ enum {
     OPT_DIST,
     OPT_SERVERS,
     OPT_MAX_STALENESS,
+    OPT_PS_PROTOCOL,
     OPT_LOCAL_DATA,
     OPT_CONTEXT,
     OPT_RESUME,
@@ -155,6 +158,7 @@ static const struct option TRAIN_OPTIONS[] = {
     {"dist", required_argument, NULL, OPT_DIST},
     {"servers", required_argument, NULL, OPT_SERVERS},
     {"max-staleness", required_argument, NULL, OPT_MAX_STALENESS},
+    {"ps-protocol", required_argument, NULL, OPT_PS_PROTOCOL},
     {"local-data", no_argument, NULL, OPT_LOCAL_DATA},
     {"context", required_argument, NULL, OPT_CONTEXT},
     {"quiet", no_argument, NULL, 'q'},
@@ -186,6 +190,7 @@ typedef struct train_args {
     const char *checkpoint, *resume;
     const char *dist;        /* NULL, "sync" or "async" */
     long long servers, max_staleness;
+    const char *ps_protocol; /* --ps-protocol: auto, rma or msg */
     kd_context ctx;          /* --context */
     cli_data_opts data;
 } train_args;
@@ -267,6 +272,7 @@ static int parse_train_args(int argc, char **argv, train_args *a, int *help)
     a->threads = 1;
     a->servers = 1;
     a->max_staleness = -1;
+    a->ps_protocol = "auto";
     a->opt = kd_optim_config_default();
     /* Adam with a cosine schedule trains both presets well without tuning. */
     a->opt.kind = KD_OPT_ADAM;
@@ -308,6 +314,11 @@ static int parse_train_args(int argc, char **argv, train_args *a, int *help)
                 return cli_usage_error(CMD, "--dist: unknown mode '%s' (choose sync or async)", optarg);
             a->dist = optarg;
             break;
+        case OPT_PS_PROTOCOL:
+            if (strcmp(optarg, "auto") != 0 && strcmp(optarg, "rma") != 0 && strcmp(optarg, "msg") != 0)
+                return cli_usage_error(CMD, "--ps-protocol: unknown protocol '%s' (choose auto, rma or msg)", optarg);
+            a->ps_protocol = optarg;
+            break;
         case OPT_LOCAL_DATA: a->local_data = 1; break;
         case OPT_CONTEXT:
             if ((rc = cli_parse_context(CMD, optarg, &a->ctx)) != CLI_OK)
@@ -330,9 +341,10 @@ static int parse_train_args(int argc, char **argv, train_args *a, int *help)
     int async = a->dist && strcmp(a->dist, "async") == 0;
     if (a->local_data && !a->dist)
         return cli_usage_error(CMD, "--local-data: only applies with --dist");
-    if (!async && (GIVEN(a, OPT_SERVERS) || GIVEN(a, OPT_MAX_STALENESS)))
+    if (!async && (GIVEN(a, OPT_SERVERS) || GIVEN(a, OPT_MAX_STALENESS) || GIVEN(a, OPT_PS_PROTOCOL)))
         return cli_usage_error(CMD, "%s: only applies to --dist async",
-                               GIVEN(a, OPT_SERVERS) ? "--servers" : "--max-staleness");
+                               GIVEN(a, OPT_SERVERS) ? "--servers"
+                               : GIVEN(a, OPT_MAX_STALENESS) ? "--max-staleness" : "--ps-protocol");
     kd_optim_kind k = a->opt.kind;
     if (!GIVEN(a, OPT_LR))
         a->opt.lr = (k == KD_OPT_ADAM || k == KD_OPT_ADAMW) ? 0.001 : 0.01;
@@ -646,13 +658,22 @@ static void dist_print_stats(const train_args *a, const kd_dist *d)
     char srv[32] = "";
     if (servers > 0)
         snprintf(srv, sizeof srv, ", %d server%s", servers, servers == 1 ? "" : "s");
+    int ranks = workers + servers;
     fprintf(stderr,
             "kindling train: %s, %d worker%s%s: %lld steps in %.2f s (%.1f steps/s), exchange %.3f ms/step "
-            "(%.1f%% of the time)\n",
+            "(%.1f%% of the time) by %s; %d rank%s on %d host%s (%d on this one)\n",
             a->dist, workers, workers == 1 ? "" : "s", srv, (long long)ds.steps, ds.train_seconds,
             ds.train_seconds > 0 ? (double)ds.steps / ds.train_seconds : 0.0,
             ds.steps ? 1e3 * ds.exchange_seconds / (double)ds.steps : 0.0,
-            ds.train_seconds > 0 ? 100.0 * ds.exchange_seconds / ds.train_seconds : 0.0);
+            ds.train_seconds > 0 ? 100.0 * ds.exchange_seconds / ds.train_seconds : 0.0,
+            ds.exchange ? ds.exchange : "?", ranks, ranks == 1 ? "" : "s", ds.hosts, ds.hosts == 1 ? "" : "s",
+            ds.local_ranks);
+}
+
+/* The epoch line's global samples/s (cli_progress.global_rate). */
+static double dist_global_rate(const void *d)
+{
+    return kd_dist_get_stats((const kd_dist *)d).global_samples_per_sec;
 }
 
 static int train_distributed(train_args *a)
@@ -676,6 +697,9 @@ static int train_distributed(train_args *a)
     dc.mode = async ? KD_DIST_ASYNC : KD_DIST_SYNC;
     dc.servers = async ? (int)a->servers : 0;
     dc.max_staleness = (int)a->max_staleness;
+    dc.ps_protocol = strcmp(a->ps_protocol, "rma") == 0   ? KD_PS_RMA
+                     : strcmp(a->ps_protocol, "msg") == 0 ? KD_PS_MSG
+                                                          : KD_PS_AUTO;
     dc.local_data = a->local_data;
     if (kd_dist_create(MPI_COMM_WORLD, &dc, &d) != KD_OK) {
         rc = dist_collective_failure();
@@ -714,7 +738,7 @@ static int train_distributed(train_args *a)
     replan_schedule(a, opt, steps_per_epoch, writer);
     start_state(a, &st, a->batch * kd_dist_num_workers(d), writer);
 
-    cli_progress progress = {isatty(fileno(stderr)), 0};
+    cli_progress progress = {.live = isatty(fileno(stderr)), .global_rate = dist_global_rate, .global_ctx = d};
     kd_train_config cfg = train_config(a, test, save_path, &progress, !a->quiet && writer);
     if (kd_dist_check_config(d, net, opt, &cfg, &st, n_train) != KD_OK) {
         rc = dist_collective_failure();
@@ -829,7 +853,7 @@ int cmd_train(int argc, char **argv)
     replan_schedule(&a, opt, steps_per_epoch, 1);
     start_state(&a, &st, a.batch, 1);
 
-    cli_progress progress = {isatty(fileno(stderr)), 0};
+    cli_progress progress = {.live = isatty(fileno(stderr))};
     kd_train_config cfg = train_config(&a, test, save_path, &progress, !a.quiet);
 
     cli_signals_defer(1);

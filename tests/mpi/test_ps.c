@@ -8,7 +8,9 @@
  *    offsets (checked against a full-vector optimizer), and a resume on a
  *    different number of servers continues exactly;
  * 4. the stale-synchronous bound holds (and async does not wait);
- * 5. errors: no workers, too many servers, missing initial parameters. */
+ * 5. errors: no workers, too many servers, missing initial parameters.
+ * Each under both protocols: one-sided RMA (in shared memory on one host)
+ * and two-sided messages (what ranks on several hosts use). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +24,7 @@
 static const kd_step ONE_STEP = {0, 1, 1};
 
 static int g_rank, g_size;
+static kd_ps_protocol g_protocol; /* every test runs under both protocols */
 
 static double now(void)
 {
@@ -96,7 +99,7 @@ static void run_match(MPI_Comm comm, const char *spec, const kd_optim_config *oc
     if (!net || !ds)
         return;
     size_t n = kd_net_param_count(net);
-    kd_ps_config pc = {1, 0, 0};
+    kd_ps_config pc = {1, 0, 0, g_protocol};
     kd_ps *ps = NULL;
     CHECK_OK(kd_ps_create(comm, &pc, n, oc, kd_net_params(net), NULL, &ps));
     if (!ps)
@@ -214,7 +217,7 @@ static void test_sums(int servers, int k, size_t chunk)
         p0[i] = (float)(i % 97);
     kd_optim_config oc = kd_optim_config_default(); /* SGD */
     oc.lr = 1.0;
-    kd_ps_config pc = {servers, k, chunk};
+    kd_ps_config pc = {servers, k, chunk, g_protocol};
     kd_ps *ps = NULL;
     CHECK_OK(kd_ps_create(MPI_COMM_WORLD, &pc, n, &oc, p0, NULL, &ps));
     MPI_Comm wc = worker_comm(MPI_COMM_WORLD, servers);
@@ -280,7 +283,7 @@ static void adam_rounds(int servers, int R, int r0, const kd_optim_config *oc, s
                         kd_optim *sim, float *sim_params, int resume)
 {
     int W = g_size - servers;
-    kd_ps_config pc = {servers, 0, 1000};
+    kd_ps_config pc = {servers, 0, 1000, g_protocol};
     kd_ps *ps = NULL;
     kd_net *net = NULL;
     CHECK_OK(kd_net_create(WIDE_SPEC, 1, &net));
@@ -393,7 +396,7 @@ static void test_staleness(int k)
         return;
     size_t n = kd_net_param_count(net);
     kd_optim_config oc = kd_optim_config_default();
-    kd_ps_config pc = {1, k, 0};
+    kd_ps_config pc = {1, k, 0, g_protocol};
     kd_ps *ps = NULL;
     CHECK_OK(kd_ps_create(MPI_COMM_WORLD, &pc, n, &oc, kd_net_params(net), NULL, &ps));
     MPI_Comm wc = worker_comm(MPI_COMM_WORLD, 1);
@@ -446,7 +449,7 @@ static void test_errors(void)
     kd_optim_config oc = kd_optim_config_default();
     float p[8] = {0};
     kd_ps *ps = (kd_ps *)&ps; /* must be reset to NULL on failure */
-    kd_ps_config pc = {g_size, 0, 0};
+    kd_ps_config pc = {g_size, 0, 0, g_protocol};
     CHECK_FAILS(kd_ps_create(MPI_COMM_WORLD, &pc, 8, &oc, p, NULL, &ps), KD_ERR_INVALID, "leave no worker rank");
     CHECK(ps == NULL, "out reset on failure");
     pc.servers = 0;
@@ -519,8 +522,13 @@ int main(int argc, char **argv)
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
     kd_set_threads(1);
     CHECK(g_size >= 3, "run with at least 3 ranks (mpirun -np 4), got %d", g_size);
-    if (g_size >= 3) {
+    if (g_size >= 3)
         test_shard_ranges();
+    const kd_ps_protocol protocols[] = {KD_PS_RMA, KD_PS_MSG};
+    for (int p = 0; p < 2 && g_size >= 3; p++) {
+        g_protocol = protocols[p];
+        if (g_rank == 0)
+            printf("protocol %s\n", g_protocol == KD_PS_RMA ? "rma" : "msg");
         test_errors();
         test_match_single_process();
         for (int k = -1; k <= 1; k++) {
