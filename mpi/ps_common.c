@@ -306,8 +306,11 @@ static int host_cores(void)
     return cores;
 }
 
-/* Whether every rank of comm shares this host's memory (the same answer on
- * all ranks), and whether this host has more of them than cores. */
+/* Whether every rank of comm shares this host's memory, and whether this
+ * host has more of them than cores. "Every rank" is agreed on: ranks may
+ * see it differently (two Open MPI daemons on one machine: the ranks of one
+ * count the other's as local, not the other way round), and a shared
+ * window is a collective that every rank must enter. */
 static kd_status where_ranks_are(kd_ps *ps)
 {
     MPI_Comm node = MPI_COMM_NULL;
@@ -317,7 +320,8 @@ static kd_status where_ranks_are(kd_ps *ps)
     int rc = MPI_Comm_size(node, &local);
     MPI_Comm_free(&node);
     PS_MPI(ps, rc, "MPI_Comm_size");
-    ps->shared = local == ps->size;
+    int mine = local == ps->size;
+    PS_MPI(ps, MPI_Allreduce(&mine, &ps->shared, 1, MPI_INT, MPI_MIN, ps->comm), "MPI_Allreduce (one host?)");
     ps->crowded = local > host_cores();
     return KD_OK;
 }

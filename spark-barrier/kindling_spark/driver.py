@@ -19,7 +19,7 @@ import uuid
 
 from .data import partition_for_ranks
 from .errors import DataError, KindlingSparkError, NotEnoughSlotsError, TrainingCancelled, TrainingError
-from .task import JobSpec, barrier_task, checkpoint_step
+from .task import TEST_HOSTS_ENV, JobSpec, barrier_task, checkpoint_step
 
 log = logging.getLogger("kindling_spark")
 
@@ -112,6 +112,7 @@ def run_training(sc, rdd, cfg, cli, on_line=None, timeout=None, label_name="labe
         r, s = os.environ[FAULT_ENV].split(":")
         fault = (int(r), int(s))
     fault_env = tuple(os.environ.get(FAULT_RANK_ENV, "").split()) or None
+    test_hosts = int(os.environ.get(TEST_HOSTS_ENV) or 0)
     host = sc.getConf().get("spark.driver.host", "127.0.0.1")
     try:
         host = socket.gethostbyname(host)
@@ -132,7 +133,7 @@ def run_training(sc, rdd, cfg, cli, on_line=None, timeout=None, label_name="labe
             job = JobSpec(job_id=job_id, attempt=attempt, secret=secret, hub=tuple(hub.address), cfg=cfg, cli=cli,
                           spool_dir=spool_dir, checkpoint=checkpoint, resume=resume,
                           fault=fault if attempt == 0 else None, fault_env=fault_env if attempt == 0 else None,
-                          timeout=timeout)
+                          timeout=timeout, test_hosts=test_hosts)
             t0 = time.time()
             hub.expect(attempt, cfg.ranks)
             try:

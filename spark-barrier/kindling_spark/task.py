@@ -5,21 +5,33 @@ ranks run the unchanged `kindling train --dist ... --local-data` command
 line, exactly as under a plain `mpirun`, so a Spark run and an mpirun run
 on the same partitions train the same weights, and no MPI code changes
 (the connect/accept route needs a second wiring path in mpi/ and hung with
-many concurrent joiners). mpirun runs in barrier task 0; its rsh agent
-(rendezvous.agent_main) hands each orted command line to the barrier task
-that owns that "host", which runs orted as its child. Every task is its
-own host named kdspark-t<i> (hosts that do not resolve, so mpirun never
-forks a daemon locally), holding one slot, so rank i runs under task i:
-ranks 0..S-1 are the servers (async mode) and rank S+w is worker w, which
-reads the spool file its task wrote from partition S+w. Each task gets a
-private TMPDIR (the daemons' session directories), and the ranks talk over
-TCP (btl self,tcp), which also works for several tasks on one machine, as
-in local[N].
+many concurrent joiners).
+
+Hosts, as Horovod's Spark runner groups them: every task reports a host
+key (host name, boot id and the namespaces it shares memory and network
+in), and the tasks of one key are one host to Open MPI, holding as many
+slots as tasks. mpirun runs in task 0 and starts the ranks of task 0's
+host itself; on every other host the first task (the host's leader) runs
+one orted, started through mpirun's rsh agent (rendezvous.agent_main),
+which hands the orted command line to that task's launch service; the
+host's ranks are orted's children. Ranks on one host exchange through
+shared memory (btl vader; the parameter server's window is shared memory,
+see mpi/ps.h), ranks on different hosts over TCP. Rank r runs on the host
+of the task that rank_order gives it (ranks 0..S-1: the servers' tasks;
+rank S+w: worker w, reading the spool file its task wrote from partition
+S+w on that host), placed one app context at a time (mpirun's MPMD form),
+so the Spark scheduler's placement is kept whatever it is. A host with more
+ranks than cores makes the ranks yield when idle (mpi_yield_when_idle),
+so they do not spin against each other. Each leader gets a private TMPDIR
+(the daemons' session directories).
 
 Every process a task starts runs under a keeper (keeper.py), so no rank,
-orted or mpirun outlives its task.
+orted or mpirun outlives its task; tasks without a process to run wait for
+the result, holding their slot, and a task that fails fails the barrier
+stage, which the driver retries.
 """
 import dataclasses
+import hashlib
 import json
 import os
 import shlex
@@ -33,10 +45,11 @@ import threading
 import time
 
 from .files import write_atomic
-from .keeper import JOB_ENV, KeptProcess, descendants, module_command
+from .keeper import JOB_ENV, KeptProcess, job_processes, module_command
 from .params import TrainConfig, is_preset, train_argv
 
-HOST_PREFIX = "kdspark-t"
+HOST_PREFIX = "kdspark-t"     # + the leader task's id: the name of a host mpirun reaches through the agent
+TEST_HOSTS_ENV = "KINDLING_SPARK_TEST_HOSTS"  # test hook "N": deal the tasks into N hosts (one machine as N)
 TAIL_LINES = 40
 
 
@@ -55,6 +68,7 @@ class JobSpec:
     fault: tuple = None
     fault_env: tuple = None  # ("NAME=VALUE", ...) for the ranks (tests/faults: the failpoint preload)
     timeout: float = None
+    test_hosts: int = 0      # test hook: deal the tasks into this many hosts (TEST_HOSTS_ENV)
 
 
 def _local_address_towards(host):
@@ -86,20 +100,32 @@ def checkpoint_step(path):
         return -1
 
 
-def _fault_watch(job, rank, orted_proc, stop):
-    """Test hook: kill this task's rank once the checkpoint reaches a step."""
-    step = job.fault[1]
+def rank_pid(job_id, rank, cli):
+    """The pid of a job's rank on this machine (its `kindling` process), or None."""
+    marker = f"OMPI_COMM_WORLD_RANK={rank}".encode()
+    for pid in job_processes(job_id):
+        try:
+            if os.path.basename(os.readlink(f"/proc/{pid}/exe")) != os.path.basename(cli):
+                continue
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if marker in f.read().split(b"\0"):
+                    return pid
+        except OSError:
+            continue
+    return None
+
+
+def _fault_watch(job, stop):
+    """Test hook: kill a rank once the checkpoint reaches a step (run by
+    the leader of the rank's host)."""
+    rank, step = job.fault
     while not stop.wait(0.05):
         if checkpoint_step(job.checkpoint) >= step:
-            for pid in descendants(orted_proc.pid):
-                try:
-                    exe = os.readlink(f"/proc/{pid}/exe")
-                except OSError:
-                    continue
-                if os.path.basename(exe) == os.path.basename(job.cli):
-                    print(f"kindling: test hook: killing rank {rank} (pid {pid}) at checkpoint step >= {step}",
-                          file=sys.stderr)
-                    os.kill(pid, signal.SIGKILL)
+            pid = rank_pid(job.job_id, rank, job.cli)
+            if pid is not None:
+                print(f"kindling: test hook: killing rank {rank} (pid {pid}) at checkpoint step >= {step}",
+                      file=sys.stderr)
+                os.kill(pid, signal.SIGKILL)
             return
 
 
@@ -113,13 +139,88 @@ def task_gpus(ctx):
     return list(info.addresses) if info is not None and info.addresses else None
 
 
-def gpu_env(env, cfg, gpus):
-    """One GPU per rank: a task's rank is alone on its (virtual) host, so its
-    local rank is 0 and `--context gpu` takes device 0 of what it can see;
-    CUDA_VISIBLE_DEVICES makes that the GPU Spark assigned to the task."""
-    if cfg.context == "gpu" and gpus:
-        env = dict(env, CUDA_VISIBLE_DEVICES=",".join(gpus[:1]))
-    return env
+# ------------------------------------------------------------------- hosts
+def host_key(task, test_hosts=0):
+    """What makes two tasks one host for MPI: the machine (host name, boot
+    id) and the namespaces that decide whether processes can share memory
+    and see each other (ipc, mnt, net, pid, user, uts), as Horovod's
+    host_hash does. The test hook deals the tasks into N hosts instead."""
+    if test_hosts:
+        return f"test-host-{task % test_hosts}"
+    parts = [socket.gethostname()]
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            parts.append(f.read().strip())
+    except OSError:
+        pass
+    for ns in ("ipc", "mnt", "net", "pid", "user", "uts"):
+        try:
+            parts.append(os.readlink(f"/proc/self/ns/{ns}"))
+        except OSError:
+            pass
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def usable_cores():
+    """Cores this task's processes may run on: the affinity mask, capped by
+    a cgroup (v2) CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max" and int(period) > 0:
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return cores
+
+
+@dataclasses.dataclass
+class Host:
+    key: str
+    tasks: list      # task ids in task order; tasks[0] is the leader
+    name: str        # what mpirun calls it
+    ranks: int = 0
+    cores: int = 1
+
+    @property
+    def leader(self):
+        return self.tasks[0]
+
+
+def group_hosts(infos, order, local_name):
+    """{host key: Host} for the attempt: task 0's host is mpirun's own
+    (named local_name, so mpirun starts its ranks itself); every other
+    host is named after its leader task, which the agent's table maps to
+    that task's launch service."""
+    hosts = {}
+    for t, info in enumerate(infos):
+        h = hosts.get(info["host"])
+        if h is None:
+            h = hosts[info["host"]] = Host(info["host"], [], local_name if t == 0 else f"{HOST_PREFIX}{t}",
+                                           cores=info.get("cores") or 1)
+        h.tasks.append(t)
+    for t in order:
+        hosts[infos[t]["host"]].ranks += 1
+    return hosts
+
+
+def app_contexts(infos, order, hosts, cfg):
+    """mpirun's MPMD contexts in rank order: (host name, slots, ranks, env)
+    for each run of consecutive ranks on one host with the same GPU."""
+    contexts = []
+    for t in order:
+        h = hosts[infos[t]["host"]]
+        gpus = infos[t].get("gpus") if cfg.context == "gpu" else None
+        env = (f"CUDA_VISIBLE_DEVICES={gpus[0]}",) if gpus else ()
+        if contexts and contexts[-1][0] == h.name and contexts[-1][3] == env and not gpus:
+            contexts[-1][2] += 1
+        else:
+            contexts.append([h.name, len(h.tasks), 1, env])
+    return contexts
 
 
 def _task_env(job, workdir):
@@ -142,11 +243,33 @@ def rank_order(infos, servers):
     return list(range(servers)) + [first] + [t for t in workers if t != first]
 
 
-def _run_mpirun(job, infos, order, workdir, env, relay):
+def mpirun_command(job, infos, order, hosts, agent):
+    """The mpirun command line: one app context per run of ranks on a host."""
+    cfg = job.cfg
+    net_arg = cfg.network if is_preset(cfg.network) else os.path.join(job.spool_dir, "net.json")
+    argv = train_argv(cfg, net_arg, os.path.join(job.spool_dir, "part-%w.spool"), job.checkpoint, job.resume)
+    # The test hook's hosts share one machine, where Open MPI's view of who
+    # shares memory differs from rank to rank: TCP only, as between machines.
+    btl = "self,tcp" if job.test_hosts else "self,vader,tcp"
+    cmd = ["mpirun", "--mca", "plm_rsh_agent", agent, "--mca", "plm_rsh_no_tree_spawn", "1",
+           "--mca", "btl", btl, "--bind-to", "none"]
+    if any(h.ranks > h.cores for h in hosts.values()):  # ranks outnumber cores: never spin against each other
+        cmd += ["--mca", "mpi_yield_when_idle", "1"]
+    cmd += list(cfg.mpi_args)
+    common = ["-x", "OPENBLAS_NUM_THREADS", "-x", "OMP_NUM_THREADS", "-x", JOB_ENV,
+              *[a for kv in job.fault_env or () for a in ("-x", kv)]]
+    for i, (name, slots, n, env) in enumerate(app_contexts(infos, order, hosts, cfg)):
+        if i:
+            cmd.append(":")
+        cmd += ["-np", str(n), "--host", f"{name}:{slots}", *common, *[a for kv in env for a in ("-x", kv)],
+                job.cli, *argv]
+    return cmd, argv
+
+
+def _run_mpirun(job, infos, order, hosts, workdir, env, relay):
     """Task 0: write the agent's table, secret and wrapper, run mpirun under
     a keeper, relay its lines. Returns (exit code, last lines)."""
-    n = job.cfg.ranks
-    table = {f"{HOST_PREFIX}{t}": infos[t]["address"] for t in order}  # in rank order
+    table = {h.name: infos[h.leader]["address"] for h in hosts.values() if h.leader != 0}
     table_path = os.path.join(workdir, "table.json")
     secret_path = os.path.join(workdir, "secret")
     agent = os.path.join(workdir, "rsh-agent")
@@ -158,17 +281,14 @@ def _run_mpirun(job, infos, order, workdir, env, relay):
         f.write("#!/bin/sh\nexec " + " ".join(map(shlex.quote, module_command("rendezvous"))) + ' agent "$@"\n')
     os.chmod(agent, 0o700)
     env = dict(env, KINDLING_RDV_TABLE=table_path, KINDLING_RDV_SECRET_FILE=secret_path)
-    net_arg = job.cfg.network if is_preset(job.cfg.network) else os.path.join(job.spool_dir, "net.json")
-    cmd = ["mpirun", "--mca", "plm_rsh_agent", agent, "--mca", "plm_rsh_no_tree_spawn", "1",
-           "--mca", "btl", "self,tcp", "--bind-to", "none",
-           "-H", ",".join(f"{h}:1" for h in table), "-np", str(n),  # rank r on the r-th host
-           "-x", "OPENBLAS_NUM_THREADS", "-x", "OMP_NUM_THREADS", "-x", JOB_ENV, *job.cfg.mpi_args,
-           *[a for kv in job.fault_env or () for a in ("-x", kv)],
-           job.cli, *train_argv(job.cfg, net_arg, os.path.join(job.spool_dir, "part-%w.spool"), job.checkpoint,
-                                job.resume)]
+    cmd, argv = mpirun_command(job, infos, order, hosts, agent)
+    where = ", ".join(f"{h.ranks} on {'this host' if h.leader == 0 else h.name}"
+                      f"{' (' + str(h.cores) + ' cores)' if h.ranks > h.cores else ''}" for h in hosts.values()
+                      if h.ranks)
     relay.send_line(f"kindling: attempt {job.attempt + 1}, " +
-                    (f"resuming from {job.checkpoint}" if job.resume else "starting") + ": " +
-                    " ".join(shlex.quote(c) for c in cmd[cmd.index(job.cli):]))
+                    (f"resuming from {job.checkpoint}" if job.resume else "starting") +
+                    f": {job.cfg.ranks} ranks on {sum(1 for h in hosts.values() if h.ranks)} host(s) ({where}): "
+                    + " ".join(shlex.quote(c) for c in [job.cli, *argv]))
     tail = []
     try:
         proc = KeptProcess(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir)
@@ -191,25 +311,40 @@ def _run_mpirun(job, infos, order, workdir, env, relay):
         proc.kill()
 
 
+def spool_rows(job, t, rows):
+    """Write the task's blocks of rows into its spool file; returns the row
+    count. ("error", message) blocks become a ValueError."""
+    from . import spool
+
+    path = os.path.join(job.spool_dir, f"task-{t}.spool")
+    with spool.SpoolWriter(path, (job.cfg.input_size,), labelled=True) as w:
+        for kind, *payload in rows:
+            if kind == "error":
+                raise ValueError(payload[0])
+            w.append(payload[1], payload[0])
+    return w.count
+
+
 def barrier_task(job, rows):
-    """One barrier task: spool its rows, serve its orted, (task 0) run
-    mpirun; returns one record per task (the writer's carries the model)."""
+    """One barrier task: spool its rows, join the others, (a host's leader)
+    serve its orted, (task 0) run mpirun; returns one record per task (the
+    writer's carries the model)."""
     from pyspark import BarrierTaskContext
 
-    from . import rendezvous, spool
+    from . import rendezvous
 
     ctx = BarrierTaskContext.get()
     t = ctx.partitionId()
     cfg = job.cfg
     server = t < cfg.server_ranks
     os.makedirs(job.spool_dir, exist_ok=True)
-    workdir = tempfile.mkdtemp(prefix=f"t{t}-", dir=job.spool_dir)  # private: orted's TMPDIR, the agent's files
-    env = gpu_env(_task_env(job, workdir), cfg, task_gpus(ctx))
+    workdir = tempfile.mkdtemp(prefix=f"t{t}-", dir=job.spool_dir)  # private: the daemons' TMPDIR, the agent's files
+    env = _task_env(job, workdir)
     error, count = None, 0
     service = link = None
     started = time.time()
     kept = []
-    my_rank = [None]  # known once every task has joined
+    my_rank = None  # known once every task has joined
     stop_fault = threading.Event()
     try:
         try:
@@ -219,13 +354,7 @@ def barrier_task(job, rows):
                 for _ in rows:
                     pass
             else:
-                path = os.path.join(job.spool_dir, f"task-{t}.spool")
-                with spool.SpoolWriter(path, (cfg.input_size,), labelled=True) as w:
-                    for kind, *payload in rows:
-                        if kind == "error":
-                            raise ValueError(payload[0])
-                        w.append(payload[1], payload[0])
-                count = w.count
+                count = spool_rows(job, t, rows)
         except (ValueError, TypeError) as e:
             error = {"kind": "data", "message": str(e)}
         except OSError as e:
@@ -234,8 +363,6 @@ def barrier_task(job, rows):
         def run_orted(command):
             p = KeptProcess(["bash", "-c", command], env=env, cwd=workdir)
             kept.append(p)
-            if job.fault and job.fault[0] == my_rank[0]:
-                threading.Thread(target=_fault_watch, args=(job, t, p, stop_fault), daemon=True).start()
             return p
 
         address = None
@@ -244,7 +371,8 @@ def barrier_task(job, rows):
             service = rendezvous.LaunchService(job.secret, f"{HOST_PREFIX}{t}", run_orted, bind_host=bind)
             address = list(service.address)
         link = rendezvous.TaskLink(job.hub, job.secret, job.attempt, t)
-        infos = link.join({"task": t, "error": error, "rows": count, "address": address,
+        infos = link.join({"task": t, "error": error, "rows": count, "address": address, "host": host_key(t, job.test_hosts),
+                           "cores": usable_cores(), "gpus": task_gpus(ctx),
                            "spool_seconds": round(time.time() - started, 3)})
         errors = [i["error"] for i in infos if i["error"]]
         if not errors and sum(i["rows"] for i in infos) == 0:
@@ -252,26 +380,29 @@ def barrier_task(job, rows):
         if errors:
             return [(t, {"status": "error", "errors": errors})]
         order = rank_order(infos, cfg.server_ranks)
-        my_rank[0] = order.index(t)
-        if not server:  # the rank reads part-<its worker index>
-            part = os.path.join(job.spool_dir, f"part-{my_rank[0] - cfg.server_ranks}.spool")
+        my_rank = order.index(t)
+        hosts = group_hosts(infos, order, socket.gethostname())
+        if not server:  # the rank reads part-<its worker index>, on this host
+            part = os.path.join(job.spool_dir, f"part-{my_rank - cfg.server_ranks}.spool")
             try:  # left by a task of a failed attempt that was killed before its cleanup
                 os.unlink(part)
             except FileNotFoundError:
                 pass
             os.symlink(f"task-{t}.spool", part)
+        if job.fault and hosts[infos[order[job.fault[0]]]["host"]].leader == t:
+            threading.Thread(target=_fault_watch, args=(job, stop_fault), daemon=True).start()
 
         if t == 0:
             link.send_line(f"kindling: {sum(i['rows'] for i in infos)} rows spooled by {cfg.workers} worker "
                            f"tasks (slowest {max(i['spool_seconds'] for i in infos):.2f} s); launching "
                            f"{cfg.ranks} ranks")
             started = time.time()
-            rc, tail = _run_mpirun(job, infos, order, workdir, env, link)
+            rc, tail = _run_mpirun(job, infos, order, hosts, workdir, env, link)
             link.send_line(f"kindling: mpirun exited with status {rc} after {time.time() - started:.1f} s")
             link.done(rc, tail)
         rc, tail = link.result()
         record = {"status": "ok" if rc == 0 else "failed", "rc": rc, "tail": tail, "rows": count}
-        if rc == 0 and my_rank[0] == cfg.server_ranks:  # the writer: worker 0
+        if rc == 0 and my_rank == cfg.server_ranks:  # the writer: worker 0
             with open(job.checkpoint, "rb") as f:
                 record["checkpoint"] = f.read()
         return [(t, record)]
@@ -285,15 +416,15 @@ def barrier_task(job, rows):
             p.kill()
         if not server:
             names = [f"task-{t}.spool"]
-            if my_rank[0] is not None:
-                names.append(f"part-{my_rank[0] - cfg.server_ranks}.spool")
+            if my_rank is not None:
+                names.append(f"part-{my_rank - cfg.server_ranks}.spool")
             for name in names:
                 try:
                     os.unlink(os.path.join(job.spool_dir, name))
                 except OSError:
                     pass
         shutil.rmtree(workdir, ignore_errors=True)
-        if my_rank[0] is not None:  # training is over for every task: the last one out removes the directory
+        if my_rank is not None:  # training is over for every task: the last one out removes the directory
             for leftover in ("net.json",):
                 try:
                     os.unlink(os.path.join(job.spool_dir, leftover))

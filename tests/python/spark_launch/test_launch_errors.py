@@ -130,10 +130,16 @@ def test_gpu_context_reaches_the_ranks_with_the_tasks_gpu():
         assert argv[argv.index("--context") + 1] == "gpu"
     cpu = params.TrainConfig(network="mlp", input_size=784, num_classes=10)
     assert "--context" not in params.train_argv(cpu, "mlp", "part-%w.spool", "ck.h5")
-    # One GPU per rank: the first address Spark gave the task.
-    assert task.gpu_env({"A": "1"}, cfg, ["3", "5"]) == {"A": "1", "CUDA_VISIBLE_DEVICES": "3"}
-    assert task.gpu_env({"A": "1"}, cfg, None) == {"A": "1"}
-    assert task.gpu_env({"A": "1"}, cpu, ["3"]) == {"A": "1"}
+    # One GPU per rank: the first address Spark gave the rank's task, in that rank's app context.
+    infos = [{"host": "a", "cores": 4, "gpus": None}, {"host": "a", "cores": 4, "gpus": ["3", "5"]},
+             {"host": "b", "cores": 4, "gpus": ["1"]}]
+    order = [0, 2, 1]  # server, then worker 0 on host b, worker 1 on host a
+    hosts = task.group_hosts(infos, order, "here")
+    assert task.app_contexts(infos, order, hosts, cfg) == [
+        ["here", 2, 1, ()], [f"{task.HOST_PREFIX}2", 1, 1, ("CUDA_VISIBLE_DEVICES=1",)],
+        ["here", 2, 1, ("CUDA_VISIBLE_DEVICES=3",)]]
+    assert task.app_contexts(infos, order, hosts, cpu) == [
+        ["here", 2, 1, ()], [f"{task.HOST_PREFIX}2", 1, 1, ()], ["here", 2, 1, ()]]
     assert Kindling().setContext("gpu")._config(_FakeSc())[0].context == "gpu"
 
 
@@ -180,3 +186,26 @@ def test_builder_estimator_and_config_share_their_defaults():
                         ("--servers", params.DEFAULTS.servers), ("--seed", params.DEFAULTS.seed)):
         assert argv[0][argv[0].index(flag) + 1] == str(value), flag
     assert built.workers == estimated.workers == params.DEFAULTS.workers
+
+
+def test_ranks_are_placed_on_their_tasks_hosts():
+    """Tasks that share a host are one host to mpirun (task 0's is mpirun's
+    own); each rank runs on its task's host, one app context per run of
+    ranks on a host; a host with more ranks than cores makes them yield."""
+    cfg = params.TrainConfig(network="mlp", input_size=784, num_classes=10, workers=3, servers=1)
+    infos = [{"host": "a", "cores": 2}, {"host": "b", "cores": 8}, {"host": "a", "cores": 2},
+             {"host": "a", "cores": 2}]
+    order = [0, 1, 2, 3]
+    hosts = task.group_hosts(infos, order, "node-a")
+    assert {k: (h.name, h.tasks, h.ranks) for k, h in hosts.items()} == {
+        "a": ("node-a", [0, 2, 3], 3), "b": (f"{task.HOST_PREFIX}1", [1], 1)}
+    job = task.JobSpec(job_id="j", attempt=0, secret="s", hub=("127.0.0.1", 1), cfg=cfg, cli="/bin/kindling",
+                       spool_dir="/tmp/sp", checkpoint="/tmp/ck.h5", resume=False)
+    cmd, argv = task.mpirun_command(job, infos, order, hosts, "/tmp/agent")
+    contexts = " ".join(cmd).split(" : ")
+    assert [c.split("--host ")[1].split()[0] for c in contexts] == ["node-a:3", f"{task.HOST_PREFIX}1:1", "node-a:3"]
+    assert [int(c.split("-np ")[1].split()[0]) for c in contexts] == [1, 1, 2]
+    assert all(c.endswith(" ".join(argv)) for c in contexts)
+    assert "self,vader,tcp" in cmd and cmd[cmd.index("mpi_yield_when_idle") + 1] == "1"  # 3 ranks, 2 cores
+    roomy = task.group_hosts([dict(i, cores=8) for i in infos], order, "node-a")
+    assert "mpi_yield_when_idle" not in task.mpirun_command(job, infos, order, roomy, "/tmp/agent")[0]

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 from conftest import SPEC, describe, make_blobs, wait_no_job_processes
 
-from kindling_spark import driver, keeper, params, spool
+from kindling_spark import driver, keeper, params, spool, task
 from kindling_spark.errors import TrainingCancelled
 from kindling_spark.estimator import Kindling, KindlingClassifier
 from kindling_spark.model import KindlingModel
@@ -68,6 +68,13 @@ def test_builder_async_fit_logs_progress_and_transforms(spark, caplog, no_strays
     assert [line.split()[1] for _, line in epochs] == ["1/4", "2/4", "3/4", "4/4"]
     end = [t for t, line in seen if "mpirun exited with status 0" in line]
     assert end and epochs[0][0] <= end[0]
+    # Local mode: the tasks are one host to Open MPI, and the ranks say they
+    # exchange through shared memory (the server's window is osc/sm).
+    lines = [line for _, line in seen]
+    assert any("starting: 3 ranks on 1 host(s)" in line for line in lines), lines[:5]
+    report = [line for line in lines if line.startswith("kindling train: async")]
+    assert report and "by one-sided RMA in shared memory; 3 ranks on 1 host" in report[0], report
+    assert re.search(r"^epoch 1/4 .* samples/s per worker, \d+ global", epochs[0][1]), epochs[0][1]
     assert any(r.getMessage().startswith("epoch 1/4") for r in caplog.records)
     # The model carries the training history from the checkpoint.
     assert [h["epoch"] for h in model.history] == [1, 2, 3, 4]
@@ -139,6 +146,8 @@ def test_spark_sync_equals_plain_mpirun_on_the_same_partitions(spark, cli, tmp_p
     k = builder(mode="sync", workers=2, epochs=3).setCheckpointDir(str(tmp_path / "ckpt"))
     model = k.fit(rdd)
     spark_w, spark_step, _ = layer_arrays(model.checkpoint)
+    lines = [t for _, _, t in model.training_summary["lines"]]
+    assert any(t.startswith("kindling train: sync") and "by allreduce; 2 ranks on 1 host" in t for t in lines), lines
 
     # The same job under plain mpirun: one spool per partition, the launcher's own arguments.
     parts = rdd.glom().collect()
@@ -261,3 +270,37 @@ def test_kindling_sockets_listen_on_loopback_only_in_local_mode(spark, no_strays
     assert any(pid != os.getpid() for _, pid, _ in sockets), f"no task's launch service was seen: {sockets}"
     wide = [s for s in sockets if s[2] not in ("127.0.0.1", "[::1]")]
     assert not wide, f"sockets listening beyond loopback: {wide}"
+
+
+def test_tasks_on_two_hosts_use_messages_and_recover_a_killed_rank(spark, monkeypatch, tmp_path, no_strays):
+    """The test hook deals the tasks into 2 hosts: task 0's host runs its
+    ranks under mpirun, the other host's leader runs an orted through the
+    agent, and the parameter server, seeing ranks on 2 hosts, talks by
+    messages over TCP. A rank killed on the other host fails the attempt;
+    the retry resumes and trains as well as an unbroken run."""
+    x, y = make_blobs(6000, seed=8, spread=1.5)
+    rdd = spark.sparkContext.parallelize([(int(a), b) for a, b in zip(y, x)], 2)
+    monkeypatch.setenv(task.TEST_HOSTS_ENV, "2")
+
+    def run(fault=None):
+        k = builder(mode="async", servers=1, staleness=0, workers=2, epochs=4).setCheckpointEvery(20) \
+            .setCheckpointDir(str(tmp_path / ("broken" if fault else "clean")))
+        if fault:
+            monkeypatch.setenv(driver.FAULT_ENV, fault)
+        else:
+            monkeypatch.delenv(driver.FAULT_ENV, raising=False)
+        return k.fit(rdd)
+
+    clean = run()
+    lines = [t for _, _, t in clean.training_summary["lines"]]
+    assert any("starting: 3 ranks on 2 host(s)" in t for t in lines), lines[:5]
+    summary = [t for t in lines if t.startswith("kindling train: async")]
+    assert summary and "by two-sided messages (ranks on several hosts)" in summary[0], summary
+    # Tasks 0 and 2 share a host, task 1 is alone: rank 1 (worker 0, task 1) runs on the other host.
+    broken = run(fault="1:100")
+    attempts = broken.training_summary["attempts"]
+    assert [a["status"] for a in attempts] == ["failed", "ok"], attempts
+    assert attempts[1]["resumed"]
+    assert [h["epoch"] for h in broken.history] == [1, 2, 3, 4]
+    a_clean, a_broken = accuracy(clean), accuracy(broken)
+    assert a_clean > 0.9 and abs(a_clean - a_broken) <= 0.01, (a_clean, a_broken)
