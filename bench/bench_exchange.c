@@ -15,7 +15,9 @@
  * other processes hits both alike; each worker reports the median step of
  * each kind, and worker 0 prints one line:
  *   exchange_probe workers=W floats=N gap_us=G sendrecv_ms=<m> ps_ms=<m> ratio=<ps/sendrecv>
- * plus a line per block (block=<b> ...).
+ * plus a line per block (block=<b> ...) and the cost of one Adam step per
+ * parameter on this machine (for the cost model in bench/ps_cost_model.py):
+ *   exchange_probe adam_ns_per_param=<x>
  * Usage: kindling_bench_exchange [STEPS=200] [GAP_US=500] [FLOATS|0] [BLOCKS=5] [auto|rma|msg]
  * (the last: the parameter server's protocol, see mpi/ps.h). */
 #include <stdio.h>
@@ -161,6 +163,23 @@ int main(int argc, char **argv)
     if (!in || !t || !sr || !ps)
         return fail("out of memory");
     memset(kd_net_grads(net), 0, sizeof(float) * n);
+    if (rank == 1) { /* what a server's optimizer step costs per parameter (Adam) */
+        kd_optim_config ac = kd_optim_config_default();
+        ac.kind = KD_OPT_ADAM;
+        kd_optim *adam = NULL;
+        if (kd_optim_create(&ac, n, &adam) != KD_OK)
+            return fail("creating Adam");
+        float *p = kd_net_params(net), *g = kd_net_grads(net);
+        double times[21];
+        for (int r = 0; r < 21; r++) {
+            double t0 = now_seconds();
+            if (kd_optim_step(adam, p, g) != KD_OK)
+                return fail("an Adam step");
+            times[r] = now_seconds() - t0;
+        }
+        printf("exchange_probe adam_ns_per_param=%.3f\n", median(times, 21) * 1e9 / (double)n);
+        kd_optim_free(adam);
+    }
     /* Warm-up of both paths (connections, window pages). */
     sendrecv_block(rank, size, kd_net_grads(net), in, n, 5, 0, t);
     if (ps_block(net, n, 5, 0, t, &ps[0]))

@@ -32,8 +32,8 @@ source "$(dirname "$0")/venv.sh"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import numpy, h5py, pytest, torch, pyspark, pyarrow, atheris" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import numpy, h5py, pytest, torch, pyspark, pyarrow, pandas, atheris" 2>/dev/null; then
   echo "ci/install-deps: installing Python packages into $VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q numpy h5py pytest torch pyspark pyarrow atheris
+  "$VENV/bin/pip" install -q numpy h5py pytest torch pyspark pyarrow "pandas>=2.2,<3" atheris
 fi

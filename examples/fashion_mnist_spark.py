@@ -84,6 +84,8 @@ def main(argv=None, spark=None):
     ap.add_argument("--mode", choices=("async", "sync"), default="async")
     ap.add_argument("--model", default=None, help="where to save the model (default: a temporary directory)")
     ap.add_argument("--master", default=None, help="Spark master when not run by spark-submit (default local[4])")
+    ap.add_argument("--json", default=None, help="also write what happened (times, the ranks' lines, history, "
+                                                  "accuracy) to this file, for bench/bench_spark.py")
     args = ap.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -112,8 +114,20 @@ def main(argv=None, spark=None):
                                  batchSize=args.batch_size, numWorkers=args.workers, numServers=args.servers,
                                  mode=args.mode, maxStaleness=2, optimizer="adam", learningRate=0.001,
                                  checkpointEvery=500)
+        lines = []  # (time, line) of everything the ranks and the launcher said
+
+        class Lines(logging.Handler):
+            def emit(self, record):
+                lines.append((record.created, record.getMessage()))
+
+        catch = Lines()
+        logging.getLogger("kindling_spark").addHandler(catch)
         t0 = time.time()
-        model = clf.fit(train)
+        try:
+            model = clf.fit(train)
+        finally:
+            logging.getLogger("kindling_spark").removeHandler(catch)
+        t1 = time.time()
         servers = f" + {args.servers} server(s)" if args.mode == "async" else " (sync)"
         print(f"trained in {time.time() - t0:.1f} s with {args.workers} workers{servers}; "
               f"last epoch: loss {model.history[-1]['train_loss']:.4f}, "
@@ -126,6 +140,13 @@ def main(argv=None, spark=None):
         correct = predictions.filter("label = prediction").count()
         total = predictions.count()
         print(f"saved to {path}; loaded model: test accuracy {correct / total:.4f} ({correct}/{total})")
+        if args.json:
+            import json
+
+            with open(args.json, "w") as f:
+                json.dump({"fit_start": t0, "fit_end": t1, "lines": lines, "history": model.history,
+                           "test_accuracy": correct / total, "workers": args.workers, "servers": args.servers,
+                           "mode": args.mode, "batch_size": args.batch_size, "epochs": args.epochs}, f)
         return correct / total
     finally:
         if own_session:

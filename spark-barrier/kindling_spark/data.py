@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-BLOCK_ROWS = 4096  # rows per block shipped from the map stage to a worker
+BLOCK_ROWS = 4096  # rows per block shipped from the map stage to a worker (RDD input)
 LABEL_LIMIT = 0x7FFFFFFF  # labels are int32 and 1 + label (the class count) must fit too
 
 
@@ -205,3 +205,117 @@ def partition_for_ranks(rdd, cfg, label_name="label", features_name="features", 
     if direct:
         return keyed.map(lambda kv: kv[1], preservesPartitioning=True)
     return keyed.partitionBy(cfg.ranks, lambda k: k).values()
+
+
+# ------------------------------------------------------- DataFrames, Arrow
+def arrow_available():
+    """DataFrame.mapInArrow needs pyarrow and pandas (pyspark[sql])."""
+    try:
+        import pandas  # noqa: F401
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def training_frame(df, label_name, features_name):
+    """The DataFrame as (label double, features array<float>): vectors
+    (dense or sparse) become arrays in the JVM, so Python sees Arrow."""
+    from pyspark.ml.functions import vector_to_array
+    from pyspark.ml.linalg import VectorUDT
+    from pyspark.sql import functions as F
+
+    ftype = df.schema[features_name].dataType
+    feats = (vector_to_array(F.col(features_name), "float32") if isinstance(ftype, VectorUDT)
+             else F.col(features_name).cast("array<float>"))
+    return df.select(F.col(label_name).cast("double").alias("label"), feats.alias("features"))
+
+
+def arrow_arrays(batch, size, classes, first, note):
+    """(int32 labels, float32 [n, size]) of an Arrow batch (label double,
+    features list<float>) without a Python object per row; RowError for
+    the first bad row (found row by row, then)."""
+    import pyarrow.compute as pc
+
+    label_col, feat_col = batch.column(0), batch.column(1)
+    if label_col.null_count == 0 and feat_col.null_count == 0:
+        lengths = pc.list_value_length(feat_col).to_numpy(zero_copy_only=False)
+        values = feat_col.flatten()
+        if (lengths == size).all() and values.null_count == 0:
+            x = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, size)
+            if np.isfinite(x).all():
+                return labels(label_col.to_numpy(zero_copy_only=False), classes, first), x
+    # Something is off: name the row.
+    rows = list(zip(label_col.to_pylist(), feat_col.to_pylist()))
+    return labelled_block(rows, size, classes, first, note=note)
+
+
+def frame_partitions(df):
+    """How many partitions a DataFrame has: from its physical plan when the
+    plan knows (a repartition says so without running), else from its RDD
+    (which may run the shuffles before it: seconds for a big one)."""
+    try:
+        n = int(df._jdf.queryExecution().sparkPlan().outputPartitioning().numPartitions())
+    except Exception:  # noqa: BLE001 - an internal API; the RDD always answers
+        n = 0
+    return n if n > 0 else df.rdd.getNumPartitions()
+
+
+def keys_for_partitions(spark, n):
+    """key_of[p]: an int whose rows `repartition(n, key)` puts in partition
+    p. Spark's hash partitioning sends a row to pmod(hash(key), n), with the
+    same Murmur3 as functions.hash, so Spark itself tells which keys land
+    where."""
+    from pyspark.sql import functions as F
+
+    probe = spark.range(0, 64 * n).select(F.col("id").cast("int").alias("k"))
+    rows = probe.select("k", F.pmod(F.hash("k"), F.lit(n)).alias("p")).collect()
+    key_of = {}
+    for r in rows:
+        key_of.setdefault(r.p, r.k)
+    if len(key_of) < n:
+        raise RuntimeError(f"kindling: found no key for partitions {sorted(set(range(n)) - set(key_of))} of {n}")
+    return [key_of[p] for p in range(n)]
+
+
+def frame_for_ranks(df, cfg, label_name="label", features_name="features", direct=False):
+    """The DataFrame the barrier stage runs on (mapInArrow, barrier=True):
+    (label, features, origin) rows that reach each task as Arrow batches,
+    converted to numpy there and written straight into its spool file.
+    direct (sync mode, one input partition per worker): the input's own
+    partitions. Otherwise one shuffle, all in the JVM, deals the rows as
+    make_blocks deals them (partition w whole to worker w when there are
+    `workers` input partitions, else round-robin) into cfg.ranks
+    partitions, partition r holding rank r's rows (servers: none). `origin`
+    (monotonically_increasing_id: input partition << 33 | row) names a bad
+    row. None without pyarrow and pandas (then the rows go as an RDD)."""
+    if not arrow_available():
+        return None
+    from pyspark.sql import functions as F
+
+    frame = training_frame(df, label_name, features_name).withColumn("origin", F.monotonically_increasing_id())
+    if direct:
+        return frame
+    S, W = cfg.server_ranks, cfg.workers
+    part = F.spark_partition_id()
+    row = F.col("origin").bitwiseAND(F.lit((1 << 33) - 1))
+    rank = F.lit(S) + (part % W if frame_partitions(frame) == W else (part + row) % W)
+    key_of = F.array(*[F.lit(k) for k in keys_for_partitions(df.sparkSession, cfg.ranks)])
+    return frame.withColumn("key", key_of[rank.cast("int")]).repartition(cfg.ranks, "key").drop("key")
+
+
+def blocks_from_arrow(batches, cfg):
+    """The barrier task's side of frame_for_ranks: its Arrow batches as the
+    ("block", labels, features) / ("error", message) items the spool writer
+    takes. A bad row is named by its input partition and row there."""
+    size, classes = cfg.input_size, cfg.num_classes
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        try:
+            y, x = arrow_arrays(batch, size, classes, 0, "the network's input size")
+        except RowError as e:
+            origin = batch.column(2)[e.index].as_py()
+            yield "error", f"input partition {origin >> 33}, row {origin & ((1 << 33) - 1)}: {e.problem}"
+            return
+        yield "block", y, x

@@ -17,9 +17,9 @@ import tempfile
 import time
 import uuid
 
-from .data import partition_for_ranks
+from .data import frame_for_ranks, frame_partitions, partition_for_ranks, training_frame
 from .errors import DataError, KindlingSparkError, NotEnoughSlotsError, TrainingCancelled, TrainingError
-from .task import TEST_HOSTS_ENV, JobSpec, barrier_task, checkpoint_step
+from .task import RESULT_SCHEMA, TEST_HOSTS_ENV, JobSpec, barrier_task, checkpoint_step, frame_task
 
 log = logging.getLogger("kindling_spark")
 
@@ -93,10 +93,48 @@ def _spark_is_gone(sc, e):
     return isinstance(e, (Py4JNetworkError, ConnectionRefusedError)) or sc._jsc is None
 
 
-def run_training(sc, rdd, cfg, cli, on_line=None, timeout=None, label_name="label", features_name="features"):
-    """Train on rdd's (label, features) rows; returns (checkpoint bytes,
-    driver-side record of the run). Retries the barrier stage up to
-    cfg.max_retries times, resuming from the last checkpoint."""
+class Stage:
+    """The barrier stage of an attempt over the training rows: an RDD's
+    (data.as_pair forms) as numpy blocks, or a DataFrame's label and
+    features columns as Arrow batches (data.frame_for_ranks; without pyarrow
+    and pandas its rows as an RDD). `direct`: the input's partitions are the
+    workers' (no shuffle)."""
+
+    def __init__(self, data, cfg, label_name, features_name, direct):
+        from pyspark.sql import DataFrame
+
+        self.cfg, self.direct = cfg, direct
+        self.frame = self.blocks = None
+        if isinstance(data, DataFrame):
+            self.frame = frame_for_ranks(data, cfg, label_name, features_name, direct)
+            if self.frame is None:
+                data = training_frame(data, label_name, features_name).rdd.map(tuple)
+                label_name, features_name = "label", "features"
+        if self.frame is None:
+            self.blocks = partition_for_ranks(data, cfg, label_name, features_name, direct)
+
+    def run(self, job):
+        """{task: record} of every task of one attempt."""
+        if self.frame is not None:
+            import pickle
+
+            out = self.frame.mapInArrow(lambda batches, job=job: frame_task(job, batches), RESULT_SCHEMA,
+                                        barrier=True).collect()
+            return {r.task: pickle.loads(r.record) for r in out}
+        return dict(self.blocks.barrier().mapPartitions(lambda it, job=job: barrier_task(job, it)).collect())
+
+
+def input_partitions(data):
+    from pyspark.sql import DataFrame
+
+    return frame_partitions(data) if isinstance(data, DataFrame) else data.getNumPartitions()
+
+
+def run_training(sc, data, cfg, cli, on_line=None, timeout=None, label_name="label", features_name="features"):
+    """Train on an RDD's (label, features) rows or a DataFrame's label and
+    features columns; returns (checkpoint bytes, driver-side record of the
+    run). Retries the barrier stage up to cfg.max_retries times, resuming
+    from the last checkpoint."""
     from . import rendezvous
 
     check_slots(sc, cfg)
@@ -120,8 +158,8 @@ def run_training(sc, rdd, cfg, cli, on_line=None, timeout=None, label_name="labe
         pass
     hub = rendezvous.DriverHub(secret, host=host if not sc.master.startswith("local") else "127.0.0.1",
                                on_line=on_line)
-    direct = cfg.server_ranks == 0 and rdd.getNumPartitions() == cfg.workers
-    blocks = partition_for_ranks(rdd, cfg, label_name, features_name, direct)
+    direct = cfg.server_ranks == 0 and input_partitions(data) == cfg.workers
+    stage = Stage(data, cfg, label_name, features_name, direct)
     record = {"job_id": job_id, "attempts": [], "checkpoint": checkpoint, "spool_dir": spool_dir, "lines": hub.lines,
               "started": time.time()}
     try:
@@ -137,12 +175,12 @@ def run_training(sc, rdd, cfg, cli, on_line=None, timeout=None, label_name="labe
             t0 = time.time()
             hub.expect(attempt, cfg.ranks)
             try:
-                results = dict(blocks.barrier().mapPartitions(lambda it, job=job: barrier_task(job, it)).collect())
+                results = stage.run(job)
             except Exception as e:  # py4j / PythonException: a task or executor failed
                 if direct and "BarrierJobUnsupportedRDDChainException" in str(e):
                     # Spark refused the input's RDD chain in a barrier stage: shuffle after all.
                     direct = False
-                    blocks = partition_for_ranks(rdd, cfg, label_name, features_name)
+                    stage = Stage(data, cfg, label_name, features_name, False)
                     attempt -= 1
                     continue
                 if _is_cancellation(e):
@@ -160,7 +198,18 @@ def run_training(sc, rdd, cfg, cli, on_line=None, timeout=None, label_name="labe
                             cfg.max_retries + 1, _error_summary(e), "retrying" if attempt < cfg.max_retries
                             else "giving up")
                 continue
+            if not results:  # an empty DataFrame's shuffle can have no partitions at all
+                raise DataError("kindling: the training data is empty (every partition has 0 rows)")
             first = results[0]
+            if first["status"] == "partitions":
+                if not direct:
+                    raise KindlingSparkError(f"kindling: the barrier stage ran {first['tasks']} tasks, "
+                                             f"expected {cfg.ranks}")
+                # The input had another number of partitions at run time than planned: shuffle after all.
+                direct = False
+                stage = Stage(data, cfg, label_name, features_name, False)
+                attempt -= 1
+                continue
             if first["status"] == "error":
                 err = first["errors"][0]
                 cls = DataError if err["kind"] == "data" else KindlingSparkError

@@ -119,8 +119,9 @@ def _check_with_library(text):
 
 # -------------------------------------------------------------------- rows
 def _rows_of(data, label_name, features_name):
-    """The RDD of training rows: the RDD itself (each row is read by
-    data.as_pair) or the DataFrame's label and features columns."""
+    """The training rows: an RDD (each row is read by data.as_pair) or a
+    DataFrame whose label and features columns are checked here (the
+    launcher reads them through Arrow)."""
     from pyspark.sql import DataFrame
 
     if isinstance(data, DataFrame):
@@ -140,7 +141,7 @@ def _rows_of(data, label_name, features_name):
                                                  isinstance(ftype.elementType, NumericType))):
             raise DataError(f"kindling: features column {features_name!r} has type {ftype.simpleString()}; "
                             f"expected a vector or an array of numbers")
-        return data.select(label_name, features_name).rdd.map(tuple)
+        return data
     if not hasattr(data, "mapPartitions"):
         raise TypeError(f"fit needs an RDD or a DataFrame, got {type(data).__name__}")
     return data

@@ -336,6 +336,11 @@ def barrier_task(job, rows):
     ctx = BarrierTaskContext.get()
     t = ctx.partitionId()
     cfg = job.cfg
+    tasks = len(ctx.getTaskInfos())
+    if tasks != cfg.ranks:  # a DataFrame whose partitions changed at run time (adaptive execution)
+        for _ in rows:
+            pass
+        return [(t, {"status": "partitions", "tasks": tasks})]
     server = t < cfg.server_ranks
     os.makedirs(job.spool_dir, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix=f"t{t}-", dir=job.spool_dir)  # private: the daemons' TMPDIR, the agent's files
@@ -434,3 +439,20 @@ def barrier_task(job, rows):
                 os.rmdir(job.spool_dir)
             except OSError:
                 pass
+
+
+RESULT_SCHEMA = "task int, record binary"
+
+
+def frame_task(job, batches):
+    """barrier_task for a DataFrame stage (mapInArrow, barrier=True): Arrow
+    batches in (data.frame_for_ranks), one row (task, pickled record) out."""
+    import pickle
+
+    import pyarrow as pa
+
+    from .data import blocks_from_arrow
+
+    (t, record), = barrier_task(job, blocks_from_arrow(batches, job.cfg))
+    yield pa.RecordBatch.from_arrays([pa.array([t], pa.int32()), pa.array([pickle.dumps(record)], pa.binary())],
+                                     names=["task", "record"])

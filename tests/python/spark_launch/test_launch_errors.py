@@ -209,3 +209,19 @@ def test_ranks_are_placed_on_their_tasks_hosts():
     assert "self,vader,tcp" in cmd and cmd[cmd.index("mpi_yield_when_idle") + 1] == "1"  # 3 ranks, 2 cores
     roomy = task.group_hosts([dict(i, cores=8) for i in infos], order, "node-a")
     assert "mpi_yield_when_idle" not in task.mpirun_command(job, infos, order, roomy, "/tmp/agent")[0]
+
+
+@pytest.mark.parametrize("bad, message", [
+    ([1.0] * (NUM_FEATURES - 1), rf"input partition 0, row 7: {NUM_FEATURES - 1} features, expected {NUM_FEATURES}"),
+    (None, "input partition 0, row 7: features are null"),
+    ([1.0] * (NUM_FEATURES - 1) + [None], f"input partition 0, row 7: features have a null element \\(feature "
+                                          f"{NUM_FEATURES - 1}\\)"),
+    ([1.0] * (NUM_FEATURES - 1) + [float("nan")], f"input partition 0, row 7: feature {NUM_FEATURES - 1} is nan"),
+])
+def test_bad_dataframe_rows_are_named_through_arrow(spark, bad, message, no_strays):
+    """DataFrames reach the ranks as Arrow batches; a bad row is still named."""
+    data = [(float(a), b) for a, b in rows()]
+    data[7] = (data[7][0], bad)
+    df = spark.createDataFrame(data, "label double, features array<double>").coalesce(1)
+    with pytest.raises(DataError, match=message):
+        KindlingClassifier(network=json.dumps(SPEC), numEpochs=1, batchSize=16).fit(df)
