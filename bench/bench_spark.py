@@ -1,189 +1,377 @@
-"""Launching training from Spark: Kindling's barrier stage against PyTorch's
-TorchDistributor, in one run, local mode, the same MLP (784-128-64-10),
-data (Fashion-MNIST), epochs, optimizer (Adam, lr 0.001) and batch (64 per
-worker, 2 workers, synchronous gradient averaging).
+"""Kindling on Spark against PyTorch's TorchDistributor, and the parameter
+server's exchange on each transport, in one run on this machine.
 
-For each: the time from calling fit()/run() to the first training step,
-and the total time of the call. Kindling's first step is when its first
-epoch began: the arrival of the "epoch 1" line at the driver minus that
-epoch's duration (from the history); TorchDistributor's is a timestamp
-its rank 0 writes before the first step. The Spark session is warm (one
-trivial job has started its Python workers). Kindling's time includes moving
-the rows through Spark into the ranks' spool files; TorchDistributor in
-local mode reads a file on the driver instead (it has no data path from
-Spark partitions in local mode).
+1. The README's main job (`spark-submit --master local[4]
+   examples/fashion_mnist_spark.py`: Fashion-MNIST into a DataFrame, the
+   MLP, 2 workers + 1 parameter server, async with staleness 2, Adam 0.001
+   with a cosine schedule, 8 epochs, batch 64 per worker, save, load,
+   predict the test set) against bench/torch_distributor_job.py (the same
+   data, network, optimizer, schedule, epochs and batch per worker on 2
+   DDP processes over gloo), interleaved: PAIRS pairs, the order swapped
+   every pair. Medians of: the whole spark-submit wall time; fit() (or
+   TorchDistributor.run()) to the first training step; training samples/s
+   (every worker's samples over the time from the first step to the last);
+   the exchange's share of a step; the test accuracy; and Kindling/Torch.
+2. The exchange per step (ms, and its share of the step) of the same async
+   job (1 server, 2 workers, staleness 2, 1 epoch) in Spark local mode (from
+   part 1), under plain mpirun on one host, and between two network
+   namespaces over TCP (the server on one "host", the workers on the
+   other: root and `ip netns` needed, else skipped with the reason). Next to
+   the namespaces' row, bench_exchange's probe: the parameter server's
+   exchange against MPI_Sendrecv of the same bytes between the same ranks
+   in the same run (target: within 2x).
+3. The cost model of bench/ps_cost_model.py, with alpha and the bandwidth
+   fitted from MPI_Sendrecv at two sizes and the Adam cost measured here:
+   its prediction against the probe's measurements (1 and 2 workers), then
+   the exchange share for 8, 64 and 256 workers, 1-16 servers, 10 and 100
+   Gb/s, and the servers that keep it under 15%.
 
-    python bench/bench_spark.py [--epochs 3] [--samples 60000] [--repeat 2]
+    python bench/bench_spark.py [--pairs 3] [--epochs 8] [--skip-namespaces] [--json out.json]
 
-Prints a table and the launch-latency ratio (target: Kindling <= 0.5x).
+Needs an MPI build (bench/../build or build-launch, or KINDLING_CLI and
+KINDLING_LIB), Java, pyspark, torch, pyarrow and pandas in the project's
+environment, and the Fashion-MNIST IDX files (Debian package
+dataset-fashion-mnist, or KD_FASHION_MNIST_DIR). The machine's load is
+printed before each part: rerun on a quiet machine for figures to quote.
 """
 import argparse
-import gzip
 import json
 import os
+import re
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 
-import numpy as np
-
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "spark-barrier"))
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (os.path.join(REPO, "spark-barrier"),
-                                                        os.environ.get("PYTHONPATH")) if p)
-os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-for build in ("build-launch", "build"):
-    if not os.environ.get("KINDLING_CLI") and os.path.isfile(os.path.join(REPO, build, "kindling")):
-        os.environ["KINDLING_CLI"] = os.path.join(REPO, build, "kindling")
-        os.environ.setdefault("KINDLING_LIB", os.path.join(REPO, build, "libkindling.so"))
-if os.geteuid() == 0:
-    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
-    os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+sys.path.insert(0, os.path.join(REPO, "bench"))
+import ps_cost_model  # noqa: E402
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # also keeps torchrun from printing its banner
+PYTHON = sys.executable
 DATA = os.environ.get("KD_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
-WORKERS, BATCH, LR = 2, 64, 0.001
+SUMMARY = re.compile(r"kindling train: async, (\d+) workers?, \d+ servers?: (\d+) steps in ([0-9.]+) s .*"
+                     r"exchange ([0-9.]+) ms/step \(([0-9.]+)% of the time\) by ([^;]+);")
 
 
-def read_idx(path):
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(raw[3])]
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * len(dims)).reshape(dims)
+def find_build():
+    for build in ("build-launch", "build"):
+        cli = os.environ.get("KINDLING_CLI") or os.path.join(REPO, build, "kindling")
+        if os.path.isfile(cli):
+            d = os.path.dirname(cli)
+            return cli, os.environ.get("KINDLING_LIB") or os.path.join(d, "libkindling.so"), \
+                os.path.join(d, "mpi", "kindling_bench_exchange")
+    sys.exit("bench_spark: no kindling build (bash ci/build.sh build, or set KINDLING_CLI and KINDLING_LIB)")
 
 
-def load(split, n=None):
-    x = read_idx(os.path.join(DATA, f"{split}-images-idx3-ubyte.gz"))[:n]
-    y = read_idx(os.path.join(DATA, f"{split}-labels-idx1-ubyte.gz"))[:n]
-    return (x.reshape(len(x), -1) / np.float32(255)).astype(np.float32), y.astype(np.int64)
+def load():
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]
 
 
-# ------------------------------------------------------------------ Kindling
-def run_kindling(spark, x, y, epochs):
-    from kindling_spark.estimator import Kindling
+def env_for(cli, lib):
+    env = dict(os.environ, KINDLING_CLI=cli, KINDLING_LIB=lib, PYSPARK_PYTHON=PYTHON, PYSPARK_DRIVER_PYTHON=PYTHON,
+               OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(p for p in (os.path.join(REPO, "spark-barrier"), os.environ.get("PYTHONPATH"))
+                                          if p))
+    if os.geteuid() == 0:
+        env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    return env
 
-    # parallelize serializes the rows now, so they are in Spark before the clock starts.
-    rdd = spark.sparkContext.parallelize([(int(a), b) for a, b in zip(y, x)], WORKERS)
-    arrivals = []
-    k = (Kindling().setNetwork("mlp").setNumEpoch(epochs).setBatchSize(BATCH).setNumWorker(WORKERS)
-         .setMode("sync").setOptimizer("adam", lr=LR).setSchedule("constant")
-         .setProgressCallback(lambda line: arrivals.append((time.time(), line))))
+
+def spark_submit(script, args, env, log):
+    """(wall seconds, JSON record) of one spark-submit."""
+    out = tempfile.mktemp(suffix=".json", prefix="kd-bench-")
+    cmd = [os.path.join(os.path.dirname(PYTHON), "spark-submit"), "--master", "local[4]",
+           "--conf", "spark.ui.enabled=false", "--conf", "spark.driver.host=127.0.0.1",
+           "--conf", "spark.driver.bindAddress=127.0.0.1", script, *args, "--json", out]
     t0 = time.time()
-    model = k.fit(rdd)
-    total = time.time() - t0
-    first_epoch_line = next(t for t, line in arrivals if line.startswith("epoch 1/"))
-    first_step = first_epoch_line - model.history[0]["seconds"] - t0
-    return {"first_step": first_step, "total": total, "model": model}
+    with open(log, "w") as f:
+        rc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=1800).returncode
+    wall = time.time() - t0
+    if rc != 0 or not os.path.exists(out):
+        with open(log) as f:
+            tail = f.read()[-3000:]
+        sys.exit(f"bench_spark: {os.path.basename(script)} failed (exit {rc}); log {log}:\n{tail}")
+    with open(out) as f:
+        record = json.load(f)
+    os.unlink(out)
+    return wall, record
 
 
-# ------------------------------------------------------------ TorchDistributor
-def torch_train(data_path, epochs, stamp_path):
-    """Runs in each torchrun process (gloo, DDP on CPU)."""
-    import time
-
-    import numpy as np
-    import torch
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")
-    rank, world = dist.get_rank(), dist.get_world_size()
-    d = np.load(data_path)
-    x, y = torch.from_numpy(d["x"]), torch.from_numpy(d["y"])
-    torch.manual_seed(42)
-    net = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64), torch.nn.ReLU(),
-                              torch.nn.Linear(64, 10))
-    model = DDP(net)
-    opt = torch.optim.Adam(model.parameters(), lr=0.001)
-    loss_fn = torch.nn.CrossEntropyLoss()
-    n = len(x)
-    per = n // world
-    stamped = False
-    for epoch in range(epochs):
-        g = torch.Generator().manual_seed(epoch)
-        order = torch.randperm(n, generator=g)[rank * per:(rank + 1) * per]
-        for i in range(0, per, 64):
-            idx = order[i:i + 64]
-            opt.zero_grad()
-            loss = loss_fn(model(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-            if not stamped and rank == 0:
-                with open(stamp_path, "w") as f:
-                    f.write(repr(time.time()))
-                stamped = True
-    acc = None
-    if rank == 0:
-        t = np.load(data_path)
-        with torch.no_grad():
-            acc = float((net(torch.from_numpy(t["xt"])).argmax(1) == torch.from_numpy(t["yt"])).float().mean())
-    dist.destroy_process_group()
-    return acc
+def kindling_metrics(wall, r):
+    """The figures of one main job from its JSON (examples/fashion_mnist_spark.py --json)."""
+    lines = r["lines"]
+    t0 = r["fit_start"]
+    first_epoch = next(t for t, text in lines if text.startswith("epoch 1/"))
+    first_step = first_epoch - r["history"][0]["seconds"] - t0
+    spooled = next((t for t, text in lines if "rows spooled" in text), None)
+    m = next(SUMMARY.search(text) for _, text in lines if SUMMARY.search(text))
+    workers, steps, seconds = int(m.group(1)), int(m.group(2)), float(m.group(3))
+    last_epoch = [t for t, text in lines if text.startswith(f"epoch {r['epochs']}/")][0]
+    return {"wall": wall, "fit": r["fit_end"] - t0, "first_step": first_step,
+            "spooled": spooled - t0 if spooled else None,
+            # every worker's samples over first step -> last epoch line (the writer's view)
+            "samples_per_sec": steps * r["batch_size"] * workers / seconds,
+            "train_seconds": seconds, "exchange_ms": float(m.group(4)), "exchange_share": float(m.group(5)) / 100,
+            "exchange_by": m.group(6), "accuracy": r["test_accuracy"], "last_epoch_at": last_epoch - t0}
 
 
-def run_torch(x, y, xt, yt, epochs, workdir):
-    from pyspark.ml.torch.distributor import TorchDistributor
+def torch_metrics(wall, r):
+    train = r["train_end"] - r["first_step"]
+    return {"wall": wall, "fit": r["run_end"] - r["run_start"], "first_step": r["first_step"] - r["run_start"],
+            "samples_per_sec": r["samples"] / train, "train_seconds": train, "exchange_share": None,
+            "accuracy": r["test_accuracy"]}
 
-    data_path = os.path.join(workdir, "data.npz")
-    np.savez(data_path, x=x, y=y, xt=xt, yt=yt.astype(np.int64))
-    stamp = os.path.join(workdir, "first-step")
-    if os.path.exists(stamp):
-        os.unlink(stamp)
-    t0 = time.time()
-    acc = TorchDistributor(num_processes=WORKERS, local_mode=True, use_gpu=False).run(torch_train, data_path,
-                                                                                       epochs, stamp)
-    total = time.time() - t0
-    with open(stamp) as f:
-        first = float(f.read()) - t0
-    return {"first_step": first, "total": total, "accuracy": acc}
+
+def med(runs, key):
+    vals = [x[key] for x in runs if x.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def main_job_pairs(args, env, logdir):
+    example = os.path.join(REPO, "examples", "fashion_mnist_spark.py")
+    torch_job = os.path.join(REPO, "bench", "torch_distributor_job.py")
+    common = ["--data", DATA, "--epochs", str(args.epochs)]
+    kd, th = [], []
+    for i in range(args.pairs):
+        order = ("kindling", "torch") if i % 2 == 0 else ("torch", "kindling")
+        for who in order:
+            print(f"  pair {i + 1}/{args.pairs}: {who} (load {load()})", flush=True)
+            if who == "kindling":
+                wall, r = spark_submit(example, common, env, os.path.join(logdir, f"kindling-{i}.log"))
+                kd.append(kindling_metrics(wall, r))
+            else:
+                wall, r = spark_submit(torch_job, common, env, os.path.join(logdir, f"torch-{i}.log"))
+                th.append(torch_metrics(wall, r))
+    return kd, th
+
+
+def print_main_table(kd, th, pairs):
+    rows = [("whole spark-submit wall (s)", "wall", "{:.1f}", "<= 0.5"),
+            ("fit() to the end (s)", "fit", "{:.1f}", ""),
+            ("fit() to first training step (s)", "first_step", "{:.1f}", "<= 0.5"),
+            ("training samples/s (every worker)", "samples_per_sec", "{:,.0f}", ">= 3"),
+            ("exchange share of a step", "exchange_share", "{:.0%}", "Kindling <= 15%"),
+            ("test accuracy", "accuracy", "{:.4f}", "Kindling >= 0.88")]
+    print(f"| median of {pairs} interleaved pairs | Kindling main job | TorchDistributor | Kindling / Torch | target |")
+    print("|---|---:|---:|---:|---|")
+    for label, key, fmt, target in rows:
+        a, b = med(kd, key), med(th, key)
+        ratio = f"{a / b:.2f}" if a is not None and b else ""
+        print(f"| {label} | {fmt.format(a) if a is not None else '-'} | {fmt.format(b) if b is not None else '-'} "
+              f"| {ratio} | {target} |")
+    sp = med(kd, "spooled")
+    if sp is not None:
+        print(f"\nKindling: fit() to the rows spooled on the workers {sp:.1f} s (median); the exchange "
+              f"{med(kd, 'exchange_ms'):.3f} ms/step by {kd[0]['exchange_by']}.")
+
+
+# ------------------------------------------------------------ exchange table
+def run_capture(cmd, env, timeout=600):
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    return r.returncode, r.stdout + r.stderr
+
+
+def summary_of(text):
+    m = SUMMARY.search(text)
+    if not m:
+        return None
+    return {"exchange_ms": float(m.group(4)), "share": float(m.group(5)) / 100, "by": m.group(6),
+            "steps_per_sec": int(m.group(2)) / float(m.group(3))}
+
+
+ASYNC_JOB = ["train", "--dist", "async", "--servers", "1", "--max-staleness", "2", "--epochs", "1", "--batch-size", "64",
+             "--optimizer", "adam", "--lr", "0.001", "--threads", "1"]
+
+
+def one_host_runs(cli, env, runs):
+    out = []
+    for _ in range(runs):
+        rc, text = run_capture(["mpirun", "--oversubscribe", "-np", "3", cli, *ASYNC_JOB], env)
+        s = summary_of(text)
+        if rc != 0 or not s:
+            sys.exit(f"bench_spark: plain mpirun failed (exit {rc}):\n{text[-2000:]}")
+        out.append(s)
+    return out
+
+
+class Namespaces:
+    """Two network namespaces joined by a veth pair, each its own host name
+    (UTS namespace) and TMPDIR, with an rsh agent for mpirun."""
+
+    def __init__(self):
+        tag = f"{os.getpid() % 100000}"
+        self.a, self.b = f"kdbench-a-{tag}", f"kdbench-b-{tag}"
+        self.subnet = f"10.233.{os.getpid() % 250}"
+        self.work = tempfile.mkdtemp(prefix="kd-bench-ns-")
+        self.agent = os.path.join(self.work, "agent.sh")
+
+    def why_not(self):
+        if os.geteuid() != 0:
+            return "needs root (ip netns)"
+        if not shutil.which("ip") or not shutil.which("unshare"):
+            return "needs ip (iproute2) and unshare (util-linux)"
+        return None
+
+    def __enter__(self):
+        va, vb = f"kdbva{os.getpid() % 100000}", f"kdbvb{os.getpid() % 100000}"
+        steps = [["ip", "netns", "add", self.a], ["ip", "netns", "add", self.b],
+                 ["ip", "link", "add", va, "type", "veth", "peer", "name", vb],
+                 ["ip", "link", "set", va, "netns", self.a], ["ip", "link", "set", vb, "netns", self.b],
+                 ["ip", "-n", self.a, "addr", "add", f"{self.subnet}.1/24", "dev", va],
+                 ["ip", "-n", self.b, "addr", "add", f"{self.subnet}.2/24", "dev", vb],
+                 ["ip", "-n", self.a, "link", "set", va, "up"], ["ip", "-n", self.b, "link", "set", vb, "up"],
+                 ["ip", "-n", self.a, "link", "set", "lo", "up"], ["ip", "-n", self.b, "link", "set", "lo", "up"]]
+        for s in steps:
+            r = subprocess.run(s, capture_output=True, text=True)
+            if r.returncode != 0:
+                self.__exit__(None, None, None)
+                raise RuntimeError(f"{' '.join(s)}: {r.stderr.strip()}")
+        with open(self.agent, "w") as f:
+            f.write(f"""#!/bin/bash
+host=$1; shift
+cmd="$*"
+mkdir -p {self.work}/tmp-$host
+exec ip netns exec "$host" unshare --uts /bin/bash -c "hostname $host && export TMPDIR={self.work}/tmp-$host && ${{cmd//--daemonize/}}"
+""")
+        os.chmod(self.agent, 0o700)
+        return self
+
+    def mpirun(self, hosts, np_, argv):
+        return ["ip", "netns", "exec", self.a, "mpirun", "-np", str(np_), "--host", hosts,
+                "--mca", "plm_rsh_agent", self.agent, "--mca", "plm_rsh_no_tree_spawn", "1",
+                "--mca", "btl", "self,vader,tcp", "--mca", "btl_tcp_if_include", f"{self.subnet}.0/24",
+                "--mca", "oob_tcp_if_include", f"{self.subnet}.0/24",
+                # the two "hosts" share this machine's cores: ranks yield, or they starve the network stack
+                "--mca", "mpi_yield_when_idle", "1", "-x", "OPENBLAS_NUM_THREADS", *argv]
+
+    def __exit__(self, *exc):
+        for ns in (self.a, self.b):
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+            for p in pids:
+                try:
+                    os.kill(int(p), 9)
+                except (OSError, ValueError):
+                    pass
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def probe(cmd, env):
+    """The probe's figures: {'sendrecv_ms', 'ps_ms', 'ratio', 'adam_ns_per_param', 'ps'}."""
+    rc, text = run_capture(cmd, env)
+    m = re.search(r"exchange_probe workers=\d+ floats=\d+ gap_us=\S+ sendrecv_ms=([0-9.]+) ps_ms=([0-9.]+) "
+                  r"ratio=([0-9.]+) ps=\"([^\"]*)\"", text)
+    a = re.search(r"adam_ns_per_param=([0-9.]+)", text)
+    if rc != 0 or not m:
+        raise RuntimeError(f"bench_exchange failed (exit {rc}):\n{text[-2000:]}")
+    return {"sendrecv_ms": float(m.group(1)), "ps_ms": float(m.group(2)), "ratio": float(m.group(3)), "ps": m.group(4),
+            "adam_ns_per_param": float(a.group(1)) if a else None}
+
+
+def median_probe(cmds, env, runs):
+    got = [probe(c, env) for c in cmds for _ in range(runs)]
+    return {k: statistics.median(g[k] for g in got) if isinstance(got[0][k], float) else got[0][k] for k in got[0]}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--samples", type=int, default=60000)
-    ap.add_argument("--repeat", type=int, default=2, help="runs of each (the median is reported)")
-    ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--pairs", type=int, default=3, help="interleaved Kindling/Torch pairs (>= 3 to quote)")
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--runs", type=int, default=3, help="runs of each exchange measurement (median)")
+    ap.add_argument("--skip-main", action="store_true", help="only the exchange table and the cost model")
+    ap.add_argument("--skip-namespaces", action="store_true")
+    ap.add_argument("--json", help="also write every figure here")
     args = ap.parse_args()
+    if not os.path.exists(os.path.join(DATA, "train-images-idx3-ubyte.gz")):
+        sys.exit(f"bench_spark: Fashion-MNIST not found in {DATA} (apt-get install dataset-fashion-mnist)")
+    cli, lib, probe_bin = find_build()
+    env = env_for(cli, lib)
+    logdir = tempfile.mkdtemp(prefix="kd-bench-spark-")
+    result = {"machine": {"cores": os.cpu_count(), "cli": cli}}
+    print(f"# Kindling on Spark: benchmark ({time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} cores, "
+          f"load {load()}, logs in {logdir})\n")
 
-    from pyspark.sql import SparkSession
+    kd = []
+    if not args.skip_main:
+        print(f"## 1. The README's main job against TorchDistributor ({args.epochs} epochs)\n")
+        kd, th = main_job_pairs(args, env, logdir)
+        print()
+        print_main_table(kd, th, args.pairs)
+        result["main"] = {"kindling": kd, "torch": th}
 
-    spark = (SparkSession.builder.master("local[4]").appName("kindling-bench-spark")
-             .config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
-             .config("spark.driver.memory", "4g")
-             .config("spark.driver.bindAddress", "127.0.0.1").getOrCreate())
-    spark.sparkContext.setLogLevel("ERROR")
-    # A Spark application has its Python workers up by the time it trains.
-    spark.sparkContext.parallelize(range(8), 8).map(lambda v: v).count()
-    x, y = load("train", args.samples)
-    xt, yt = load("t10k")
-    runs = {"kindling": [], "torch": []}
-    with tempfile.TemporaryDirectory(prefix="kindling-bench-") as workdir:
-        for i in range(args.repeat):
-            k = run_kindling(spark, x, y, args.epochs)
-            k["accuracy"] = float(np.mean(k.pop("model").predict_classes(xt) == yt))
-            runs["kindling"].append(k)
-            runs["torch"].append(run_torch(x, y, xt, yt, args.epochs, workdir))
-            print(f"run {i + 1}: kindling {runs['kindling'][-1]}, torch {runs['torch'][-1]}", file=sys.stderr)
-    spark.stop()
+    print(f"\n## 2. Exchange per step: async, 1 server + 2 workers, staleness 2, MLP, batch 64 (load {load()})\n")
+    rows = []
+    if kd:
+        rows.append(("Spark local mode (the main job)", med(kd, "exchange_ms"), med(kd, "exchange_share"),
+                     kd[0]["exchange_by"], ""))
+    one = one_host_runs(cli, env, args.runs)
+    rows.append(("plain mpirun, one host", med(one, "exchange_ms"), med(one, "share"), one[0]["by"], ""))
+    ns_result = None
+    reason = "skipped (--skip-namespaces)" if args.skip_namespaces else Namespaces().why_not()
+    if not reason:
+        try:
+            with Namespaces() as ns:
+                two = []
+                for _ in range(args.runs):
+                    rc, text = run_capture(ns.mpirun(f"{ns.a}:1,{ns.b}:2", 3, [cli, *ASYNC_JOB]), env)
+                    s = summary_of(text)
+                    if rc != 0 or not s:
+                        raise RuntimeError(f"the namespaces run failed (exit {rc}):\n{text[-2000:]}")
+                    two.append(s)
+                # the probe: MLP-sized exchange after 400 us of compute per step
+                pr = {w: median_probe([ns.mpirun(f"{ns.a}:1,{ns.b}:{w}", w + 1, [probe_bin, "200", "400", "0", "5"])],
+                                      env, args.runs) for w in (1, 2)}
+                small = median_probe([ns.mpirun(f"{ns.a}:1,{ns.b}:1", 2, [probe_bin, "300", "0", "1000", "5"])],
+                                     env, 1)
+                big = median_probe([ns.mpirun(f"{ns.a}:1,{ns.b}:1", 2, [probe_bin, "40", "0", "1000000", "5"])],
+                                   env, 1)
+                ns_result = {"train": two, "probe": pr, "small": small, "big": big}
+                rows.append(("two namespaces over TCP", med(two, "exchange_ms"), med(two, "share"), two[0]["by"],
+                             f"probe: {pr[2]['ps_ms']:.3f} ms vs MPI_Sendrecv {pr[2]['sendrecv_ms']:.3f} ms "
+                             f"({pr[2]['ratio']:.2f}x; 1 worker {pr[1]['ratio']:.2f}x)"))
+        except RuntimeError as e:
+            reason = str(e)
+    print("| where | exchange ms/step | share of the step | by | same bytes by MPI_Sendrecv, same run |")
+    print("|---|---:|---:|---|---|")
+    for where, ms, sh, by, extra in rows:
+        print(f"| {where} | {ms:.3f} | {sh:.0%} | {by} | {extra} |")
+    if reason:
+        print(f"| two namespaces over TCP | - | - | {reason} | |")
+    result["exchange"] = {"rows": rows, "namespaces": ns_result, "skipped": reason}
 
-    med = {name: {key: statistics.median(r[key] for r in rs) for key in ("first_step", "total", "accuracy")}
-           for name, rs in runs.items()}
-    print(f"Fashion-MNIST MLP 784-128-64-10, {args.samples} samples, {args.epochs} epochs, {WORKERS} workers x "
-          f"batch {BATCH}, Adam {LR}, local[4], median of {args.repeat}")
-    print(f"{'':18} {'fit -> first step':>18} {'total':>10} {'test acc':>9}")
-    for name, label in (("kindling", "Kindling (Spark)"), ("torch", "TorchDistributor")):
-        m = med[name]
-        print(f"{label:18} {m['first_step']:>16.2f} s {m['total']:>8.2f} s {m['accuracy']:>9.4f}")
-    ratio = med["kindling"]["first_step"] / med["torch"]["first_step"]
-    print(f"launch latency ratio Kindling / TorchDistributor: {ratio:.2f} (target <= 0.5: "
-          f"{'met' if ratio <= 0.5 else 'not met'})")
-    print(f"total time ratio Kindling / TorchDistributor: {med['kindling']['total'] / med['torch']['total']:.2f}")
+    print(f"\n## 3. Cost model (bench/ps_cost_model.py) (load {load()})\n")
+    if ns_result:
+        small, big = ns_result["small"], ns_result["big"]
+        # MPI_Sendrecv of n floats each way: alpha + 4 n / bw (full duplex)
+        bw = 4 * (1000000 - 1000) / ((big["sendrecv_ms"] - small["sendrecv_ms"]) * 1e-3)
+        alpha = max(1e-7, small["sendrecv_ms"] * 1e-3 - 4 * 1000 / bw)
+        opt = (small.get("adam_ns_per_param") or 1.5) * 1e-9
+        compute = 400e-6
+        print(f"Fitted on the namespaces' TCP: alpha {alpha * 1e6:.1f} us per message, {bw / 1e9:.2f} GB/s per "
+              f"direction; Adam {opt * 1e9:.2f} ns per parameter and push; compute 0.40 ms per step (the probe's).\n")
+        print("| workers | predicted exchange ms/step | measured (probe) | error |")
+        print("|---:|---:|---:|---:|")
+        for w in (1, 2):
+            T, ex, _ = ps_cost_model.step_time(109386, w, 1, compute, alpha, bw, opt)
+            meas = ns_result["probe"][w]["ps_ms"]
+            print(f"| {w} | {ex * 1e3:.3f} | {meas:.3f} | {(ex * 1e3 - meas) / meas:+.0%} |")
+        print("\n(2 workers + 1 server share this machine's cores with each other and the network stack, which the "
+              "model does not know.)\n")
+        print("Predicted exchange share of the MLP (109,386 parameters, 0.4 ms of compute per step, alpha as "
+              "measured here):\n")
+        print(ps_cost_model.sizing_table(109386, compute, alpha, opt))
+        print("\nThe same at batch 512 per worker (8x the compute per step, the same bytes):\n")
+        print(ps_cost_model.sizing_table(109386, 8 * compute, alpha, opt))
+        result["model"] = {"alpha": alpha, "bw": bw, "opt": opt}
+    else:
+        print(f"skipped: it is fitted on the namespaces' measurements ({reason})")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"runs": runs, "median": med, "launch_ratio": ratio}, f, indent=1)
+            json.dump(result, f, indent=1, default=str)
+    print(f"\n(load at the end {load()}; logs in {logdir})")
 
 
 if __name__ == "__main__":
