@@ -21,7 +21,8 @@ server's exchange on each transport, in one run on this machine.
    exchange against MPI_Sendrecv of the same bytes between the same ranks
    in the same run (target: within 2x).
 3. The cost model of bench/ps_cost_model.py, with alpha and the bandwidth
-   fitted from MPI_Sendrecv at two sizes and the Adam cost measured here:
+   fitted from MPI_Sendrecv of 1,000 floats and of the MLP's 109,386 (no
+   compute between steps) and the Adam cost measured here:
    its prediction against the probe's measurements (1 and 2 workers), then
    the exchange share for 8, 64 and 256 workers, 1-16 servers, 10 and 100
    Gb/s, and the servers that keep it under 15%.
@@ -326,7 +327,7 @@ def main():
                                       env, args.runs) for w in (1, 2)}
                 small = median_probe([ns.mpirun(f"{ns.a}:1,{ns.b}:1", 2, [probe_bin, "300", "0", "1000", "5"])],
                                      env, 1)
-                big = median_probe([ns.mpirun(f"{ns.a}:1,{ns.b}:1", 2, [probe_bin, "40", "0", "1000000", "5"])],
+                big = median_probe([ns.mpirun(f"{ns.a}:1,{ns.b}:1", 2, [probe_bin, "200", "0", "0", "5"])],
                                    env, 1)
                 ns_result = {"train": two, "probe": pr, "small": small, "big": big}
                 rows.append(("two namespaces over TCP", med(two, "exchange_ms"), med(two, "share"), two[0]["by"],
@@ -345,8 +346,8 @@ def main():
     print(f"\n## 3. Cost model (bench/ps_cost_model.py) (load {load()})\n")
     if ns_result:
         small, big = ns_result["small"], ns_result["big"]
-        # MPI_Sendrecv of n floats each way: alpha + 4 n / bw (full duplex)
-        bw = 4 * (1000000 - 1000) / ((big["sendrecv_ms"] - small["sendrecv_ms"]) * 1e-3)
+        # MPI_Sendrecv of n floats each way: alpha + 4 n / bw (full duplex), at the MLP's size
+        bw = 4 * (109386 - 1000) / ((big["sendrecv_ms"] - small["sendrecv_ms"]) * 1e-3)
         alpha = max(1e-7, small["sendrecv_ms"] * 1e-3 - 4 * 1000 / bw)
         opt = (small.get("adam_ns_per_param") or 1.5) * 1e-9
         compute = 400e-6

@@ -17,8 +17,10 @@ The model follows the two-sided protocol ranks on several hosts use
                t_push = alpha + 4 (P / S) / bw + (P / S) opt
            W workers push once per step each, so a server is busy
            rho = W t_push / T of every step of length T, and a push waits
-           for the ones before it (mean wait of a queue with fixed service
-           time, M/D/1): w = rho t_push / (2 (1 - rho)).
+           for the other workers' pushes before it (the mean wait of a
+           queue with fixed service time, M/D/1, for the W - 1 others; a
+           worker's own previous push is done while it computes):
+               w = (W - 1) / W  rho t_push / (2 (1 - rho)).
   step     T = compute + t_link + w, solved for T (w depends on T); when
            no T satisfies it (rho would reach 1) the servers set the pace:
            T = W t_push.
@@ -27,8 +29,9 @@ The model follows the two-sided protocol ranks on several hosts use
 It leaves out what a real cluster adds or removes: switch contention (a
 non-blocking fabric is assumed), stragglers, several workers per host
 sharing a link, and the staleness bound's waits. Measured inputs come from
-bench/bench_exchange.c (MPI_Sendrecv at two sizes gives alpha and bw; it
-prints the Adam cost per parameter).
+bench/bench_exchange.c (MPI_Sendrecv of a small message and of the model's
+size gives alpha and bw at that size; it prints the Adam cost per
+parameter).
 
     python bench/ps_cost_model.py --alpha 30e-6 --compute 0.4e-3   # the sizing table
 """
@@ -47,7 +50,7 @@ def step_time(P, W, S, compute, alpha, bw, opt):
         if rho >= 1.0:
             T = W * t_push
             return T, T - compute, 1.0
-        w = rho * t_push / (2.0 * (1.0 - rho))
+        w = (W - 1) / W * rho * t_push / (2.0 * (1.0 - rho))
         T_new = compute + t_link + w
         if abs(T_new - T) < 1e-12:
             break

@@ -54,6 +54,8 @@ typedef struct kd_dist_config {
     int servers;          /* ASYNC: the first `servers` ranks serve (>= 1) */
     int max_staleness;    /* ASYNC: -1 unbounded, k >= 0 stale-synchronous */
     size_t bucket_bytes;  /* SYNC: allreduce bucket size (0 = 4 MiB) */
+    int overlap;          /* SYNC on the CPU: start each bucket's allreduce while backward
+                           * still runs, as soon as its gradients are final (default 1) */
     /* 0: every worker holds the whole training set and takes its part of
      * each global batch. 1: every worker holds only its own share (a file
      * per rank, e.g. one Spark partition each); steps per epoch are the
@@ -126,7 +128,9 @@ kd_status kd_dist_train(kd_dist *d, kd_net *net, kd_optim *opt, const kd_dataset
 typedef struct kd_dist_stats {
     int64_t steps;           /* optimizer steps this worker took (0 on servers) */
     double train_seconds;    /* wall time inside kd_dist_train */
-    double exchange_seconds; /* of which in the gradient exchange (network + waiting) */
+    double exchange_seconds; /* of which in the gradient exchange (network + waiting; an allreduce
+                              * overlapped with backward counts only what backward did not hide) */
+    int64_t early_buckets;   /* sync: allreduce buckets started while backward still ran */
     double global_samples_per_sec; /* every worker's samples per second in the epoch so far, as
                               * this worker last saw them (updated before each progress call) */
     int hosts;               /* hosts the ranks run on (ranks sharing memory count as one) */

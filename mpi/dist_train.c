@@ -58,6 +58,13 @@ typedef struct dist_run {
     void *user_stop_user;
     MPI_Request stop_req;        /* sync: the agreement in flight, or MPI_REQUEST_NULL */
     int stop_wish, stop_any;     /* its buffers */
+    /* Sync on the CPU: the allreduce overlaps backward (net->grads_ready).
+     * A step "begins" at backward's first finished layer: the step's sample
+     * count is summed (every rank, every step, so the collectives match),
+     * then buckets start as backward finishes them; dist_step completes it. */
+    int overlap, begun;
+    int64_t step_mine, step_total;
+    kd_status hook_status;       /* a failure inside the hook, reported by dist_step */
     kd_progress_fn user_progress; /* the caller's progress callback */
     void *user_progress_user;
     /* Global samples/s of the epoch so far: since epoch_t0, `global`
@@ -94,16 +101,60 @@ static kd_status dist_save(void *user, kd_net *net, kd_optim *opt, const kd_trai
     return save_checkpoint(user, st, 1);
 }
 
+/* The overlapped step's start: this worker's samples (backward's batch)
+ * and the step's total, summed over the workers, give the weight. */
+static kd_status begin_step(dist_run *r, int64_t mine)
+{
+    double t0 = now_seconds();
+    r->begun = 1;
+    r->step_mine = mine;
+    kd_status s = kd_mpi_check(MPI_Allreduce(&r->step_mine, &r->step_total, 1, MPI_INT64_T, MPI_SUM, r->d->workers),
+                               "summing the batch sizes of a step");
+    double weight = s == KD_OK && r->step_total > 0 ? (double)mine / (double)r->step_total : 0.0;
+    kd_allreduce_begin(r->ar, kd_net_grads(r->net), weight);
+    r->d->stats.exchange_seconds += now_seconds() - t0;
+    return s;
+}
+
+/* net->grads_ready: gradients from `first` up are final; send their buckets. */
+static void grads_ready(void *user, size_t first)
+{
+    dist_run *r = user;
+    if (!r->begun) {
+        kd_status s = begin_step(r, r->net->last_batch);
+        if (s != KD_OK && r->hook_status == KD_OK)
+            r->hook_status = s;
+    }
+    kd_allreduce_ready(r->ar, first);
+}
+
 /* Sync: average the gradients, each worker weighted by its share of the
  * step's global batch (summed here when only each worker knows its own,
- * with local data), then the same optimizer step everywhere. Async: push
- * and pull through the parameter server. */
+ * with local data, or when the allreduce overlaps backward), then the same
+ * optimizer step everywhere. Async: push and pull through the parameter
+ * server. */
 static kd_status dist_step(void *ctx, kd_net *net, kd_optim *opt, const kd_step *step)
 {
     dist_run *r = ctx;
     double t0 = now_seconds();
     kd_status s = KD_OK;
-    if (r->ar) {
+    if (r->ar && r->overlap) {
+        /* A step without samples ran no backward: it begins here. */
+        if (!r->begun)
+            s = begin_step(r, step->samples);
+        r->begun = 0;
+        kd_status f = kd_allreduce_finish(r->ar);
+        s = s != KD_OK ? s : r->hook_status != KD_OK ? r->hook_status : f;
+        r->hook_status = KD_OK;
+        /* The sum must count what kd_train's batching says (a drift would skew the mean). */
+        if (s == KD_OK && (r->step_mine != step->samples ||
+                           (step->global_samples >= 0 && r->step_total != step->global_samples)))
+            s = kd_fail(KD_ERR_STATE, "sync exchange: the step has %d of %lld samples here, the allreduce counted "
+                        "%lld of %lld", step->samples, (long long)step->global_samples, (long long)r->step_mine,
+                        (long long)r->step_total);
+        r->global += r->step_total > 0 ? r->step_total : 0;
+        r->d->stats.early_buckets += kd_allreduce_started_early(r->ar);
+    } else if (r->ar) {
         int64_t mine = step->samples, total = step->global_samples;
         if (total < 0)
             s = kd_mpi_check(MPI_Allreduce(&mine, &total, 1, MPI_INT64_T, MPI_SUM, r->d->workers),
@@ -117,6 +168,8 @@ static kd_status dist_step(void *ctx, kd_net *net, kd_optim *opt, const kd_step 
 #endif
         if (s == KD_OK)
             s = kd_allreduce_weighted_sum(r->ar, kd_net_grads(net), weight);
+    }
+    if (r->ar) {
         r->d->stats.exchange_seconds += now_seconds() - t0;
         /* Where the network lives: device kernels on a GPU. */
         if (s == KD_OK)
@@ -273,8 +326,18 @@ kd_status kd_dist_train(kd_dist *d, kd_net *net, kd_optim *opt, const kd_dataset
     /* Collective: with local data the steps per epoch are agreed by all ranks. */
     int64_t spe = 0;
     kd_status s = d->cfg.local_data ? kd_dist_steps_per_epoch(d, train ? train->n : 0, cfg->batch_size, &spe) : KD_OK;
+    size_t *ready_at = NULL;
+    int points = 0;
     if (s == KD_OK && d->cfg.mode == KD_DIST_SYNC) {
-        s = kd_allreduce_create(d->workers, n, d->cfg.bucket_bytes, &r.ar);
+        /* Where backward finishes a layer with parameters, in its order. */
+        ready_at = kd_malloc(sizeof *ready_at * (size_t)(net->num_layers > 0 ? net->num_layers : 1), "layer offsets");
+        s = ready_at ? KD_OK : KD_ERR_NOMEM;
+        for (int i = net->num_layers - 1; s == KD_OK && i >= 0; i--)
+            if (net->layers[i].weight_count + net->layers[i].bias_count)
+                ready_at[points++] = net->layers[i].weight_offset;
+    }
+    if (s == KD_OK && d->cfg.mode == KD_DIST_SYNC) {
+        s = kd_allreduce_create(d->workers, n, d->cfg.bucket_bytes, ready_at, points, &r.ar);
         d->stats.exchange = "allreduce";
 #ifdef KD_HAVE_NCCL
         /* Collective: NCCL only when every worker's network is on a GPU. */
@@ -283,8 +346,21 @@ kd_status kd_dist_train(kd_dist *d, kd_net *net, kd_optim *opt, const kd_dataset
         if (r.nccl)
             d->stats.exchange = "NCCL allreduce";
 #endif
+        /* The CPU's backward tells when gradients are final; a GPU's runs on
+         * the device (NCCL, or a host copy after it). */
+        r.overlap = d->cfg.overlap && !net->backend && !kd_dist_is_server(d);
+#ifdef KD_HAVE_NCCL
+        r.overlap = r.overlap && !r.nccl;
+#endif
+        if (r.overlap) {
+            net->grads_ready = grads_ready;
+            net->grads_ready_user = &r;
+            d->stats.exchange = "allreduce overlapped with backward";
+        }
         if (s == KD_OK)
             s = work(&r, train, cfg, st, spe);
+        net->grads_ready = NULL; /* r ends here; the network lives on */
+        net->grads_ready_user = NULL;
     } else if (s == KD_OK) {
         kd_ps_config pc;
         memset(&pc, 0, sizeof pc);
@@ -305,6 +381,7 @@ kd_status kd_dist_train(kd_dist *d, kd_net *net, kd_optim *opt, const kd_dataset
     if (s == KD_OK)
         kd_ps_free(r.ps);
     kd_allreduce_free(r.ar);
+    free(ready_at);
 #ifdef KD_HAVE_NCCL
     kd_nccl_free(r.nccl);
 #endif

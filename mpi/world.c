@@ -96,6 +96,7 @@ kd_dist_config kd_dist_config_default(void)
     c.servers = 0;
     c.max_staleness = -1;
     c.bucket_bytes = 0;
+    c.overlap = 1;
     c.ps_protocol = KD_PS_AUTO;
     return c;
 }

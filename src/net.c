@@ -357,6 +357,8 @@ kd_status kd_net_backward(kd_net *net, const int32_t *labels)
         kd_pass ps = layer_pass(net, L, B, net->last_training, &rng);
         const float *x = i ? net->acts[i - 1] : net->last_x;
         L->ops->backward(L, &ps, x, net->acts[i], dy, i ? dx : NULL);
+        if (net->grads_ready && L->weight_count + L->bias_count)
+            net->grads_ready(net->grads_ready_user, L->weight_offset);
         float *t = dy;
         dy = dx;
         dx = t;

@@ -41,6 +41,13 @@ struct kd_net {
     kd_context ctx;
     const kd_backend *backend;
     void *backend_ctx;
+
+    /* A CPU backward pass calls grads_ready(user, first) after each layer
+     * with parameters: from `first` to the end of the flat vector every
+     * gradient is final, so an exchange may send them while backward goes
+     * on (mpi/dist_train.c: the overlapped allreduce). NULL: never. */
+    void (*grads_ready)(void *user, size_t first);
+    void *grads_ready_user;
 };
 
 /* Negative log-likelihood of a predicted probability. Underflow to 0 is

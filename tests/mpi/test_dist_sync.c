@@ -4,7 +4,9 @@
  * stopped mid-epoch resumes with a different number of workers and still
  * matches; a run stopped after any step (by the stop question every
  * worker is asked, as a SIGTERM asks it) and resumed ends with the
- * unbroken run's weights and optimizer state bit for bit. Needs at least 3
+ * unbroken run's weights and optimizer state bit for bit; the allreduce
+ * overlapped with backward (buckets sent as backward finishes them) gives
+ * the same weights bit for bit as the one after backward. Needs at least 3
  * ranks (ctest runs 4). */
 #include <stdio.h>
 
@@ -112,6 +114,55 @@ static void sync_leg(MPI_Comm comm, const kd_dataset *ds, int batch, int epochs,
     kd_dist_free(d);
 }
 
+/* The same run with the allreduce overlapped with backward and after it:
+ * the same buckets, the same sums, bit for bit; the overlapped one really
+ * started buckets during backward. */
+static void sync_overlap_matches(int workers, int batch, int epochs)
+{
+    MPI_Comm comm = dist_sub_comm(workers);
+    if (comm == MPI_COMM_NULL)
+        return;
+    kd_dataset *ds = dist_blobs(N_SAMPLES, 3);
+    kd_net *nets[2] = {NULL, NULL};
+    int64_t early[2] = {0, 0};
+    const char *how[2] = {"", ""};
+    for (int overlap = 0; overlap < 2; overlap++) {
+        kd_optim_config oc = dist_momentum();
+        kd_optim *opt = NULL;
+        kd_train_state st;
+        dist_start(NULL, &oc, &nets[overlap], &opt, &st);
+        kd_dist_config dc = kd_dist_config_default();
+        dc.bucket_bytes = 256; /* several buckets, some ready before backward ends */
+        dc.overlap = overlap;
+        kd_dist *d = NULL;
+        CHECK_OK(kd_dist_create(comm, &dc, &d));
+        kd_train_config tc = kd_train_config_default();
+        tc.epochs = epochs;
+        tc.batch_size = batch;
+        tc.seed = 11;
+        if (d && nets[overlap] && opt) {
+            CHECK_OK(kd_dist_train(d, nets[overlap], opt, ds, &tc, &st));
+            early[overlap] = kd_dist_get_stats(d).early_buckets;
+            how[overlap] = kd_dist_get_stats(d).exchange;
+        }
+        kd_dist_free(d);
+        kd_train_state_clear(&st);
+        kd_optim_free(opt);
+    }
+    if (nets[0] && nets[1]) {
+        double diff = dist_max_diff(kd_net_params(nets[0]), kd_net_params(nets[1]), kd_net_param_count(nets[0]));
+        CHECK(diff == 0, "W=%d: overlapped allreduce differs from the plain one by %g", workers, diff);
+        CHECK(early[1] > 0 && early[0] == 0, "buckets started during backward: %lld overlapped, %lld plain",
+              (long long)early[1], (long long)early[0]);
+        CHECK(strcmp(how[1], "allreduce overlapped with backward") == 0 && strcmp(how[0], "allreduce") == 0,
+              "exchange named '%s' / '%s'", how[1], how[0]);
+    }
+    kd_net_free(nets[0]);
+    kd_net_free(nets[1]);
+    kd_dataset_free(ds);
+    MPI_Comm_free(&comm);
+}
+
 /* Every stop point of 2 epochs with 3 workers (an empty share in each
  * epoch's last step), each resumed with the same workers. */
 static void sync_resume_from_every_step(int workers, int batch, int epochs)
@@ -183,6 +234,8 @@ int main(int argc, char **argv)
         sync_run(3, 8, 2, b, 0, 1);
         MPI_Barrier(MPI_COMM_WORLD);
         sync_resume_from_every_step(3, 8, 2);
+        MPI_Barrier(MPI_COMM_WORLD);
+        sync_overlap_matches(3, 8, 2);
         MPI_Barrier(MPI_COMM_WORLD);
     }
     if (rank == 0) {
