@@ -136,9 +136,13 @@ def main(argv=None, spark=None):
         path = args.model or os.path.join(tempfile.mkdtemp(prefix="kindling-fmnist-"), "model")
         model.write().overwrite().save(path)
         loaded = KindlingModel.load(path)
+        from pyspark.sql import functions as F
+
         predictions = loaded.transform(test).select("label", "prediction")
-        correct = predictions.filter("label = prediction").count()
-        total = predictions.count()
+        # One pass over the predictions: the hits and the count together.
+        tally = predictions.agg(F.sum((F.col("label") == F.col("prediction")).cast("int")).alias("correct"),
+                                F.count("*").alias("total")).first()
+        correct, total = int(tally.correct), int(tally.total)
         print(f"saved to {path}; loaded model: test accuracy {correct / total:.4f} ({correct}/{total})")
         if args.json:
             import json
