@@ -47,7 +47,7 @@ typedef struct kd_backend {
     /* The host copies in `what` may have changed: upload before next use. */
     void (*host_written)(kd_net *net, unsigned what);
     /* NCCL on the device gradients (NULL when built without NCCL); the MPI
-     * side (gpu/nccl_allreduce.c, in kindling_mpi) bootstraps it. */
+     * side (mpi/nccl_allreduce.c, in kindling_mpi) bootstraps it. */
     const struct kd_nccl_ops *nccl;
 } kd_backend;
 
