@@ -142,7 +142,4 @@ void kd_gpu_grads_written(kd_net *net);
 extern const kd_nccl_ops kd_gpu_nccl_ops;
 #endif
 
-/* Tests: copy layer i's activations of the last forward (batch x out) to host. */
-kd_status kd_gpu_copy_activation(kd_net *net, int layer, float *host);
-
 #endif

@@ -258,8 +258,7 @@ kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
 
     /* On a GPU the optimizer state is uploaded again at the first step: the
      * host copy is the current one whenever kd_train starts (it syncs on return). */
-    if (net->backend)
-        net->backend->host_written(net, KD_BUF_OPTIM);
+    net->backend->host_written(net, KD_BUF_OPTIM);
 
     r.t_run = r.last_report = now_seconds();
     r.run_steps_total = ((int64_t)cfg->epochs - st->epoch) * spe - first;
