@@ -68,12 +68,12 @@ static kd_status save_checkpoint(dist_run *r, const kd_train_state *st, int gath
     if (!r->checkpoint_path || !kd_dist_is_writer(r->d))
         return KD_OK;
     if (r->ps && gather) {
-        kd_status s = kd_ps_gather(r->ps, kd_net_params(r->net), r->opt);
+        kd_status s = kd_net_to_host(r->net, KD_NET_PARAMS);
+        if (s == KD_OK)
+            s = kd_ps_gather(r->ps, kd_net_params(r->net), r->opt);
         if (s != KD_OK)
             return kd_fail_context(s, "gathering the model for a checkpoint");
     }
-    /* A GPU network's parameters and optimizer state come back to the host. */
-    KD_TRY(kd_net_sync(r->net, r->opt));
     KD_TRY(kd_checkpoint_save(r->checkpoint_path, r->net, r->opt, st));
     r->saved_step = st->step;
     return KD_OK;
@@ -107,7 +107,7 @@ static kd_status dist_step(void *ctx, kd_net *net, kd_optim *opt, const kd_step 
             s = kd_nccl_weighted_sum(r->nccl, net, weight);
         else
 #endif
-        if (s == KD_OK)
+        if (s == KD_OK && (s = kd_net_to_host(net, KD_NET_GRADS)) == KD_OK)
             s = kd_allreduce_weighted_sum(r->ar, kd_net_grads(net), weight);
         r->d->stats.exchange_seconds += now_seconds() - t0;
         /* Where the network lives: device kernels on a GPU. */
@@ -178,7 +178,7 @@ static kd_status work(dist_run *r, const kd_dataset *train, const kd_train_confi
     if (r->ps) {
         /* Every push must be counted before the writer gathers the final model. */
         kd_status s = kd_mpi_check(MPI_Barrier(d->workers), "waiting for the other workers to finish");
-        if (s == KD_OK && kd_dist_is_writer(d))
+        if (s == KD_OK && kd_dist_is_writer(d) && (s = kd_net_to_host(r->net, KD_NET_PARAMS)) == KD_OK)
             s = kd_ps_gather(r->ps, kd_net_params(r->net), r->opt);
         kd_status f = kd_ps_worker_finish(r->ps);
         KD_TRY(s == KD_OK ? f : s);
@@ -260,7 +260,8 @@ kd_status kd_dist_train(kd_dist *d, kd_net *net, kd_optim *opt, const kd_dataset
         pc.max_staleness = d->cfg.max_staleness;
         /* Resuming: the servers' optimizer state and step count come from opt. */
         int resuming = st->step > 0 || kd_optim_steps(opt) > 0;
-        s = kd_ps_create(d->comm, &pc, n, kd_optim_get_config(opt), kd_net_params(net), resuming ? opt : NULL, &r.ps);
+        if ((s = kd_net_to_host(net, KD_NET_PARAMS)) == KD_OK)
+            s = kd_ps_create(d->comm, &pc, n, kd_optim_get_config(opt), kd_net_params(net), resuming ? opt : NULL, &r.ps);
         if (s == KD_OK) {
             r.ps_exchange = kd_ps_exchange(r.ps);
             s = kd_dist_is_server(d) ? serve(&r) : work(&r, train, cfg, st, spe);

@@ -15,13 +15,14 @@
 #include "error.h"
 #include "kindling.h"
 
-/* Which buffers a pull / host_written call is about (bit set). */
+/* Which buffers a pull / host_written call is about (bit set): the public
+ * KD_NET_* of kd_net_to_host, plus the optimizer state. */
 enum {
-    KD_BUF_PARAMS = 1,
-    KD_BUF_GRADS = 2,
-    KD_BUF_STATE = 4,
+    KD_BUF_PARAMS = KD_NET_PARAMS,
+    KD_BUF_GRADS = KD_NET_GRADS,
+    KD_BUF_STATE = KD_NET_STATE,
     KD_BUF_OPTIM = 8,
-    KD_BUF_ALL = 15
+    KD_BUF_ALL = KD_NET_BUFFERS | KD_BUF_OPTIM
 };
 
 typedef struct kd_backend {

@@ -135,6 +135,19 @@ kd_status kd_net_sync(kd_net *net, kd_optim *opt)
     return net->backend->pull(net, KD_BUF_ALL, opt);
 }
 
+kd_status kd_net_to_host(kd_net *net, unsigned buffers)
+{
+    if (!net)
+        return kd_fail(KD_ERR_INVALID, "kd_net_to_host: NULL network");
+    if (buffers & ~(unsigned)KD_NET_BUFFERS)
+        return kd_fail(KD_ERR_INVALID, "kd_net_to_host: unknown buffers 0x%x (use KD_NET_PARAMS, KD_NET_GRADS, "
+                                       "KD_NET_STATE)", buffers);
+    /* Only a complete copy hands the host buffers over. */
+    KD_TRY(net->backend->pull(net, buffers, NULL));
+    net->backend->host_written(net, buffers);
+    return KD_OK;
+}
+
 kd_status kd_net_optim_step(kd_net *net, kd_optim *opt)
 {
     if (!net || !opt)

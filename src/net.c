@@ -134,19 +134,10 @@ int kd_net_num_classes(const kd_net *net) { return net->num_classes; }
 size_t kd_net_param_count(const kd_net *net) { return net->param_count; }
 size_t kd_net_state_count(const kd_net *net) { return net->state_count; }
 
-/* On a device the host buffer is brought up to date and then counted as
- * written, since the caller may write through the pointer (src/backend.h).
- * A device failure here leaves its message in kd_last_error(). */
-static float *host_buffer(kd_net *net, unsigned which, float *buf)
-{
-    net->backend->pull(net, which, NULL);
-    net->backend->host_written(net, which);
-    return buf;
-}
-
-float *kd_net_params(kd_net *net) { return host_buffer(net, KD_BUF_PARAMS, net->params); }
-float *kd_net_grads(kd_net *net) { return host_buffer(net, KD_BUF_GRADS, net->grads); }
-float *kd_net_state(kd_net *net) { return host_buffer(net, KD_BUF_STATE, net->state); }
+/* The host buffers; copies from a device are kd_net_to_host's (context.c). */
+float *kd_net_params(kd_net *net) { return net->params; }
+float *kd_net_grads(kd_net *net) { return net->grads; }
+float *kd_net_state(kd_net *net) { return net->state; }
 int kd_net_num_layers(const kd_net *net) { return net->num_layers; }
 
 kd_status kd_net_layer_info(const kd_net *net, int i, kd_layer_info *out)

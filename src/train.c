@@ -82,11 +82,10 @@ static kd_status check_config(const kd_net *net, const kd_optim *opt, const kd_d
     return KD_OK;
 }
 
-/* The default save hook: the host copies brought up to date, then the file. */
+/* The default save hook (kd_checkpoint_save brings a device's values back itself). */
 static kd_status save_to_path(void *user, kd_net *net, kd_optim *opt, const kd_train_state *st)
 {
-    kd_status s = kd_net_sync(net, opt);
-    return s == KD_OK ? kd_checkpoint_save((const char *)user, net, opt, st) : s;
+    return kd_checkpoint_save((const char *)user, net, opt, st);
 }
 
 /* What one kd_train call carries from step to step. */
@@ -164,6 +163,7 @@ static kd_status train_step(train_run *r, const kd_step *step)
         r->seen += b;
     } else {
         /* An empty share still takes part in the exchange (collectives must match). */
+        KD_TRY(kd_net_to_host(net, KD_NET_GRADS));
         memset(kd_net_grads(net), 0, sizeof(float) * net->param_count);
     }
     KD_TRY(r->ex->step(r->ex->ctx, net, r->opt, step));

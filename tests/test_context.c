@@ -38,6 +38,9 @@ int main(void)
     CHECK(net->backend == &kd_cpu_backend, "setting the CPU again keeps its backend");
     CHECK(kd_net_get_context(net).kind == KD_DEVICE_CPU, "context");
     CHECK_OK(kd_net_sync(net, NULL));
+    CHECK_OK(kd_net_to_host(net, KD_NET_BUFFERS));
+    CHECK_FAILS(kd_net_to_host(net, 8), KD_ERR_INVALID, "unknown buffers 0x8");
+    CHECK_FAILS(kd_net_to_host(NULL, KD_NET_PARAMS), KD_ERR_INVALID, "NULL network");
 
     /* kd_net_optim_step on the CPU is kd_optim_step on the flat buffers. */
     kd_optim_config oc = kd_optim_config_default();

@@ -98,6 +98,7 @@ static void run_case(const char *name, int rank3, const char *op, int batch)
         CHECK_OK(kd_net_backward(cpu, y));
         CHECK_OK(kd_net_backward(gpu, y));
         snprintf(what, sizeof what, "%s (%s): gradients dW, dB", name, training ? "training" : "inference");
+        CHECK_OK(kd_net_to_host(gpu, KD_NET_GRADS | KD_NET_STATE));
         close_vec(what, kd_net_grads(gpu), cpu->grads, cpu->param_count, GPU_RTOL);
         if (cpu->state_count) {
             snprintf(what, sizeof what, "%s (%s): running statistics", name, training ? "training" : "inference");

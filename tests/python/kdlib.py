@@ -24,6 +24,9 @@ I32P = ctypes.POINTER(ctypes.c_int32)
 
 KD_MAX_RANK = 4
 
+# kd_net_to_host buffers
+KD_NET_PARAMS, KD_NET_GRADS, KD_NET_STATE = 1, 2, 4
+
 # kd_optim_kind / kd_schedule_kind
 KD_OPT_SGD, KD_OPT_MOMENTUM, KD_OPT_ADAM, KD_OPT_ADAMW = 0, 1, 2, 3
 KD_SCHED_CONSTANT, KD_SCHED_STEP, KD_SCHED_COSINE = 0, 1, 2
@@ -164,6 +167,7 @@ def _declare(L):
         "kd_net_input_shape": (Shape, [c_void_p]),
         "kd_net_num_classes": (c_int, [c_void_p]),
         "kd_net_param_count": (c_size_t, [c_void_p]),
+        "kd_net_to_host": (S, [c_void_p, ctypes.c_uint]),
         "kd_net_params": (F32P, [c_void_p]),
         "kd_net_grads": (F32P, [c_void_p]),
         "kd_net_num_layers": (c_int, [c_void_p]),
@@ -253,9 +257,11 @@ class Net:
         return self.lib.kd_net_spec_json(self.ptr).decode()
 
     def params_ptr(self):
+        check(self.lib.kd_net_to_host(self.ptr, KD_NET_PARAMS), "kd_net_to_host")
         return self.lib.kd_net_params(self.ptr)
 
     def grads_ptr(self):
+        check(self.lib.kd_net_to_host(self.ptr, KD_NET_GRADS), "kd_net_to_host")
         return self.lib.kd_net_grads(self.ptr)
 
     def params(self):
