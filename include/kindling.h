@@ -45,7 +45,9 @@ const char *kd_last_error(void);
 const char *kd_status_name(kd_status s);
 const char *kd_version(void);
 
-/* Threads used by BLAS and Kindling's own loops. 0 = library default. */
+/* Threads OpenBLAS uses for the matrix products (Kindling's own loops run
+ * on the calling thread). n <= 0 leaves OpenBLAS's setting as it is
+ * (OPENBLAS_NUM_THREADS, else one per core). Process-wide, like OpenBLAS's. */
 void kd_set_threads(int n);
 /* The OpenBLAS kernel family in use ("SkylakeX", "Haswell", "Prescott", ...). */
 const char *kd_blas_corename(void);

@@ -162,7 +162,7 @@ def version():
 
 
 def set_threads(n):
-    """Threads for BLAS and Kindling's loops in this process (0 = library default)."""
+    """OpenBLAS threads for the matrix products in this process (0 leaves OpenBLAS's default)."""
     load().kd_set_threads(int(n))
 
 
