@@ -241,20 +241,9 @@ kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
     r.ex = cfg->exchange ? cfg->exchange : &local_exchange;
     r.save = cfg->save ? cfg->save : cfg->checkpoint_path ? save_to_path : NULL;
     r.save_user = cfg->save ? cfg->save_user : (void *)cfg->checkpoint_path;
-    int64_t spe = r.batches.steps_per_epoch;
-
-    /* A resumed run continues mid-epoch only with the same global batch.
-     * first == spe: every step of the epoch ran but its record was not
-     * written (a stop after its last step, or an older periodic save there):
-     * the epoch ends without steps. Running it again would train it twice.
-     * Beyond that the position cannot be this data's: start the epoch over. */
-    int64_t global_batch = (int64_t)cfg->batch_size * r.batches.parts, first = 0;
-    if (st->batch_size == global_batch && st->step > (int64_t)st->epoch * spe)
-        first = st->step - (int64_t)st->epoch * spe;
-    if (first > spe)
-        first = 0;
+    int64_t spe = r.batches.steps_per_epoch, first = kd_batcher_resume_step(&r.batches, st);
     st->seed = st->seed ? st->seed : cfg->seed;
-    st->batch_size = (int32_t)global_batch;
+    st->batch_size = (int32_t)kd_batcher_global_batch(&r.batches);
 
     /* On a GPU the optimizer state is uploaded again at the first step: the
      * host copy is the current one whenever kd_train starts (it syncs on return). */
