@@ -13,6 +13,11 @@ first:
        push+pull time.
 The table gives the median of the rounds for each build and the ratio of
 the medians (new / base; above 1 = new is faster, except for times).
+With --instructions (needs valgrind) it also counts, once per build, the
+instructions `kindling train` executes (callgrind): the MLP for 2 epochs of
+2000 Fashion-MNIST samples and LeNet for 1 epoch of 400, read from a spool
+file. Unlike times, the counts do not depend on what else the machine runs,
+so on a busy machine they are the figure to trust for "no added work".
 
     $KD_PYTHON bench/bench_builds.py --base /tmp/old:/tmp/old/build --new .:build --rounds 3
 
@@ -68,17 +73,51 @@ def run_mpi(tree, build):
     return res
 
 
+def run_instructions(builds, workdir):
+    """Instructions executed by `kindling train` of each build (callgrind)."""
+    import gzip
+
+    import numpy as np
+
+    sys.path.insert(0, str(builds["new"][0] / "spark-barrier"))
+    from kindling_spark.spool import write_spool
+
+    fm = pathlib.Path(os.environ.get("KD_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist"))
+    with gzip.open(fm / "train-images-idx3-ubyte.gz") as f:
+        x = np.frombuffer(f.read(), np.uint8, offset=16)[: 2000 * 784].reshape(2000, 1, 28, 28) / np.float32(255)
+    with gzip.open(fm / "train-labels-idx1-ubyte.gz") as f:
+        y = np.frombuffer(f.read(), np.uint8, offset=8)[:2000].astype(np.int32)
+    runs = {"mlp": (2000, 2), "lenet": (400, 1)}
+    env = dict(os.environ, KD_BLAS_AUTO="0", OPENBLAS_CORETYPE="Haswell", OPENBLAS_NUM_THREADS="1")
+    res = {}
+    for net, (n, epochs) in runs.items():
+        spool = workdir / f"{net}.spool"
+        write_spool(spool, x[:n], y[:n])
+        for name, (_, build) in builds.items():
+            out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                                  str(build / "kindling"), "train", "--net", net, "--epochs", str(epochs),
+                                  "--batch-size", "64", "-q", "--threads", "1", "--train-spool", str(spool)],
+                                 env=env, capture_output=True, text=True, check=True).stderr
+            ir = int(re.search(r"Collected : (\d+)", out).group(1))
+            res.setdefault(f"instructions: train {net}, {n} samples x {epochs} epoch(s) (lower is less work)",
+                           {})[name] = ir
+            print(f"instructions {net}: {name} done", file=sys.stderr)
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", required=True, help="TREE:BUILD of the build to compare against")
     ap.add_argument("--new", required=True, help="TREE:BUILD of the build measured")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=2.0, help="timed seconds per cpu measurement")
-    ap.add_argument("--only", choices=["cpu", "mpi"], help="run one of the two parts")
+    ap.add_argument("--only", choices=["cpu", "mpi", "none"], help="run one of the timed parts, or none")
+    ap.add_argument("--instructions", action="store_true", help="also count instructions with callgrind")
     args = ap.parse_args()
     builds = {"base": parse_build(args.base), "new": parse_build(args.new)}
     results = {"base": {}, "new": {}}
-    for r in range(args.rounds):
+    rounds = args.rounds if args.only != "none" else 0
+    for r in range(rounds):
         order = ["base", "new"] if r % 2 == 0 else ["new", "base"]
         for name in order:
             tree, build = builds[name]
@@ -89,8 +128,8 @@ def main():
                 got.update(run_mpi(tree, build))
             for k, v in got.items():
                 results[name].setdefault(k, []).append(v)
-            print(f"round {r + 1}/{args.rounds}: {name} done", file=sys.stderr)
-    print(f"# Kindling: new ({args.new}) against base ({args.base}), {args.rounds} interleaved rounds, "
+            print(f"round {r + 1}/{rounds}: {name} done", file=sys.stderr)
+    print(f"# Kindling: new ({args.new}) against base ({args.base}), {rounds} interleaved rounds, "
           f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end\n")
     print("| measurement | base (median) | new (median) | new / base |")
     print("|---|---:|---:|---:|")
@@ -99,6 +138,12 @@ def main():
             continue
         b, n = statistics.median(results["base"][k]), statistics.median(results["new"][k])
         print(f"| {k} | {b:.1f} | {n:.1f} | {n / b:.3f} |")
+    if args.instructions:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="kd_bench_builds.") as tmp:
+            for k, v in run_instructions(builds, pathlib.Path(tmp)).items():
+                print(f"| {k} | {v['base']} | {v['new']} | {v['new'] / v['base']:.6f} |")
     return 0
 
 
