@@ -44,13 +44,8 @@ extern kd_host_api kd_gpu_host;
 /* Which copy of a mirrored buffer is current. */
 typedef enum kd_where { KD_WHERE_BOTH = 0, KD_WHERE_DEVICE = 1, KD_WHERE_HOST = 2 } kd_where;
 
-typedef enum kd_gpu_kind {
-    KG_DENSE, KG_CONV, KG_MAXPOOL, KG_AVGPOOL, KG_RELU, KG_TANH, KG_SIGMOID, KG_FLATTEN,
-    KG_DROPOUT, KG_BATCHNORM, KG_SOFTMAX
-} kd_gpu_kind;
-
+/* A layer's device resources; its kind is L->ops->kind (layer.h). */
 typedef struct kd_gpu_layer {
-    kd_gpu_kind kind;
     void *saved;           /* device scratch from forward to backward (may be NULL) */
 #ifdef KD_HAVE_CUDNN
     cudnnTensorDescriptor_t xd, yd;
@@ -146,8 +141,5 @@ void kd_gpu_grads_written(kd_net *net);
 /* gpu/nccl_gpu.c */
 extern const kd_nccl_ops kd_gpu_nccl_ops;
 #endif
-
-/* Tests: copy layer i's activations of the last forward (batch x out) to host. */
-kd_status kd_gpu_copy_activation(kd_net *net, int layer, float *host);
 
 #endif

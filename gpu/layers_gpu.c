@@ -1,15 +1,10 @@
 /* The device version of every layer in the CPU registry (src/layers/):
  * dense through cuBLAS, conv2d through cuDNN, the rest through kernels.cu.
- * Shapes, weight layouts and what backward writes are those of the CPU ops. */
+ * Shapes, weight layouts and what backward writes are those of the CPU ops;
+ * each op is chosen by the layer's kind from the registry (layer.h). */
 #include <string.h>
 
 #include "gpu_internal.h"
-
-static const struct { const char *type; kd_gpu_kind kind; } KINDS[] = {
-    {"dense", KG_DENSE},     {"conv2d", KG_CONV},   {"maxpool", KG_MAXPOOL},     {"avgpool", KG_AVGPOOL},
-    {"relu", KG_RELU},       {"tanh", KG_TANH},     {"sigmoid", KG_SIGMOID},     {"flatten", KG_FLATTEN},
-    {"dropout", KG_DROPOUT}, {"batchnorm", KG_BATCHNORM}, {"softmax", KG_SOFTMAX},
-};
 
 static const float ONE = 1.0f, ZERO = 0.0f;
 
@@ -35,14 +30,9 @@ static kdk_pool pool_geom(const kd_layer *L, int batch)
 kd_status kd_gpu_layer_setup(kd_gpu *g, const kd_layer *L, kd_gpu_layer *gl)
 {
     memset(gl, 0, sizeof *gl);
-    size_t i;
-    for (i = 0; i < sizeof KINDS / sizeof KINDS[0]; i++)
-        if (strcmp(KINDS[i].type, L->ops->type) == 0)
-            break;
-    if (i == sizeof KINDS / sizeof KINDS[0])
+    if ((unsigned)L->ops->kind >= KD_LAYER_KINDS)
         return kd_fail(KD_ERR_UNSUPPORTED, "layer type '%s' has no GPU implementation", L->ops->type);
-    gl->kind = KINDS[i].kind;
-    if (gl->kind != KG_CONV)
+    if (L->ops->kind != KD_LAYER_CONV2D)
         return KD_OK;
 #ifdef KD_HAVE_CUDNN
     KD_DNN(cudnnCreateTensorDescriptor(&gl->xd), "creating a tensor descriptor");
@@ -87,14 +77,12 @@ void kd_gpu_layer_release(kd_gpu_layer *gl)
 
 size_t kd_gpu_layer_saved_bytes(const kd_layer *L, int batch)
 {
-    const char *t = L->ops->type;
-    if (strcmp(t, "dropout") == 0)
-        return sizeof(float) * in_count(L, batch);
-    if (strcmp(t, "maxpool") == 0)
-        return sizeof(int32_t) * kd_shape_size(&L->out) * (size_t)batch;
-    if (strcmp(t, "batchnorm") == 0)
-        return sizeof(float) * 4 * (size_t)L->in.dim[0];
-    return 0;
+    switch (L->ops->kind) {
+    case KD_LAYER_DROPOUT: return sizeof(float) * in_count(L, batch);
+    case KD_LAYER_MAXPOOL: return sizeof(int32_t) * kd_shape_size(&L->out) * (size_t)batch;
+    case KD_LAYER_BATCHNORM: return sizeof(float) * 4 * (size_t)L->in.dim[0];
+    default: return 0;
+    }
 }
 
 /* ----------------------------------------------------------------- conv2d */
@@ -251,31 +239,31 @@ kd_status kd_gpu_layer_forward(kd_gpu *g, kd_net *net, const kd_layer *L, kd_gpu
     const float *B = L->bias_count ? g->params + L->bias_offset : NULL;
     size_t n = in_count(L, batch);
     cudaStream_t s = g->compute;
-    switch (gl->kind) {
-    case KG_DENSE: return dense_forward(g, L, batch, W, B, x, y);
-    case KG_CONV:
+    switch (L->ops->kind) {
+    case KD_LAYER_DENSE: return dense_forward(g, L, batch, W, B, x, y);
+    case KD_LAYER_CONV2D:
 #ifdef KD_HAVE_CUDNN
         return conv_forward(g, L, gl, batch, W, B, x, y);
 #else
         return kd_fail(KD_ERR_UNSUPPORTED, "conv2d on a GPU needs cuDNN");
 #endif
-    case KG_MAXPOOL: {
+    case KD_LAYER_MAXPOOL: {
         kdk_pool p = pool_geom(L, batch);
         kdk_maxpool_fwd(s, &p, x, y, (int32_t *)gl->saved);
         break;
     }
-    case KG_AVGPOOL: {
+    case KD_LAYER_AVGPOOL: {
         kdk_pool p = pool_geom(L, batch);
         kdk_avgpool_fwd(s, &p, x, y);
         break;
     }
-    case KG_RELU: kdk_relu_fwd(s, n, x, y); break;
-    case KG_TANH: kdk_tanh_fwd(s, n, x, y); break;
-    case KG_SIGMOID: kdk_sigmoid_fwd(s, n, x, y); break;
-    case KG_FLATTEN:
+    case KD_LAYER_RELU: kdk_relu_fwd(s, n, x, y); break;
+    case KD_LAYER_TANH: kdk_tanh_fwd(s, n, x, y); break;
+    case KD_LAYER_SIGMOID: kdk_sigmoid_fwd(s, n, x, y); break;
+    case KD_LAYER_FLATTEN:
         KD_CUDA(cudaMemcpyAsync(y, x, sizeof(float) * n, cudaMemcpyDeviceToDevice, s), "flatten");
         break;
-    case KG_DROPOUT:
+    case KD_LAYER_DROPOUT:
         if (training)
             /* Same seeding inputs as the CPU's per-step stream, plus the layer. */
             kdk_dropout_fwd(s, n, x, y, (float *)gl->saved, L->rate, net->noise_seed,
@@ -283,7 +271,7 @@ kd_status kd_gpu_layer_forward(kd_gpu *g, kd_net *net, const kd_layer *L, kd_gpu
         else
             KD_CUDA(cudaMemcpyAsync(y, x, sizeof(float) * n, cudaMemcpyDeviceToDevice, s), "dropout (inference)");
         break;
-    case KG_BATCHNORM: {
+    case KD_LAYER_BATCHNORM: {
         int C;
         size_t S;
         bn_geom(L, &C, &S);
@@ -291,7 +279,9 @@ kd_status kd_gpu_layer_forward(kd_gpu *g, kd_net *net, const kd_layer *L, kd_gpu
         kdk_bn_fwd(s, training, batch, C, S, L->eps, L->momentum, x, y, W, B, st, st + C, (float *)gl->saved);
         break;
     }
-    case KG_SOFTMAX: kdk_softmax_fwd(s, batch, L->in.dim[0], x, y); break;
+    case KD_LAYER_SOFTMAX: kdk_softmax_fwd(s, batch, L->in.dim[0], x, y); break;
+    case KD_LAYER_KINDS: /* not a kind; kd_gpu_layer_setup refused it */
+        return kd_fail(KD_ERR_UNSUPPORTED, "layer type '%s' has no GPU implementation", L->ops->type);
     }
     return KD_OK;
 }
@@ -305,15 +295,15 @@ kd_status kd_gpu_layer_backward(kd_gpu *g, kd_net *net, const kd_layer *L, kd_gp
     size_t n = in_count(L, batch);
     cudaStream_t s = g->compute;
     (void)net;
-    switch (gl->kind) {
-    case KG_DENSE: return dense_backward(g, L, batch, W, dW, dB, x, dy, dx);
-    case KG_CONV:
+    switch (L->ops->kind) {
+    case KD_LAYER_DENSE: return dense_backward(g, L, batch, W, dW, dB, x, dy, dx);
+    case KD_LAYER_CONV2D:
 #ifdef KD_HAVE_CUDNN
         return conv_backward(g, L, gl, batch, W, dW, dB, x, dy, dx);
 #else
         return kd_fail(KD_ERR_UNSUPPORTED, "conv2d on a GPU needs cuDNN");
 #endif
-    case KG_BATCHNORM: {
+    case KD_LAYER_BATCHNORM: {
         int C;
         size_t S;
         bn_geom(L, &C, &S);
@@ -324,30 +314,30 @@ kd_status kd_gpu_layer_backward(kd_gpu *g, kd_net *net, const kd_layer *L, kd_gp
     }
     if (!dx)
         return KD_OK;
-    switch (gl->kind) {
-    case KG_MAXPOOL: {
+    switch (L->ops->kind) {
+    case KD_LAYER_MAXPOOL: {
         kdk_pool p = pool_geom(L, batch);
         kdk_maxpool_bwd(s, &p, dy, (const int32_t *)gl->saved, dx);
         break;
     }
-    case KG_AVGPOOL: {
+    case KD_LAYER_AVGPOOL: {
         kdk_pool p = pool_geom(L, batch);
         kdk_avgpool_bwd(s, &p, dy, dx);
         break;
     }
-    case KG_RELU: kdk_relu_bwd(s, n, y, dy, dx); break;
-    case KG_TANH: kdk_tanh_bwd(s, n, y, dy, dx); break;
-    case KG_SIGMOID: kdk_sigmoid_bwd(s, n, y, dy, dx); break;
-    case KG_DROPOUT:
+    case KD_LAYER_RELU: kdk_relu_bwd(s, n, y, dy, dx); break;
+    case KD_LAYER_TANH: kdk_tanh_bwd(s, n, y, dy, dx); break;
+    case KD_LAYER_SIGMOID: kdk_sigmoid_bwd(s, n, y, dy, dx); break;
+    case KD_LAYER_DROPOUT:
         if (training)
             kdk_mul(s, n, dy, (const float *)gl->saved, dx);
         else /* the identity in inference */
             KD_CUDA(cudaMemcpyAsync(dx, dy, sizeof(float) * n, cudaMemcpyDeviceToDevice, s), "dropout backward");
         break;
-    case KG_FLATTEN:
+    case KD_LAYER_FLATTEN:
         KD_CUDA(cudaMemcpyAsync(dx, dy, sizeof(float) * n, cudaMemcpyDeviceToDevice, s), "flatten backward");
         break;
-    case KG_SOFTMAX: kdk_softmax_bwd(s, batch, L->in.dim[0], y, dy, dx); break;
+    case KD_LAYER_SOFTMAX: kdk_softmax_bwd(s, batch, L->in.dim[0], y, dy, dx); break;
     default: break;
     }
     return KD_OK;

@@ -1,6 +1,6 @@
 /* The NCCL half of the --dist sync exchange on GPUs (kd_nccl_ops in
  * src/backend.h): unique id, communicator and the bucketed allreduce on the
- * device gradients. MPI never appears here: gpu/nccl_allreduce.c, built into
+ * device gradients. MPI never appears here: mpi/nccl_allreduce.c, built into
  * kindling_mpi, sends the id with MPI_Bcast and calls these through the
  * backend table, so kindling_mpi does not link NCCL. */
 #include <string.h>

@@ -499,10 +499,10 @@ void kd_gpu_grads_written(kd_net *net)
         g->where_grads = KD_WHERE_DEVICE;
 }
 
-kd_status kd_gpu_copy_activation(kd_net *net, int layer, float *host)
+static kd_status gpu_activation(kd_net *net, int layer, float *host)
 {
     kd_gpu *g = kd_gpu_of(net);
-    if (!g || !g->acts || layer < 0 || layer >= net->num_layers || !net->last_batch)
+    if (!g || !g->acts)
         return kd_fail(KD_ERR_STATE, "no GPU activations for layer %d", layer);
     size_t n = kd_shape_size(&net->layers[layer].out) * (size_t)net->last_batch;
     KD_TRY(use_device(g));
@@ -519,6 +519,7 @@ static const kd_backend CUDA_BACKEND = {
     .forward = gpu_forward,
     .backward = gpu_backward,
     .output = gpu_output,
+    .activation = gpu_activation,
     .optim_step = gpu_optim_step,
     .pull = gpu_pull,
     .host_written = gpu_host_written,

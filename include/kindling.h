@@ -45,7 +45,9 @@ const char *kd_last_error(void);
 const char *kd_status_name(kd_status s);
 const char *kd_version(void);
 
-/* Threads used by BLAS and Kindling's own loops. 0 = library default. */
+/* Threads OpenBLAS uses for the matrix products (Kindling's own loops run
+ * on the calling thread). n <= 0 leaves OpenBLAS's setting as it is
+ * (OPENBLAS_NUM_THREADS, else one per core). Process-wide, like OpenBLAS's. */
 void kd_set_threads(int n);
 /* The OpenBLAS kernel family in use ("SkylakeX", "Haswell", "Prescott", ...). */
 const char *kd_blas_corename(void);
@@ -70,13 +72,19 @@ const char *kd_shape_str(const kd_shape *s, char *buf, size_t len);
  * works the same on both; the flat buffers keep their layout and offsets.
  *
  * On a GPU the parameters, gradients, state and (inside kd_train) the
- * optimizer state live on the device. kd_net_params / kd_net_grads /
- * kd_net_state still return the host buffers: they first copy the device
- * values back and then treat the host copy as written, so the next device
- * operation uploads it (that is how checkpoints, the parameter server and
- * MPI allreduce work unchanged). The optimizer's own state
- * (kd_optim_state) is brought back by kd_net_sync, which kd_train calls
- * before every checkpoint and when it returns.
+ * optimizer state live on the device, and the host buffers that
+ * kd_net_params / kd_net_grads / kd_net_state return are copies. Copies
+ * between them are explicit calls that can fail (a failed copy is
+ * KD_ERR_DEVICE with the CUDA message):
+ *   - kd_net_to_host(net, KD_NET_GRADS ...) before using host buffers: it
+ *     copies the device values back and hands the host copies over for
+ *     reading and writing, so the next device operation uploads them (the
+ *     parameter server and MPI allreduce work this way);
+ *   - kd_net_sync(net, opt) for a read-only snapshot of everything,
+ *     including the optimizer's state (kd_optim_state); kd_checkpoint_save
+ *     and kd_train call it, kd_train before every checkpoint and on return.
+ * On the CPU the host buffers are the network's own, so both calls succeed
+ * at once.
  *
  * Built without CUDA, asking for a GPU fails with KD_ERR_UNSUPPORTED and
  * "Kindling was built without CUDA"; with CUDA but no usable device, with
@@ -238,14 +246,24 @@ int kd_net_num_classes(const kd_net *net);
 /* Re-initialise every parameter (Xavier/He per layer) from seed. */
 kd_status kd_net_init_params(kd_net *net, uint64_t seed);
 
-/* The flat buffers. Length kd_net_param_count(). Writable: the parameter
- * server and allreduce write into them directly. */
+/* The flat host buffers. Length kd_net_param_count(). Writable: the
+ * parameter server and allreduce write into them directly. On a GPU call
+ * kd_net_to_host first (see "devices" above); these calls copy nothing. */
 size_t kd_net_param_count(const kd_net *net);
 float *kd_net_params(kd_net *net);
 float *kd_net_grads(kd_net *net);
 /* Non-trainable state (batch-norm running mean/var), also one flat buffer. */
 size_t kd_net_state_count(const kd_net *net);
 float *kd_net_state(kd_net *net);
+
+/* Which flat buffers kd_net_to_host is about (a bit set). */
+enum { KD_NET_PARAMS = 1, KD_NET_GRADS = 2, KD_NET_STATE = 4, KD_NET_BUFFERS = 7 };
+/* Make the host buffers in `buffers` current and hand them to the caller:
+ * device values newer than the host copy are copied back, and the host
+ * copies then count as the newer ones, so what the caller writes reaches
+ * the device before its next use. A failed copy returns KD_ERR_DEVICE and
+ * changes nothing. Immediate on the CPU. */
+kd_status kd_net_to_host(kd_net *net, unsigned buffers);
 
 typedef struct kd_layer_info {
     int index;
@@ -264,7 +282,10 @@ kd_status kd_net_layer_info(const kd_net *net, int i, kd_layer_info *out);
 
 /* Forward a batch of `batch` samples (x is batch * input size floats).
  * training != 0 enables dropout and batch statistics. Afterwards the class
- * probabilities (batch * classes) are at kd_net_output(). */
+ * probabilities (batch * classes) are at kd_net_output().
+ * The network keeps the pointer x, not a copy: kd_net_backward reads it
+ * again (the first layer's weight gradient), so x must stay valid and
+ * unchanged until the backward pass of this batch (or the next forward). */
 kd_status kd_net_forward(kd_net *net, const float *x, int batch, int training);
 const float *kd_net_output(const kd_net *net);
 /* Softmax cross-entropy of the last forward against labels; mean over the
@@ -344,9 +365,9 @@ kd_status kd_optim_step(kd_optim *opt, float *params, const float *grads);
  * on a GPU (the optimizer state is then kept on the device until
  * kd_net_sync). The local exchange of kd_train uses this. */
 kd_status kd_net_optim_step(kd_net *net, kd_optim *opt);
-/* Bring the host copies up to date: parameters, gradients and state, and,
- * when opt is not NULL, the optimizer state a GPU step keeps on the device.
- * A no-op on the CPU. */
+/* Bring the host copies up to date for reading: parameters, gradients and
+ * state, and, when opt is not NULL, the optimizer state a GPU step keeps on
+ * the device (the device copies stay current too). A no-op on the CPU. */
 kd_status kd_net_sync(kd_net *net, kd_optim *opt);
 /* Learning rate the next step will use. */
 double kd_optim_current_lr(const kd_optim *opt);

@@ -34,9 +34,8 @@ kd_status kd_mpi_init(int *argc, char ***argv);
 void kd_mpi_finalize(void);
 /* End every rank of MPI_COMM_WORLD now (after a rank-local failure). */
 void kd_mpi_abort(int code);
-/* Rank and size in MPI_COMM_WORLD (0 and 1 before init). */
+/* Rank in MPI_COMM_WORLD (0 before init). */
 int kd_mpi_world_rank(void);
-int kd_mpi_world_size(void);
 
 typedef enum kd_dist_mode { KD_DIST_SYNC = 0, KD_DIST_ASYNC = 1 } kd_dist_mode;
 
@@ -66,7 +65,6 @@ typedef struct kd_dist_config {
 
 kd_dist_config kd_dist_config_default(void);
 const char *kd_dist_mode_name(kd_dist_mode m);
-kd_status kd_dist_mode_parse(const char *name, kd_dist_mode *out);
 
 /* A distributed run over a communicator: roles and the data split. */
 typedef struct kd_dist kd_dist;
@@ -77,8 +75,6 @@ kd_status kd_dist_create(MPI_Comm comm, const kd_dist_config *dc, kd_dist **out)
 /* Collective. Call before kd_dist_free's MPI_Finalize. */
 void kd_dist_free(kd_dist *d);
 
-int kd_dist_rank(const kd_dist *d);
-int kd_dist_size(const kd_dist *d);
 int kd_dist_is_server(const kd_dist *d);
 int kd_dist_num_workers(const kd_dist *d);
 int kd_dist_num_servers(const kd_dist *d);

@@ -622,6 +622,10 @@ kd_status kd_checkpoint_save(const char *path, const kd_net *net, const kd_optim
     kd_status s;
     if (!path || !path[0] || !net)
         return kd_fail(KD_ERR_INVALID, "kd_checkpoint_save: path and net are required");
+    /* A device's values (and the optimizer state it keeps) come back first. */
+    s = kd_net_sync((kd_net *)net, (kd_optim *)opt);
+    if (s != KD_OK)
+        return kd_fail_context(s, "%s: copying the network to the host", path);
     h5_quiet_begin(&q);
     s = save_quiet(path, net, opt, state);
     h5_quiet_end(&q);

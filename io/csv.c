@@ -4,8 +4,10 @@
  * float. One pass into growing buffers, shrunk to size at the end. */
 #include "kindling.h"
 
+#include "dataset.h"
 #include "error.h"
 #include "reader_util.h"
+#include "spool_writer.h"
 
 #include <stdio.h>
 #include <stdlib.h>

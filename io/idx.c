@@ -6,8 +6,11 @@
  * [0,1]) or float32 (0x0D) of rank 1..4; labels are uint8 of rank 1. */
 #include "kindling.h"
 
+#include "dataset.h"
 #include "error.h"
+#include "memlimit.h"
 #include "reader_util.h"
+#include "spool_writer.h"
 
 #include <limits.h>
 #include <stdlib.h>

@@ -3,8 +3,11 @@
  * until the end because the width may only be known from the largest index. */
 #include "kindling.h"
 
+#include "dataset.h"
 #include "error.h"
+#include "memlimit.h"
 #include "reader_util.h"
+#include "spool_writer.h"
 
 #include <limits.h>
 #include <stdlib.h>

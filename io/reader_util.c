@@ -1,6 +1,7 @@
 #include "reader_util.h"
 
 #include "error.h"
+#include "memlimit.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -267,11 +268,17 @@ kd_status kd_grow(void **p, size_t *cap, size_t need, size_t elem, const char *w
     return KD_OK;
 }
 
-int kd_labels_num_classes(const int32_t *y, int64_t n)
+kd_status kd_grow_checked(void **p, size_t *cap, size_t need, size_t elem, const char *what,
+                          const char *path, uint64_t held)
 {
-    int32_t max = -1;
-    for (int64_t i = 0; i < n; i++)
-        if (y[i] > max)
-            max = y[i];
-    return max + 1;
+    if (need <= *cap)
+        return KD_OK;
+    size_t c = *cap ? *cap : 1024;
+    while (c < need && c <= SIZE_MAX / 2 / elem)
+        c *= 2;
+    if (c >= need) {
+        uint64_t more = (uint64_t)(c - *cap) * elem, total = held + (uint64_t)c * elem;
+        KD_TRY(kd_memory_check(total, more, 0, path, what));
+    }
+    return kd_grow(p, cap, need, elem, what);
 }

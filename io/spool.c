@@ -35,9 +35,12 @@
  */
 #include "kindling.h"
 
+#include "dataset.h"
 #include "error.h"
+#include "memlimit.h"
 #include "reader_util.h"
 #include "safe_file.h"
+#include "spool_writer.h"
 
 #include <errno.h>
 #include <limits.h>

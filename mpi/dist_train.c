@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "allreduce.h"
+#include "backend.h"
 #include "error.h"
 #include "net.h"
 #include "ps.h"
@@ -82,12 +83,12 @@ static kd_status save_checkpoint(dist_run *r, const kd_train_state *st, int gath
     if (!r->checkpoint_path || !kd_dist_is_writer(r->d))
         return KD_OK;
     if (r->ps && gather) {
-        kd_status s = kd_ps_gather(r->ps, kd_net_params(r->net), r->opt);
+        kd_status s = kd_net_to_host(r->net, KD_NET_PARAMS);
+        if (s == KD_OK)
+            s = kd_ps_gather(r->ps, kd_net_params(r->net), r->opt);
         if (s != KD_OK)
             return kd_fail_context(s, "gathering the model for a checkpoint");
     }
-    /* A GPU network's parameters and optimizer state come back to the host. */
-    KD_TRY(kd_net_sync(r->net, r->opt));
     KD_TRY(kd_checkpoint_save(r->checkpoint_path, r->net, r->opt, st));
     r->saved_step = st->step;
     return KD_OK;
@@ -166,7 +167,7 @@ static kd_status dist_step(void *ctx, kd_net *net, kd_optim *opt, const kd_step 
             s = kd_nccl_weighted_sum(r->nccl, net, weight);
         else
 #endif
-        if (s == KD_OK)
+        if (s == KD_OK && (s = kd_net_to_host(net, KD_NET_GRADS)) == KD_OK)
             s = kd_allreduce_weighted_sum(r->ar, kd_net_grads(net), weight);
     }
     if (r->ar) {
@@ -260,7 +261,7 @@ static kd_status work(dist_run *r, const kd_dataset *train, const kd_train_confi
     if (r->ps) {
         /* Every push must be counted before the writer gathers the final model. */
         kd_status s = kd_mpi_check(MPI_Barrier(d->workers), "waiting for the other workers to finish");
-        if (s == KD_OK && kd_dist_is_writer(d))
+        if (s == KD_OK && kd_dist_is_writer(d) && (s = kd_net_to_host(r->net, KD_NET_PARAMS)) == KD_OK)
             s = kd_ps_gather(r->ps, kd_net_params(r->net), r->opt);
         kd_status f = kd_ps_worker_finish(r->ps);
         KD_TRY(s == KD_OK ? f : s);
@@ -348,7 +349,7 @@ kd_status kd_dist_train(kd_dist *d, kd_net *net, kd_optim *opt, const kd_dataset
 #endif
         /* The CPU's backward tells when gradients are final; a GPU's runs on
          * the device (NCCL, or a host copy after it). */
-        r.overlap = d->cfg.overlap && !net->backend && !kd_dist_is_server(d);
+        r.overlap = d->cfg.overlap && net->backend == &kd_cpu_backend && !kd_dist_is_server(d);
 #ifdef KD_HAVE_NCCL
         r.overlap = r.overlap && !r.nccl;
 #endif
@@ -369,7 +370,8 @@ kd_status kd_dist_train(kd_dist *d, kd_net *net, kd_optim *opt, const kd_dataset
         pc.protocol = d->cfg.ps_protocol;
         /* Resuming: the servers' optimizer state and step count come from opt. */
         int resuming = st->step > 0 || kd_optim_steps(opt) > 0;
-        s = kd_ps_create(d->comm, &pc, n, kd_optim_get_config(opt), kd_net_params(net), resuming ? opt : NULL, &r.ps);
+        if ((s = kd_net_to_host(net, KD_NET_PARAMS)) == KD_OK)
+            s = kd_ps_create(d->comm, &pc, n, kd_optim_get_config(opt), kd_net_params(net), resuming ? opt : NULL, &r.ps);
         if (s == KD_OK) {
             d->stats.exchange = kd_ps_describe(r.ps);
             r.ps_exchange = kd_ps_exchange(r.ps);

@@ -151,6 +151,8 @@ static kd_status ps_exchange_step(void *ctx, kd_net *net, kd_optim *opt, const k
     if (kd_net_param_count(net) != ps->n)
         return kd_fail(KD_ERR_SHAPE, "parameter server: the network has %zu parameters, the servers hold %zu",
                        kd_net_param_count(net), ps->n);
+    /* The host copies: read the gradients, write the fresh parameters. */
+    KD_TRY(kd_net_to_host(net, KD_NET_PARAMS | KD_NET_GRADS));
     int64_t samples = step && step->samples > 0 ? step->samples : 0;
     if (ps->protocol == KD_PS_MSG) {
         KD_TRY(ps_msg_exchange(ps, kd_net_grads(net), kd_net_params(net), samples));

@@ -79,15 +79,6 @@ int kd_mpi_world_rank(void)
     return rank;
 }
 
-int kd_mpi_world_size(void)
-{
-    int started = 0, size = 1;
-    MPI_Initialized(&started);
-    if (started)
-        MPI_Comm_size(MPI_COMM_WORLD, &size);
-    return size;
-}
-
 kd_dist_config kd_dist_config_default(void)
 {
     kd_dist_config c;
@@ -104,17 +95,6 @@ kd_dist_config kd_dist_config_default(void)
 const char *kd_dist_mode_name(kd_dist_mode m)
 {
     return m == KD_DIST_ASYNC ? "async" : m == KD_DIST_SYNC ? "sync" : "?";
-}
-
-kd_status kd_dist_mode_parse(const char *name, kd_dist_mode *out)
-{
-    if (name && strcmp(name, "sync") == 0)
-        *out = KD_DIST_SYNC;
-    else if (name && strcmp(name, "async") == 0)
-        *out = KD_DIST_ASYNC;
-    else
-        return kd_fail(KD_ERR_INVALID, "unknown distribution mode '%s' (choose sync or async)", name ? name : "");
-    return KD_OK;
 }
 
 /* ------------------------------------------------------------- agreement */
@@ -342,8 +322,6 @@ void kd_dist_free(kd_dist *d)
     free(d);
 }
 
-int kd_dist_rank(const kd_dist *d) { return d->rank; }
-int kd_dist_size(const kd_dist *d) { return d->size; }
 int kd_dist_is_server(const kd_dist *d) { return d->worker_index < 0; }
 int kd_dist_num_workers(const kd_dist *d) { return d->num_workers; }
 int kd_dist_num_servers(const kd_dist *d) { return d->servers; }

@@ -1,7 +1,8 @@
-/* The compute-backend hook: a table of functions a device backend (the
- * CUDA one in gpu/) provides for a network moved to it. The CPU path is the
- * layer table itself (src/layers/); when net->backend is set, net.c,
- * train.c and the context calls dispatch here instead. Internal.
+/* The compute-backend interface: the table of functions through which a
+ * network computes, like a ggml backend. The CPU is one backend
+ * (kd_cpu_backend, src/net_cpu.c, over the layer table in src/layers/), the
+ * CUDA module another (gpu/net_gpu.c); net->backend is always one of them,
+ * and net.c, train.c and the context calls always dispatch here. Internal.
  *
  * Buffers that exist on both sides (params, grads, state, optimizer state)
  * carry a "which copy is newer" mark kept by the backend: kd_backend.pull
@@ -14,13 +15,14 @@
 #include "error.h"
 #include "kindling.h"
 
-/* Which buffers a pull / host_written call is about (bit set). */
+/* Which buffers a pull / host_written call is about (bit set): the public
+ * KD_NET_* of kd_net_to_host, plus the optimizer state. */
 enum {
-    KD_BUF_PARAMS = 1,
-    KD_BUF_GRADS = 2,
-    KD_BUF_STATE = 4,
+    KD_BUF_PARAMS = KD_NET_PARAMS,
+    KD_BUF_GRADS = KD_NET_GRADS,
+    KD_BUF_STATE = KD_NET_STATE,
     KD_BUF_OPTIM = 8,
-    KD_BUF_ALL = 15
+    KD_BUF_ALL = KD_NET_BUFFERS | KD_BUF_OPTIM
 };
 
 typedef struct kd_backend {
@@ -39,6 +41,9 @@ typedef struct kd_backend {
     /* Host copy of the last forward's output (batch * classes), waiting
      * for it if needed; NULL on a device error (message set). */
     const float *(*output)(kd_net *net);
+    /* Copy layer `layer`'s output of the last forward (last_batch x its
+     * size floats) into host memory: for tests that compare backends. */
+    kd_status (*activation)(kd_net *net, int layer, float *host);
     /* One optimizer step on the device. */
     kd_status (*optim_step)(kd_net *net, kd_optim *opt);
     /* Copy the buffers in `what` to the host where the device is newer
@@ -47,7 +52,7 @@ typedef struct kd_backend {
     /* The host copies in `what` may have changed: upload before next use. */
     void (*host_written)(kd_net *net, unsigned what);
     /* NCCL on the device gradients (NULL when built without NCCL); the MPI
-     * side (gpu/nccl_allreduce.c, in kindling_mpi) bootstraps it. */
+     * side (mpi/nccl_allreduce.c, in kindling_mpi) bootstraps it. */
     const struct kd_nccl_ops *nccl;
 } kd_backend;
 
@@ -80,6 +85,11 @@ typedef struct kd_host_api {
     double (*optim_current_lr)(const kd_optim *opt);
     size_t (*shape_size)(const kd_shape *s);
 } kd_host_api;
+
+/* The CPU backend: every network starts on it. Its attach cannot fail (its
+ * buffers are made on the first forward) and its flat vectors are the host
+ * buffers, so pull and host_written do nothing. */
+extern const kd_backend kd_cpu_backend;
 
 /* The CUDA backend. With gpu/ built it lives in the shared module
  * libkindling_gpu.so, loaded on first use (src/gpu_loader.c) so that CPU-only

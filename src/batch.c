@@ -24,11 +24,11 @@ kd_status kd_batcher_init(kd_batcher *b, const kd_dataset *data, const kd_train_
     b->local = cfg->local_data != 0;
     /* Local data: this worker's own samples in batches of `batch`; else the
      * whole set in global batches. More steps may be asked for (uneven shares). */
-    int64_t global = b->local ? b->batch : (int64_t)b->batch * b->parts;
-    int64_t need = kd_steps_per_epoch(data->n, global);
+    int64_t cut = b->local ? b->batch : (int64_t)b->batch * b->parts;
+    int64_t need = kd_steps_per_epoch(data->n, cut);
     if (cfg->steps_per_epoch > 0 && cfg->steps_per_epoch < need)
         return kd_fail(KD_ERR_INVALID, "%lld steps per epoch cannot cover %lld samples in batches of %lld",
-                       (long long)cfg->steps_per_epoch, (long long)data->n, (long long)global);
+                       (long long)cfg->steps_per_epoch, (long long)data->n, (long long)cut);
     b->steps_per_epoch = cfg->steps_per_epoch > 0 ? cfg->steps_per_epoch : need;
     b->sample_floats = kd_shape_size(&data->shape);
     b->order = kd_malloc(sizeof(int64_t) * (size_t)data->n, "sample order");
@@ -103,4 +103,17 @@ int kd_batcher_next(kd_batcher *b, kd_step *step)
 int64_t kd_batcher_epoch_samples(const kd_batcher *b)
 {
     return b->local ? b->data->n : b->data->n / b->parts;
+}
+
+int64_t kd_batcher_global_batch(const kd_batcher *b)
+{
+    return (int64_t)b->batch * b->parts;
+}
+
+int64_t kd_batcher_resume_step(const kd_batcher *b, const kd_train_state *st)
+{
+    int64_t done = st->step - (int64_t)st->epoch * b->steps_per_epoch;
+    if (st->batch_size != kd_batcher_global_batch(b) || done <= 0 || done > b->steps_per_epoch)
+        return 0;
+    return done;
 }

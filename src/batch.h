@@ -45,4 +45,16 @@ int kd_batcher_next(kd_batcher *b, kd_step *step);
 /* This worker's samples in one epoch. */
 int64_t kd_batcher_epoch_samples(const kd_batcher *b);
 
+/* Samples per step over all workers (batch * parts): what a checkpoint
+ * records as the batch size. */
+int64_t kd_batcher_global_batch(const kd_batcher *b);
+
+/* Where a run from state `st` starts in its epoch: the step after the last
+ * one done when st recorded the same global batch, else 0 (another
+ * batching starts the interrupted epoch over). steps_per_epoch when every
+ * step of the epoch ran but its record was not written (a stop after its
+ * last step): the epoch then ends without steps, instead of training it
+ * twice. Beyond that the position cannot be this data's: 0. */
+int64_t kd_batcher_resume_step(const kd_batcher *b, const kd_train_state *st);
+
 #endif

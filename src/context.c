@@ -1,5 +1,6 @@
-/* Compute contexts: which device a network runs on, and the calls that
- * dispatch to the device backend (src/backend.h) when it is not the CPU. */
+/* Compute contexts: which backend a network runs on (the CPU, src/net_cpu.c,
+ * or a GPU through the module gpu/ builds), moving it between them, and the
+ * calls that dispatch to its backend (src/backend.h). */
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -73,19 +74,27 @@ static int local_rank(void)
     return 0;
 }
 
-static kd_status to_cpu(kd_net *net)
+/* Move net to backend `be` on `device`. The host copies are what the next
+ * backend starts from, so the current one hands them back first; if it
+ * cannot, the network stays where it is. If the new device cannot take the
+ * network, it is left on the CPU. */
+static kd_status move_to(kd_net *net, const kd_backend *be, int device)
 {
-    if (!net->backend)
-        return KD_OK;
-    kd_status s = net->backend->pull(net, KD_BUF_PARAMS | KD_BUF_GRADS | KD_BUF_STATE, NULL);
+    KD_TRY(net->backend->pull(net, KD_BUF_PARAMS | KD_BUF_GRADS | KD_BUF_STATE, NULL));
     net->backend->detach(net);
-    net->backend = NULL;
-    net->backend_ctx = NULL;
+    net->backend = &kd_cpu_backend;
+    net->backend->attach(net, 0); /* cannot fail */
     net->ctx.kind = KD_DEVICE_CPU;
     net->ctx.device_id = 0;
     net->last_batch = 0;
     net->last_x = NULL;
-    return s;
+    if (be == &kd_cpu_backend)
+        return KD_OK;
+    KD_TRY(be->attach(net, device));
+    net->backend = be;
+    net->ctx.kind = KD_DEVICE_GPU;
+    net->ctx.device_id = device;
+    return KD_OK;
 }
 
 kd_status kd_net_set_context(kd_net *net, kd_context ctx)
@@ -93,7 +102,7 @@ kd_status kd_net_set_context(kd_net *net, kd_context ctx)
     if (!net)
         return kd_fail(KD_ERR_INVALID, "kd_net_set_context: NULL network");
     if (ctx.kind == KD_DEVICE_CPU)
-        return to_cpu(net);
+        return net->backend == &kd_cpu_backend ? KD_OK : move_to(net, &kd_cpu_backend, 0);
     if (ctx.kind != KD_DEVICE_GPU)
         return kd_fail(KD_ERR_INVALID, "unknown device kind %d", (int)ctx.kind);
     const char *why = NULL;
@@ -108,16 +117,9 @@ kd_status kd_net_set_context(kd_net *net, kd_context ctx)
     if (id >= count)
         return kd_fail(KD_ERR_INVALID, "GPU %d does not exist (%d CUDA device%s: 0..%d)", id, count,
                        count == 1 ? "" : "s", count - 1);
-    if (net->backend && net->ctx.device_id == id)
+    if (net->backend == be && net->ctx.device_id == id)
         return KD_OK;
-    KD_TRY(to_cpu(net));
-    KD_TRY(be->attach(net, id));
-    net->backend = be;
-    net->ctx.kind = KD_DEVICE_GPU;
-    net->ctx.device_id = id;
-    net->last_batch = 0;
-    net->last_x = NULL;
-    return KD_OK;
+    return move_to(net, be, id);
 }
 
 kd_context kd_net_get_context(const kd_net *net)
@@ -130,9 +132,20 @@ kd_status kd_net_sync(kd_net *net, kd_optim *opt)
 {
     if (!net)
         return kd_fail(KD_ERR_INVALID, "kd_net_sync: NULL network");
-    if (!net->backend)
-        return KD_OK;
     return net->backend->pull(net, KD_BUF_ALL, opt);
+}
+
+kd_status kd_net_to_host(kd_net *net, unsigned buffers)
+{
+    if (!net)
+        return kd_fail(KD_ERR_INVALID, "kd_net_to_host: NULL network");
+    if (buffers & ~(unsigned)KD_NET_BUFFERS)
+        return kd_fail(KD_ERR_INVALID, "kd_net_to_host: unknown buffers 0x%x (use KD_NET_PARAMS, KD_NET_GRADS, "
+                                       "KD_NET_STATE)", buffers);
+    /* Only a complete copy hands the host buffers over. */
+    KD_TRY(net->backend->pull(net, buffers, NULL));
+    net->backend->host_written(net, buffers);
+    return KD_OK;
 }
 
 kd_status kd_net_optim_step(kd_net *net, kd_optim *opt)
@@ -142,7 +155,5 @@ kd_status kd_net_optim_step(kd_net *net, kd_optim *opt)
     if (kd_optim_param_count(opt) != net->param_count)
         return kd_fail(KD_ERR_SHAPE, "the optimizer is for %zu parameters but the network has %zu",
                        kd_optim_param_count(opt), net->param_count);
-    if (net->backend)
-        return net->backend->optim_step(net, opt);
-    return kd_optim_step(opt, net->params, net->grads);
+    return net->backend->optim_step(net, opt);
 }

@@ -5,7 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The only per-process state the library keeps: one message per thread. */
+/* The message of the last failure, one per thread. (The library's other
+ * process-wide state is what the caller sets or loads once: the memory
+ * budget of kd_set_memory_limit (memlimit.c), OpenBLAS's thread count
+ * (blas.c) and the CUDA module (gpu_loader.c).) */
 static _Thread_local char last_error[1024];
 
 const char *kd_last_error(void) { return last_error; }

@@ -10,78 +10,17 @@
 
 #define KD_PREDICT_BATCH 256
 
-static void free_batch_buffers(kd_net *net)
-{
-    if (net->acts)
-        for (int i = 0; i < net->num_layers; i++)
-            free(net->acts[i]);
-    if (net->saved)
-        for (int i = 0; i < net->num_layers; i++)
-            free(net->saved[i]);
-    free(net->acts);
-    free(net->saved);
-    free(net->work);
-    free(net->dbuf[0]);
-    free(net->dbuf[1]);
-    net->acts = net->saved = NULL;
-    net->work = net->dbuf[0] = net->dbuf[1] = NULL;
-    net->work_count = 0;
-    net->cap_batch = 0;
-}
-
 void kd_net_free(kd_net *net)
 {
     if (!net)
         return;
-    if (net->backend)
-        net->backend->detach(net);
-    free_batch_buffers(net);
+    net->backend->detach(net);
     free(net->layers);
     free(net->params);
     free(net->grads);
     free(net->state);
     free(net->spec_json);
     free(net);
-}
-
-/* Grow the per-batch buffers to hold `batch` samples. */
-static kd_status ensure_batch(kd_net *net, int batch)
-{
-    if (batch <= net->cap_batch)
-        return KD_OK;
-    free_batch_buffers(net);
-    int n = net->num_layers;
-    size_t bmax = kd_shape_size(&net->input), work = 0;
-    net->acts = kd_calloc((size_t)n, sizeof *net->acts, "activations");
-    net->saved = kd_calloc((size_t)n, sizeof *net->saved, "layer scratch");
-    if (!net->acts || !net->saved)
-        goto nomem;
-    for (int i = 0; i < n; i++) {
-        const kd_layer *L = &net->layers[i];
-        size_t out = kd_shape_size(&L->out);
-        if (out > bmax)
-            bmax = out;
-        net->acts[i] = kd_malloc(sizeof(float) * out * (size_t)batch, "activations");
-        if (!net->acts[i])
-            goto nomem;
-        size_t sv = L->ops->saved_floats ? L->ops->saved_floats(L, batch) : 0;
-        if (sv && !(net->saved[i] = kd_malloc(sizeof(float) * sv, "layer scratch")))
-            goto nomem;
-        size_t w = L->ops->work_floats ? L->ops->work_floats(L, batch) : 0;
-        if (w > work)
-            work = w;
-    }
-    net->work_count = work;
-    if (work && !(net->work = kd_malloc(sizeof(float) * work, "work buffer")))
-        goto nomem;
-    for (int k = 0; k < 2; k++)
-        if (!(net->dbuf[k] = kd_malloc(sizeof(float) * bmax * (size_t)batch, "gradient buffer")))
-            goto nomem;
-    net->cap_batch = batch;
-    return KD_OK;
-nomem:
-    free_batch_buffers(net);
-    return kd_fail(KD_ERR_NOMEM, "out of memory allocating buffers for batch size %d", batch);
 }
 
 kd_status kd_net_create(const char *spec, uint64_t seed, kd_net **out)
@@ -103,6 +42,9 @@ kd_status kd_net_create(const char *spec, uint64_t seed, kd_net **out)
     kd_net *net = kd_calloc(1, sizeof *net, "network");
     if (!net)
         return KD_ERR_NOMEM;
+    /* Every network starts on the CPU backend (attaching it cannot fail). */
+    net->backend = &kd_cpu_backend;
+    net->backend->attach(net, 0);
     kd_status s = kd_spec_build(json, &net->input, &net->layers, &net->num_layers, &net->spec_json);
     if (s != KD_OK) {
         free(net);
@@ -182,8 +124,7 @@ kd_status kd_net_init_params(kd_net *net, uint64_t seed)
                          L->bias_count ? net->params + L->bias_offset : NULL,
                          L->state_count ? net->state + L->state_offset : NULL, &rng);
     }
-    if (net->backend)
-        net->backend->host_written(net, KD_BUF_PARAMS | KD_BUF_STATE);
+    net->backend->host_written(net, KD_BUF_PARAMS | KD_BUF_STATE);
     return KD_OK;
 }
 
@@ -193,21 +134,10 @@ int kd_net_num_classes(const kd_net *net) { return net->num_classes; }
 size_t kd_net_param_count(const kd_net *net) { return net->param_count; }
 size_t kd_net_state_count(const kd_net *net) { return net->state_count; }
 
-/* On a device the host buffer is brought up to date and then counted as
- * written, since the caller may write through the pointer (src/backend.h).
- * A device failure here leaves its message in kd_last_error(). */
-static float *host_buffer(kd_net *net, unsigned which, float *buf)
-{
-    if (net->backend) {
-        net->backend->pull(net, which, NULL);
-        net->backend->host_written(net, which);
-    }
-    return buf;
-}
-
-float *kd_net_params(kd_net *net) { return host_buffer(net, KD_BUF_PARAMS, net->params); }
-float *kd_net_grads(kd_net *net) { return host_buffer(net, KD_BUF_GRADS, net->grads); }
-float *kd_net_state(kd_net *net) { return host_buffer(net, KD_BUF_STATE, net->state); }
+/* The host buffers; copies from a device are kd_net_to_host's (context.c). */
+float *kd_net_params(kd_net *net) { return net->params; }
+float *kd_net_grads(kd_net *net) { return net->grads; }
+float *kd_net_state(kd_net *net) { return net->state; }
 int kd_net_num_layers(const kd_net *net) { return net->num_layers; }
 
 kd_status kd_net_layer_info(const kd_net *net, int i, kd_layer_info *out)
@@ -238,46 +168,14 @@ void kd_net_set_noise_seed(kd_net *net, uint64_t seed, int64_t step)
     net->noise_step = step;
 }
 
-static kd_pass layer_pass(kd_net *net, kd_layer *L, int batch, int training, kd_rng *rng)
-{
-    kd_pass p;
-    p.batch = batch;
-    p.training = training;
-    p.W = L->weight_count ? net->params + L->weight_offset : NULL;
-    p.B = L->bias_count ? net->params + L->bias_offset : NULL;
-    p.dW = L->weight_count ? net->grads + L->weight_offset : NULL;
-    p.dB = L->bias_count ? net->grads + L->bias_offset : NULL;
-    p.state = L->state_count ? net->state + L->state_offset : NULL;
-    p.saved = net->saved[L->index];
-    p.work = net->work;
-    p.rng = rng;
-    return p;
-}
-
 kd_status kd_net_forward(kd_net *net, const float *x, int batch, int training)
 {
     if (!net || !x)
         return kd_fail(KD_ERR_INVALID, "kd_net_forward: NULL argument");
     if (batch < 1)
         return kd_fail(KD_ERR_INVALID, "batch size must be >= 1, got %d", batch);
-    if (net->backend) {
-        net->last_batch = 0;
-        KD_TRY(net->backend->forward(net, x, batch, training));
-        net->last_x = x;
-        net->last_batch = batch;
-        net->last_training = training;
-        return KD_OK;
-    }
-    KD_TRY(ensure_batch(net, batch));
-    kd_rng rng;
-    kd_rng_seed(&rng, net->noise_seed, 0x5eed0000ULL + (uint64_t)net->noise_step);
-    const float *in = x;
-    for (int i = 0; i < net->num_layers; i++) {
-        kd_layer *L = &net->layers[i];
-        kd_pass p = layer_pass(net, L, batch, training, &rng);
-        L->ops->forward(L, &p, in, net->acts[i]);
-        in = net->acts[i];
-    }
+    net->last_batch = 0;
+    KD_TRY(net->backend->forward(net, x, batch, training));
     net->last_x = x;
     net->last_batch = batch;
     net->last_training = training;
@@ -288,10 +186,15 @@ const float *kd_net_output(const kd_net *net)
 {
     if (!net || !net->last_batch)
         return NULL;
-    /* The device backend fetches its output lazily (a cache, hence the cast). */
-    if (net->backend)
-        return net->backend->output((kd_net *)net);
-    return net->acts[net->num_layers - 1];
+    /* A device backend fetches its output lazily (a cache, hence the cast). */
+    return net->backend->output((kd_net *)net);
+}
+
+kd_status kd_net_activation(kd_net *net, int layer, float *host)
+{
+    if (!net || !host || layer < 0 || layer >= net->num_layers || !net->last_batch)
+        return kd_fail(KD_ERR_STATE, "no activations of layer %d (no forward pass, or no such layer)", layer);
+    return net->backend->activation(net, layer, host);
 }
 
 static kd_status check_labels(const kd_net *net, const int32_t *labels)
@@ -338,32 +241,7 @@ kd_status kd_net_backward(kd_net *net, const int32_t *labels)
     if (!net || !net->last_batch)
         return kd_fail(KD_ERR_STATE, "kd_net_backward: no forward pass yet");
     KD_TRY(check_labels(net, labels));
-    if (net->backend)
-        return net->backend->backward(net, labels);
-    int B = net->last_batch, K = net->num_classes, n = net->num_layers;
-    /* Softmax and cross-entropy fused: dL/dlogits = (p - onehot) / B. */
-    const float *p = net->acts[n - 1];
-    float *dy = net->dbuf[0], *dx = net->dbuf[1];
-    float inv = 1.0f / (float)B;
-    for (int b = 0; b < B; b++) {
-        for (int k = 0; k < K; k++)
-            dy[(size_t)b * K + k] = p[(size_t)b * K + k] * inv;
-        dy[(size_t)b * K + labels[b]] -= inv;
-    }
-    kd_rng rng;
-    kd_rng_seed(&rng, net->noise_seed, 0x5eed0000ULL + (uint64_t)net->noise_step);
-    for (int i = n - 2; i >= 0; i--) {
-        kd_layer *L = &net->layers[i];
-        kd_pass ps = layer_pass(net, L, B, net->last_training, &rng);
-        const float *x = i ? net->acts[i - 1] : net->last_x;
-        L->ops->backward(L, &ps, x, net->acts[i], dy, i ? dx : NULL);
-        if (net->grads_ready && L->weight_count + L->bias_count)
-            net->grads_ready(net->grads_ready_user, L->weight_offset);
-        float *t = dy;
-        dy = dx;
-        dx = t;
-    }
-    return KD_OK;
+    return net->backend->backward(net, labels);
 }
 
 kd_status kd_output_check(const float *p, int batch, int classes, int64_t first)

@@ -19,14 +19,6 @@ struct kd_net {
     size_t param_count, state_count;
     float *params, *grads, *state;
 
-    /* Per-batch buffers, sized for cap_batch samples. */
-    int cap_batch;
-    float **acts;   /* acts[i]: output of layer i */
-    float **saved;  /* saved[i]: layer i's scratch from forward to backward */
-    float *work;    /* shared scratch */
-    size_t work_count;
-    float *dbuf[2]; /* ping-pong gradient buffers (largest activation) */
-
     /* What the last forward saw, for loss and backward. */
     const float *last_x;
     int last_batch;
@@ -35,9 +27,10 @@ struct kd_net {
     uint64_t noise_seed;
     int64_t noise_step;
 
-    /* Where the network computes (src/context.c). On a GPU, backend is the
-     * device's function table and backend_ctx its mirror of the buffers
-     * above; the CPU per-batch buffers are then unused. */
+    /* Where the network computes (src/context.c): never NULL. backend is
+     * the function table of the CPU (src/net_cpu.c) or of a device
+     * (gpu/net_gpu.c), backend_ctx its per-batch buffers and, on a
+     * device, its mirror of the flat vectors above. */
     kd_context ctx;
     const kd_backend *backend;
     void *backend_ctx;
@@ -61,6 +54,10 @@ static inline double kd_nll(double p)
 /* KD_ERR_NUMERIC naming the sample (first + row) when an output holds NaN
  * or Inf: eval and predict refuse a diverged model instead of printing NaN. */
 kd_status kd_output_check(const float *p, int batch, int classes, int64_t first);
+
+/* Layer `layer`'s output of the last forward (last_batch x its size
+ * floats), copied to host memory by the network's backend (tests). */
+kd_status kd_net_activation(kd_net *net, int layer, float *host);
 
 /* src/spec.c: JSON text -> input shape and set-up layers (no buffers). */
 kd_status kd_spec_build(const char *json, kd_shape *input, kd_layer **layers,

@@ -172,14 +172,16 @@ static kd_status build_layers(cJSON *root, const kd_shape *input, kd_layer **out
             s = kd_fail(KD_ERR_INVALID, "spec: layer %d is not a JSON object", i);
             break;
         }
+        char known[256];
         if (!cJSON_IsString(type)) {
-            s = kd_fail(KD_ERR_INVALID, "spec: layer %d has no \"type\" (one of %s)", i, kd_layer_types());
+            s = kd_fail(KD_ERR_INVALID, "spec: layer %d has no \"type\" (one of %s)", i,
+                        kd_layer_types(known, sizeof known));
             break;
         }
         L->ops = kd_layer_ops_find(type->valuestring);
         if (!L->ops) {
             s = kd_fail(KD_ERR_INVALID, "spec: layer %d: unknown layer type '%s' (known: %s)", i,
-                        type->valuestring, kd_layer_types());
+                        type->valuestring, kd_layer_types(known, sizeof known));
             break;
         }
         if ((s = assign_name(layers, i, cfg)) != KD_OK ||
@@ -190,13 +192,13 @@ static kd_status build_layers(cJSON *root, const kd_shape *input, kd_layer **out
                             kd_shape_str(&cur, buf, sizeof buf));
             break;
         }
-        if (strcmp(L->ops->type, "softmax") == 0 && i != n - 1) {
+        if (L->ops->kind == KD_LAYER_SOFTMAX && i != n - 1) {
             s = kd_fail(KD_ERR_INVALID, "spec: layer %d (softmax '%s'): softmax must be the last layer", i, L->name);
             break;
         }
         cur = L->out;
     }
-    if (s == KD_OK && strcmp(layers[n - 1].ops->type, "softmax") != 0)
+    if (s == KD_OK && layers[n - 1].ops->kind != KD_LAYER_SOFTMAX)
         s = kd_fail(KD_ERR_INVALID, "spec: the last layer must be \"softmax\" (classification with cross-entropy), got '%s'",
                     layers[n - 1].ops->type);
     if (s == KD_OK && (layers[n - 1].out.rank != 1 || layers[n - 1].out.dim[0] < 2))

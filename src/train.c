@@ -82,11 +82,10 @@ static kd_status check_config(const kd_net *net, const kd_optim *opt, const kd_d
     return KD_OK;
 }
 
-/* The default save hook: the host copies brought up to date, then the file. */
+/* The default save hook (kd_checkpoint_save brings a device's values back itself). */
 static kd_status save_to_path(void *user, kd_net *net, kd_optim *opt, const kd_train_state *st)
 {
-    kd_status s = kd_net_sync(net, opt);
-    return s == KD_OK ? kd_checkpoint_save((const char *)user, net, opt, st) : s;
+    return kd_checkpoint_save((const char *)user, net, opt, st);
 }
 
 /* What one kd_train call carries from step to step. */
@@ -164,6 +163,7 @@ static kd_status train_step(train_run *r, const kd_step *step)
         r->seen += b;
     } else {
         /* An empty share still takes part in the exchange (collectives must match). */
+        KD_TRY(kd_net_to_host(net, KD_NET_GRADS));
         memset(kd_net_grads(net), 0, sizeof(float) * net->param_count);
     }
     KD_TRY(r->ex->step(r->ex->ctx, net, r->opt, step));
@@ -241,25 +241,13 @@ kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
     r.ex = cfg->exchange ? cfg->exchange : &local_exchange;
     r.save = cfg->save ? cfg->save : cfg->checkpoint_path ? save_to_path : NULL;
     r.save_user = cfg->save ? cfg->save_user : (void *)cfg->checkpoint_path;
-    int64_t spe = r.batches.steps_per_epoch;
-
-    /* A resumed run continues mid-epoch only with the same global batch.
-     * first == spe: every step of the epoch ran but its record was not
-     * written (a stop after its last step, or an older periodic save there):
-     * the epoch ends without steps. Running it again would train it twice.
-     * Beyond that the position cannot be this data's: start the epoch over. */
-    int64_t global_batch = (int64_t)cfg->batch_size * r.batches.parts, first = 0;
-    if (st->batch_size == global_batch && st->step > (int64_t)st->epoch * spe)
-        first = st->step - (int64_t)st->epoch * spe;
-    if (first > spe)
-        first = 0;
+    int64_t spe = r.batches.steps_per_epoch, first = kd_batcher_resume_step(&r.batches, st);
     st->seed = st->seed ? st->seed : cfg->seed;
-    st->batch_size = (int32_t)global_batch;
+    st->batch_size = (int32_t)kd_batcher_global_batch(&r.batches);
 
     /* On a GPU the optimizer state is uploaded again at the first step: the
      * host copy is the current one whenever kd_train starts (it syncs on return). */
-    if (net->backend)
-        net->backend->host_written(net, KD_BUF_OPTIM);
+    net->backend->host_written(net, KD_BUF_OPTIM);
 
     r.t_run = r.last_report = now_seconds();
     r.run_steps_total = ((int64_t)cfg->epochs - st->epoch) * spe - first;

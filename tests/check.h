@@ -1,5 +1,6 @@
 /* A tiny test harness: CHECK records a failure and continues; the test's
- * main returns check_summary(). Prints "N passed, N failed". */
+ * main returns check_summary(). Prints "N passed, N failed"; a test in
+ * which no check ran fails too (it tested nothing). */
 #ifndef KD_CHECK_H
 #define KD_CHECK_H
 
@@ -48,6 +49,10 @@ static int check_passed_, check_failed_;
 static inline int check_summary(void)
 {
     printf("%d passed, %d failed\n", check_passed_, check_failed_);
+    if (check_passed_ + check_failed_ == 0) {
+        fprintf(stderr, "FAIL: no check ran\n");
+        return 1;
+    }
     return check_failed_ ? 1 : 0;
 }
 

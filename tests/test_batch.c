@@ -176,6 +176,23 @@ static void test_resume_mid_epoch(const kd_dataset *ds)
     kd_batcher_next(&a, &sa);
     CHECK(kd_batcher_next(&b, &sb) && sb.index == 2 && sa.index == 2, "resumed at step %lld", (long long)sb.index);
     CHECK(memcmp(a.x, b.x, sizeof(float) * 8) == 0, "the resumed step has the same samples");
+
+    /* Where a run resumes: 50 samples in batches of 8 is 7 steps per epoch. */
+    kd_train_state st;
+    kd_train_state_init(&st);
+    st.epoch = 4;
+    st.batch_size = 8;
+    st.step = 4 * 7 + 2;
+    CHECK(kd_batcher_resume_step(&a, &st) == 2, "same global batch: continue at step 2");
+    st.batch_size = 16;
+    CHECK(kd_batcher_resume_step(&a, &st) == 0, "another global batch: the epoch starts over");
+    st.batch_size = 8;
+    st.step = 4 * 7;
+    CHECK(kd_batcher_resume_step(&a, &st) == 0, "an epoch boundary starts at step 0");
+    st.step = 5 * 7;
+    CHECK(kd_batcher_resume_step(&a, &st) == 7, "an epoch whose steps all ran ends without steps");
+    st.step = 5 * 7 + 1;
+    CHECK(kd_batcher_resume_step(&a, &st) == 0, "a position past the epoch is not this data's: start over");
     kd_batcher_free(&a);
     kd_batcher_free(&b);
 }

@@ -1,11 +1,13 @@
-/* Compute contexts without a GPU: parsing, the CPU context (a no-op),
- * kd_net_optim_step on the CPU (exactly kd_optim_step), and the clear
+/* Compute contexts without a GPU: parsing, the CPU context (a no-op), the
+ * CPU as a backend (a network always has one), kd_net_optim_step on the
+ * CPU (exactly kd_optim_step), and the clear
  * error for a GPU: "Kindling was built without CUDA" in a CPU-only build,
  * "no CUDA device: ..." in a CUDA build on a machine without one. */
 #include <string.h>
 
 #include "check.h"
 #include "kindling.h"
+#include "net.h"
 
 int main(void)
 {
@@ -28,10 +30,17 @@ int main(void)
     CHECK_OK(kd_net_create("mlp", 7, &ref));
     if (!net || !ref)
         return check_summary();
+    CHECK(net->backend == &kd_cpu_backend, "a new network is on the CPU backend");
+    float act[10];
+    CHECK_FAILS(kd_net_activation(net, 0, act), KD_ERR_STATE, "no forward pass");
     kd_context cpu = {KD_DEVICE_CPU, 0};
     CHECK_OK(kd_net_set_context(net, cpu));
+    CHECK(net->backend == &kd_cpu_backend, "setting the CPU again keeps its backend");
     CHECK(kd_net_get_context(net).kind == KD_DEVICE_CPU, "context");
     CHECK_OK(kd_net_sync(net, NULL));
+    CHECK_OK(kd_net_to_host(net, KD_NET_BUFFERS));
+    CHECK_FAILS(kd_net_to_host(net, 8), KD_ERR_INVALID, "unknown buffers 0x8");
+    CHECK_FAILS(kd_net_to_host(NULL, KD_NET_PARAMS), KD_ERR_INVALID, "NULL network");
 
     /* kd_net_optim_step on the CPU is kd_optim_step on the flat buffers. */
     kd_optim_config oc = kd_optim_config_default();
@@ -60,7 +69,10 @@ int main(void)
         printf("note: %d CUDA device(s); the GPU paths are tested in tests/gpu/\n", count);
     }
     CHECK(kd_net_get_context(net).kind == KD_DEVICE_CPU, "a failed move leaves the network on the CPU");
+    CHECK(net->backend == &kd_cpu_backend, "and on its backend");
     CHECK_OK(kd_net_forward(net, kd_net_params(ref), 1, 0)); /* still usable */
+    CHECK_OK(kd_net_activation(net, kd_net_num_layers(net) - 1, act));
+    CHECK(memcmp(act, kd_net_output(net), sizeof act) == 0, "the CPU backend's last activation is the output");
     kd_optim_free(o1);
     kd_optim_free(o2);
     kd_net_free(net);

@@ -797,7 +797,15 @@ static void test_resolved_defaults(void)
 static void test_registry(void)
 {
     char list[512];
-    snprintf(list, sizeof list, "%s", kd_layer_types());
+    kd_layer_types(list, sizeof list);
+    for (int k = 0; k < KD_LAYER_KINDS; k++) {
+        const kd_layer_ops *ops = kd_layer_ops_of((kd_layer_kind)k);
+        CHECK(ops && ops->kind == (kd_layer_kind)k && kd_layer_ops_find(ops->type) == ops,
+              "registry entry %d holds its own kind", k);
+    }
+    CHECK(!kd_layer_ops_of(KD_LAYER_KINDS) && !kd_layer_ops_of((kd_layer_kind)-1), "no ops outside the kinds");
+    char tiny[12];
+    CHECK(strcmp(kd_layer_types(tiny, sizeof tiny), "dense, conv") == 0, "a short buffer is cut, got '%s'", tiny);
     int n = 0;
     for (char *tok = strtok(list, ", "); tok; tok = strtok(NULL, ", ")) {
         const kd_layer_ops *ops = kd_layer_ops_find(tok);

@@ -1,5 +1,6 @@
 """Kindling on Spark.
 
+capi       the one ctypes mirror of include/kindling.h
 native     ctypes binding of libkindling.so (prediction, spool files via C)
 spool      the spool row format in numpy (Spark task -> training rank)
 model      KindlingModel, a pyspark.ml Model with ML persistence

@@ -11,8 +11,9 @@ A variable that is set must name an existing file (no fallback then).
 <repo> is the source tree this package was installed from (recorded at build
 time in _build_info.py) or the tree this file sits in.
 
-Each process loads the library once. Every kd_status call is checked; a
-failure raises KindlingError carrying the library's message.
+Each process loads the library once. Structs and signatures come from
+capi.py, the package's one mirror of kindling.h. Every kd_status call is
+checked; a failure raises KindlingError carrying the library's message.
 """
 import ctypes
 import ctypes.util
@@ -25,53 +26,24 @@ import threading
 
 import numpy as np
 
+from . import capi
+from .capi import F32P, Dataset, EpochRecord, Shape, TrainState
+
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
-
-c_int, c_int32, c_int64, c_uint64 = ctypes.c_int, ctypes.c_int32, ctypes.c_int64, ctypes.c_uint64
-c_double, c_size_t, c_char_p, c_void_p = ctypes.c_double, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p
-F32P = ctypes.POINTER(ctypes.c_float)
-I32P = ctypes.POINTER(ctypes.c_int32)
-
-KD_MAX_RANK = 4
-STATUS_NAMES = {0: "KD_OK", 1: "KD_ERR_INVALID", 2: "KD_ERR_IO", 3: "KD_ERR_FORMAT", 4: "KD_ERR_SHAPE",
-                5: "KD_ERR_NOMEM", 6: "KD_ERR_NUMERIC", 7: "KD_ERR_STATE", 8: "KD_ERR_UNSUPPORTED"}
 
 
 class KindlingError(RuntimeError):
-    """A failed library call: `status` (e.g. "KD_ERR_FORMAT") and the message."""
+    """A failed library call: `status`, the kd_status identifier (e.g.
+    "KD_ERR_FORMAT"), `code` its number, and the library's message."""
 
     def __init__(self, status, message):
-        self.status = STATUS_NAMES.get(status, str(status))
+        self.code = int(status)
+        self.status = capi.status_id(status)
         super().__init__(message)
 
 
 class NotFound(RuntimeError):
     """The library or the CLI is missing; the message lists every path tried."""
-
-
-# ------------------------------------------------------------------ structs
-# Mirrors of include/kindling.h, field by field, in order.
-class Shape(ctypes.Structure):
-    _fields_ = [("rank", c_int), ("dim", c_int * KD_MAX_RANK)]
-
-    def dims(self):
-        return tuple(self.dim[: self.rank])
-
-
-class Dataset(ctypes.Structure):
-    _fields_ = [("n", c_int64), ("shape", Shape), ("x", F32P), ("y", I32P), ("num_classes", c_int),
-                ("mapping", c_void_p)]  # NULL: malloc'd; else x, y are a read-only file mapping
-
-
-class EpochRecord(ctypes.Structure):
-    _fields_ = [("epoch", c_int32), ("train_loss", c_double), ("train_accuracy", c_double),
-                ("test_loss", c_double), ("test_accuracy", c_double), ("seconds", c_double),
-                ("learning_rate", c_double)]
-
-
-class TrainState(ctypes.Structure):
-    _fields_ = [("epoch", c_int32), ("step", c_int64), ("seed", c_uint64), ("batch_size", c_int32),
-                ("history_len", c_int32), ("history", ctypes.POINTER(EpochRecord))]
 
 
 # ---------------------------------------------------------------- locating
@@ -138,27 +110,6 @@ def cli_path():
 
 
 # ----------------------------------------------------------------- loading
-_SIGNATURES = {
-    "kd_last_error": (c_char_p, []),
-    "kd_version": (c_char_p, []),
-    "kd_set_threads": (None, [c_int]),
-    "kd_shape_size": (c_size_t, [ctypes.POINTER(Shape)]),
-    "kd_dataset_alloc": (c_int, [c_int64, ctypes.POINTER(Shape), ctypes.POINTER(ctypes.POINTER(Dataset))]),
-    "kd_dataset_free": (None, [ctypes.POINTER(Dataset)]),
-    "kd_dataset_load_spool": (c_int, [c_char_p, ctypes.POINTER(ctypes.POINTER(Dataset))]),
-    "kd_dataset_save_spool": (c_int, [c_char_p, ctypes.POINTER(Dataset)]),
-    "kd_net_free": (None, [c_void_p]),
-    "kd_net_spec_json": (c_char_p, [c_void_p]),
-    "kd_net_input_shape": (Shape, [c_void_p]),
-    "kd_net_num_classes": (c_int, [c_void_p]),
-    "kd_net_param_count": (c_size_t, [c_void_p]),
-    "kd_net_predict": (c_int, [c_void_p, F32P, c_int64, F32P]),
-    "kd_train_state_init": (None, [ctypes.POINTER(TrainState)]),
-    "kd_train_state_clear": (None, [ctypes.POINTER(TrainState)]),
-    "kd_checkpoint_load": (c_int, [c_char_p, ctypes.POINTER(c_void_p), ctypes.POINTER(c_void_p),
-                                   ctypes.POINTER(TrainState)]),
-}
-
 _lib = None
 _lib_lock = threading.Lock()
 
@@ -188,28 +139,22 @@ def load():
     with _lib_lock:
         if _lib is None:
             _choose_blas_kernels()
-            lib = ctypes.CDLL(library_path())
-            for name, (restype, argtypes) in _SIGNATURES.items():
-                try:
-                    fn = getattr(lib, name)
-                    fn.restype, fn.argtypes = restype, argtypes
-                except AttributeError:
-                    # An older library still predicts; the missing call fails when used.
-                    setattr(lib, name, _missing(lib._name, name))
-            _lib = lib
+            # An older library still predicts; a missing call fails when used.
+            _lib = capi.declare(ctypes.CDLL(library_path()), missing=_missing)
         return _lib
 
 
-def _missing(lib_name, name):
+def _missing(lib, name):
     def call(*args):
-        raise NotFound(f"{lib_name} has no {name}: the library is older than this package; rebuild it")
+        raise NotFound(f"{lib._name} has no {name}: the library is older than this package; rebuild it")
     return call
 
 
 def check(status, what):
     if status != 0:
-        msg = load().kd_last_error().decode("utf-8", "replace")
-        raise KindlingError(status, f"{what}: {msg}" if msg else f"{what} failed ({STATUS_NAMES.get(status, status)})")
+        lib = load()
+        msg = lib.kd_last_error().decode("utf-8", "replace")
+        raise KindlingError(status, f"{what}: {msg}" if msg else f"{what} failed ({capi.status_name(lib, status)})")
 
 
 def version():
@@ -217,7 +162,7 @@ def version():
 
 
 def set_threads(n):
-    """Threads for BLAS and Kindling's loops in this process (0 = library default)."""
+    """OpenBLAS threads for the matrix products in this process (0 leaves OpenBLAS's default)."""
     load().kd_set_threads(int(n))
 
 
@@ -243,7 +188,7 @@ class NativeNet:
     def __init__(self, checkpoint_path):
         L = load()
         self._lib = L
-        self._ptr = c_void_p()
+        self._ptr = ctypes.c_void_p()
         state = TrainState()
         L.kd_train_state_init(ctypes.byref(state))
         try:

@@ -121,6 +121,7 @@ static void sigmoid_backward(kd_layer *L, const kd_pass *p, const float *x, cons
 }
 
 const kd_layer_ops kd_relu_ops = {
+    .kind = KD_LAYER_RELU,
     .type = "relu",
     .setup = act_setup,
     .forward = relu_forward,
@@ -128,6 +129,7 @@ const kd_layer_ops kd_relu_ops = {
 };
 
 const kd_layer_ops kd_tanh_ops = {
+    .kind = KD_LAYER_TANH,
     .type = "tanh",
     .setup = act_setup,
     .forward = tanh_forward,
@@ -135,6 +137,7 @@ const kd_layer_ops kd_tanh_ops = {
 };
 
 const kd_layer_ops kd_sigmoid_ops = {
+    .kind = KD_LAYER_SIGMOID,
     .type = "sigmoid",
     .setup = act_setup,
     .forward = sigmoid_forward,

@@ -151,6 +151,7 @@ static void bn_backward(kd_layer *L, const kd_pass *p, const float *x, const flo
 }
 
 const kd_layer_ops kd_batchnorm_ops = {
+    .kind = KD_LAYER_BATCHNORM,
     .type = "batchnorm",
     .setup = bn_setup,
     .init = bn_init,

@@ -343,6 +343,7 @@ static void conv_backward(kd_layer *L, const kd_pass *p, const float *x, const f
 }
 
 const kd_layer_ops kd_conv2d_ops = {
+    .kind = KD_LAYER_CONV2D,
     .type = "conv2d",
     .setup = conv_setup,
     .init = conv_init,

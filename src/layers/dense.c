@@ -77,6 +77,7 @@ static void dense_backward(kd_layer *L, const kd_pass *p, const float *x, const 
 }
 
 const kd_layer_ops kd_dense_ops = {
+    .kind = KD_LAYER_DENSE,
     .type = "dense",
     .setup = dense_setup,
     .init = dense_init,

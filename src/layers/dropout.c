@@ -56,6 +56,7 @@ static void dropout_backward(kd_layer *L, const kd_pass *p, const float *x, cons
 }
 
 const kd_layer_ops kd_dropout_ops = {
+    .kind = KD_LAYER_DROPOUT,
     .type = "dropout",
     .setup = dropout_setup,
     .saved_floats = dropout_saved_floats,

@@ -33,6 +33,7 @@ static void flatten_backward(kd_layer *L, const kd_pass *p, const float *x, cons
 }
 
 const kd_layer_ops kd_flatten_ops = {
+    .kind = KD_LAYER_FLATTEN,
     .type = "flatten",
     .setup = flatten_setup,
     .forward = flatten_forward,

@@ -14,6 +14,23 @@ typedef enum kd_init_kind { KD_INIT_XAVIER = 0, KD_INIT_HE = 1 } kd_init_kind;
 
 typedef struct kd_layer kd_layer;
 
+/* Every layer kind, in the order of the registry (src/layers/registry.c).
+ * Backends switch on it (gpu/layers_gpu.c) instead of comparing names. */
+typedef enum kd_layer_kind {
+    KD_LAYER_DENSE,
+    KD_LAYER_CONV2D,
+    KD_LAYER_MAXPOOL,
+    KD_LAYER_AVGPOOL,
+    KD_LAYER_RELU,
+    KD_LAYER_TANH,
+    KD_LAYER_SIGMOID,
+    KD_LAYER_FLATTEN,
+    KD_LAYER_DROPOUT,
+    KD_LAYER_BATCHNORM,
+    KD_LAYER_SOFTMAX,
+    KD_LAYER_KINDS /* how many */
+} kd_layer_kind;
+
 /* What one forward or backward call of one layer sees. */
 typedef struct kd_pass {
     int batch;
@@ -27,6 +44,7 @@ typedef struct kd_pass {
 } kd_pass;
 
 typedef struct kd_layer_ops {
+    kd_layer_kind kind;
     const char *type; /* the spec's "type" */
     /* Read this type's keys from cfg (and write back defaults so the
      * resolved spec is complete), check them, infer L->out from L->in and
@@ -74,8 +92,11 @@ struct kd_layer {
 
 /* The registry: NULL if no such type. */
 const kd_layer_ops *kd_layer_ops_find(const char *type);
-/* Comma-separated list of known types, for error messages. */
-const char *kd_layer_types(void);
+/* The ops of a kind; NULL outside [0, KD_LAYER_KINDS). */
+const kd_layer_ops *kd_layer_ops_of(kd_layer_kind kind);
+/* "dense, conv2d, ...": every type in the registry's order, into buf (for
+ * error messages); returns buf. */
+const char *kd_layer_types(char *buf, size_t len);
 
 /* Helpers for setup(): read an optional integer / number / string key,
  * writing the default back when absent; fail with a message naming the key. */

@@ -247,6 +247,7 @@ static void avgpool_backward(kd_layer *L, const kd_pass *p, const float *x, cons
 }
 
 const kd_layer_ops kd_maxpool_ops = {
+    .kind = KD_LAYER_MAXPOOL,
     .type = "maxpool",
     .setup = pool_setup,
     .saved_floats = maxpool_saved_floats,
@@ -255,6 +256,7 @@ const kd_layer_ops kd_maxpool_ops = {
 };
 
 const kd_layer_ops kd_avgpool_ops = {
+    .kind = KD_LAYER_AVGPOOL,
     .type = "avgpool",
     .setup = pool_setup,
     .forward = avgpool_forward,

@@ -12,27 +12,44 @@ extern const kd_layer_ops kd_dense_ops, kd_conv2d_ops, kd_maxpool_ops, kd_avgpoo
     kd_relu_ops, kd_tanh_ops, kd_sigmoid_ops, kd_flatten_ops, kd_dropout_ops,
     kd_batchnorm_ops, kd_softmax_ops;
 
-static const kd_layer_ops *const all_ops[] = {
-    &kd_dense_ops,   &kd_conv2d_ops,  &kd_maxpool_ops,     &kd_avgpool_ops,
-    &kd_relu_ops,    &kd_tanh_ops,    &kd_sigmoid_ops,     &kd_flatten_ops,
-    &kd_dropout_ops, &kd_batchnorm_ops, &kd_softmax_ops,
+/* The one table of layer kinds, indexed by kind (the test checks that each
+ * entry's kind is its index). */
+static const kd_layer_ops *const all_ops[KD_LAYER_KINDS] = {
+    [KD_LAYER_DENSE] = &kd_dense_ops,         [KD_LAYER_CONV2D] = &kd_conv2d_ops,
+    [KD_LAYER_MAXPOOL] = &kd_maxpool_ops,     [KD_LAYER_AVGPOOL] = &kd_avgpool_ops,
+    [KD_LAYER_RELU] = &kd_relu_ops,           [KD_LAYER_TANH] = &kd_tanh_ops,
+    [KD_LAYER_SIGMOID] = &kd_sigmoid_ops,     [KD_LAYER_FLATTEN] = &kd_flatten_ops,
+    [KD_LAYER_DROPOUT] = &kd_dropout_ops,     [KD_LAYER_BATCHNORM] = &kd_batchnorm_ops,
+    [KD_LAYER_SOFTMAX] = &kd_softmax_ops,
 };
 
 const kd_layer_ops *kd_layer_ops_find(const char *type)
 {
     if (!type)
         return NULL;
-    for (size_t i = 0; i < sizeof all_ops / sizeof all_ops[0]; i++)
-        if (strcmp(all_ops[i]->type, type) == 0)
-            return all_ops[i];
+    for (int k = 0; k < KD_LAYER_KINDS; k++)
+        if (strcmp(all_ops[k]->type, type) == 0)
+            return all_ops[k];
     return NULL;
 }
 
-const char *kd_layer_types(void)
+const kd_layer_ops *kd_layer_ops_of(kd_layer_kind kind)
 {
-    /* Kept in the order of all_ops; the registry test checks they agree. */
-    return "dense, conv2d, maxpool, avgpool, relu, tanh, sigmoid, flatten, dropout, "
-           "batchnorm, softmax";
+    return (unsigned)kind < KD_LAYER_KINDS ? all_ops[kind] : NULL;
+}
+
+const char *kd_layer_types(char *buf, size_t len)
+{
+    size_t used = 0;
+    if (len)
+        buf[0] = '\0';
+    for (int k = 0; k < KD_LAYER_KINDS && used < len; k++) {
+        int w = snprintf(buf + used, len - used, "%s%s", k ? ", " : "", all_ops[k]->type);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+    return buf;
 }
 
 /* What the user wrote, for messages: a number, "text", true, an array... */

@@ -63,6 +63,7 @@ static void softmax_backward(kd_layer *L, const kd_pass *p, const float *x, cons
 }
 
 const kd_layer_ops kd_softmax_ops = {
+    .kind = KD_LAYER_SOFTMAX,
     .type = "softmax",
     .setup = softmax_setup,
     .forward = softmax_forward,

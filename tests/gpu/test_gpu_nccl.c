@@ -18,12 +18,14 @@ int main(void)
     float *g = malloc(sizeof(float) * (n ? n : 1));
     fill_uniform(g, n, -1.0f, 1.0f, 11);
     if (net && kd_net_get_context(net).kind == KD_DEVICE_GPU) {
+        CHECK_OK(kd_net_to_host(net, KD_NET_GRADS));
         memcpy(kd_net_grads(net), g, sizeof(float) * n);
         /* 64 KiB buckets: the MLP's 109K floats take several. */
         CHECK_OK(kd_nccl_create(MPI_COMM_WORLD, net, 64 << 10, &nc));
         CHECK(nc != NULL, "no NCCL communicator although the network is on a GPU");
         if (nc) {
             CHECK_OK(kd_nccl_weighted_sum(nc, net, 0.25));
+            CHECK_OK(kd_net_to_host(net, KD_NET_GRADS));
             const float *r = kd_net_grads(net);
             size_t bad = 0;
             for (size_t i = 0; i < n; i++)

@@ -36,6 +36,7 @@ static void forward_backward(const char *name, const char *spec, int training, i
     CHECK_OK(kd_net_backward(cpu, y));
     CHECK_OK(kd_net_backward(gpu, y));
     snprintf(what, sizeof what, "%s: gradients", name);
+    CHECK_OK(kd_net_to_host(gpu, KD_NET_GRADS));
     close_vec(what, kd_net_grads(gpu), kd_net_grads(cpu), kd_net_param_count(cpu), GPU_RTOL);
     free(x);
     free(y);

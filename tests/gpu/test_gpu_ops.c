@@ -33,11 +33,13 @@ static void compare_acts(const char *name, kd_net *cpu, kd_net *gpu, int skip_la
         if (i == skip_layer)
             continue;
         size_t n = kd_shape_size(&cpu->layers[i].out) * (size_t)cpu->last_batch;
-        float *h = malloc(sizeof(float) * n);
-        CHECK_OK(kd_gpu_copy_activation(gpu, i, h));
+        float *h = malloc(sizeof(float) * n), *c = malloc(sizeof(float) * n);
+        CHECK_OK(kd_net_activation(gpu, i, h));
+        CHECK_OK(kd_net_activation(cpu, i, c));
         snprintf(what, sizeof what, "%.200s: layer %d (%.32s) output", name, i, cpu->layers[i].ops->type);
-        close_vec(what, h, cpu->acts[i], n, GPU_RTOL);
+        close_vec(what, h, c, n, GPU_RTOL);
         free(h);
+        free(c);
     }
 }
 
@@ -71,8 +73,8 @@ static void run_case(const char *name, int rank3, const char *op, int batch)
             /* y is 0 or x / (1 - rate) elementwise; about `rate` of it is 0. */
             size_t n = kd_shape_size(&cpu->layers[1].out) * (size_t)batch, zeros = 0, bad = 0;
             float *pre = malloc(sizeof(float) * n), *out = malloc(sizeof(float) * n);
-            CHECK_OK(kd_gpu_copy_activation(gpu, 0, pre));
-            CHECK_OK(kd_gpu_copy_activation(gpu, 1, out));
+            CHECK_OK(kd_net_activation(gpu, 0, pre));
+            CHECK_OK(kd_net_activation(gpu, 1, out));
             float scale = 1.0f / (1.0f - cpu->layers[1].rate);
             for (size_t i = 0; i < n; i++) {
                 if (out[i] == 0.0f)
@@ -96,6 +98,7 @@ static void run_case(const char *name, int rank3, const char *op, int batch)
         CHECK_OK(kd_net_backward(cpu, y));
         CHECK_OK(kd_net_backward(gpu, y));
         snprintf(what, sizeof what, "%s (%s): gradients dW, dB", name, training ? "training" : "inference");
+        CHECK_OK(kd_net_to_host(gpu, KD_NET_GRADS | KD_NET_STATE));
         close_vec(what, kd_net_grads(gpu), cpu->grads, cpu->param_count, GPU_RTOL);
         if (cpu->state_count) {
             snprintf(what, sizeof what, "%s (%s): running statistics", name, training ? "training" : "inference");

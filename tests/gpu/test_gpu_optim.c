@@ -24,10 +24,12 @@ static void run(const char *name, kd_optim_config oc)
     for (int t = 0; t < STEPS; t++) {
         fill_uniform(g, n, -0.5f, 0.5f, 1000 + (uint64_t)t);
         CHECK_OK(kd_optim_step(oc_cpu, kd_net_params(cpu), g));
-        /* Host gradients written through the accessor are uploaded by the step. */
+        /* Host gradients handed over by kd_net_to_host are uploaded by the step. */
+        CHECK_OK(kd_net_to_host(gpu, KD_NET_GRADS));
         memcpy(kd_net_grads(gpu), g, sizeof(float) * n);
         CHECK_OK(kd_net_optim_step(gpu, oc_gpu));
         snprintf(what, sizeof what, "%s: parameters after step %d", name, t + 1);
+        CHECK_OK(kd_net_to_host(gpu, KD_NET_PARAMS));
         close_vec(what, kd_net_params(gpu), kd_net_params(cpu), n, GPU_RTOL);
     }
     CHECK(kd_optim_steps(oc_gpu) == STEPS, "%s: GPU optimizer counted %lld steps", name,

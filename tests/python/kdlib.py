@@ -7,126 +7,28 @@ it tried) when none exists, so tests can skip with that reason. Every call
 that returns a kd_status is checked; a failure raises
 RuntimeError(kd_last_error()).
 
-The Structures mirror include/kindling.h field by field, in order.
+Structs, constants and function signatures come from the package's one
+mirror of include/kindling.h, kindling_spark/capi.py (checked against the C
+compiler by test_capi_layout.py), imported from this checkout.
 """
 import ctypes
 import os
 import pathlib
+import sys
 
 import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
+if str(ROOT / "spark-barrier") not in sys.path:
+    sys.path.insert(0, str(ROOT / "spark-barrier"))
 
-c_int, c_int32, c_int64, c_uint64 = ctypes.c_int, ctypes.c_int32, ctypes.c_int64, ctypes.c_uint64
-c_double, c_size_t, c_char_p, c_void_p = ctypes.c_double, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p
-F32P = ctypes.POINTER(ctypes.c_float)
-I32P = ctypes.POINTER(ctypes.c_int32)
+from kindling_spark import capi  # noqa: E402
+from kindling_spark.capi import (F32P, I32P, KD_NET_GRADS, KD_NET_PARAMS, KD_NET_STATE,  # noqa: E402,F401
+                                 KD_OPT_ADAM, KD_OPT_ADAMW, KD_OPT_MOMENTUM, KD_OPT_SGD, KD_SCHED_CONSTANT,
+                                 KD_SCHED_COSINE, KD_SCHED_STEP, Dataset, EpochRecord, LayerInfo, OptimConfig,
+                                 Shape, TrainConfig, TrainState)
 
-KD_MAX_RANK = 4
-
-# kd_optim_kind / kd_schedule_kind
-KD_OPT_SGD, KD_OPT_MOMENTUM, KD_OPT_ADAM, KD_OPT_ADAMW = 0, 1, 2, 3
-KD_SCHED_CONSTANT, KD_SCHED_STEP, KD_SCHED_COSINE = 0, 1, 2
-
-
-class Shape(ctypes.Structure):
-    _fields_ = [("rank", c_int), ("dim", c_int * KD_MAX_RANK)]
-
-    def dims(self):
-        return tuple(self.dim[: self.rank])
-
-
-class Dataset(ctypes.Structure):
-    _fields_ = [
-        ("n", c_int64),
-        ("shape", Shape),
-        ("x", F32P),
-        ("y", I32P),
-        ("num_classes", c_int),
-    ]
-
-
-class LayerInfo(ctypes.Structure):
-    _fields_ = [
-        ("index", c_int),
-        ("name", c_char_p),
-        ("type", c_char_p),
-        ("in_", Shape),
-        ("out", Shape),
-        ("weight_offset", c_size_t),
-        ("weight_count", c_size_t),
-        ("weight_rank", c_int),
-        ("weight_dims", c_int * KD_MAX_RANK),
-        ("bias_offset", c_size_t),
-        ("bias_count", c_size_t),
-        ("state_offset", c_size_t),
-        ("state_count", c_size_t),
-    ]
-
-
-class OptimConfig(ctypes.Structure):
-    _fields_ = [
-        ("kind", c_int),
-        ("lr", c_double),
-        ("momentum", c_double),
-        ("nesterov", c_int),
-        ("beta1", c_double),
-        ("beta2", c_double),
-        ("eps", c_double),
-        ("weight_decay", c_double),
-        ("schedule", c_int),
-        ("step_size", c_int64),
-        ("gamma", c_double),
-        ("total_steps", c_int64),
-        ("lr_min", c_double),
-    ]
-
-
-class EpochRecord(ctypes.Structure):
-    _fields_ = [
-        ("epoch", c_int32),
-        ("train_loss", c_double),
-        ("train_accuracy", c_double),
-        ("test_loss", c_double),
-        ("test_accuracy", c_double),
-        ("seconds", c_double),
-        ("learning_rate", c_double),
-    ]
-
-
-class TrainState(ctypes.Structure):
-    _fields_ = [
-        ("epoch", c_int32),
-        ("step", c_int64),
-        ("seed", c_uint64),
-        ("batch_size", c_int32),
-        ("history_len", c_int32),
-        ("history", ctypes.POINTER(EpochRecord)),
-    ]
-
-
-class TrainConfig(ctypes.Structure):
-    _fields_ = [
-        ("epochs", c_int32),
-        ("batch_size", c_int32),
-        ("seed", c_uint64),
-        ("shuffle", c_int),
-        ("test", ctypes.POINTER(Dataset)),
-        ("checkpoint_path", c_char_p),
-        ("checkpoint_every", c_int64),
-        ("progress", c_void_p),  # kd_progress_fn; unused here (NULL)
-        ("progress_user", c_void_p),
-        ("progress_interval", c_double),
-        ("exchange", c_void_p),  # NULL = local optimizer
-        ("part_index", c_int32),
-        ("part_count", c_int32),
-        ("steps_per_epoch", c_int64),
-        ("local_data", c_int),
-        ("save", c_void_p),  # kd_save_fn; NULL = save to checkpoint_path
-        ("save_user", c_void_p),
-        ("stop", c_void_p),  # kd_stop_fn; NULL = never stop early
-        ("stop_user", c_void_p),
-    ]
+c_int, c_double, c_void_p = ctypes.c_int, ctypes.c_double, ctypes.c_void_p
 
 
 class LibraryMissing(RuntimeError):
@@ -146,52 +48,6 @@ def library_candidates():
 _LIB = None
 
 
-def _declare(L):
-    """argtypes/restype for every function used (64-bit sizes and pointers
-    must not go through ctypes' default int)."""
-    S = c_int  # kd_status
-    sigs = {
-        "kd_last_error": (c_char_p, []),
-        "kd_status_name": (c_char_p, [c_int]),
-        "kd_version": (c_char_p, []),
-        "kd_set_threads": (None, [c_int]),
-        "kd_dataset_alloc": (S, [c_int64, ctypes.POINTER(Shape), ctypes.POINTER(ctypes.POINTER(Dataset))]),
-        "kd_dataset_free": (None, [ctypes.POINTER(Dataset)]),
-        "kd_net_create": (S, [c_char_p, c_uint64, ctypes.POINTER(c_void_p)]),
-        "kd_net_free": (None, [c_void_p]),
-        "kd_net_spec_json": (c_char_p, [c_void_p]),
-        "kd_preset_json": (c_char_p, [c_char_p]),
-        "kd_net_input_shape": (Shape, [c_void_p]),
-        "kd_net_num_classes": (c_int, [c_void_p]),
-        "kd_net_param_count": (c_size_t, [c_void_p]),
-        "kd_net_params": (F32P, [c_void_p]),
-        "kd_net_grads": (F32P, [c_void_p]),
-        "kd_net_num_layers": (c_int, [c_void_p]),
-        "kd_net_layer_info": (S, [c_void_p, c_int, ctypes.POINTER(LayerInfo)]),
-        "kd_net_forward": (S, [c_void_p, F32P, c_int, c_int]),
-        "kd_net_output": (F32P, [c_void_p]),
-        "kd_net_loss": (S, [c_void_p, I32P, ctypes.POINTER(c_double), ctypes.POINTER(c_int)]),
-        "kd_net_backward": (S, [c_void_p, I32P]),
-        "kd_net_set_noise_seed": (None, [c_void_p, c_uint64, c_int64]),
-        "kd_net_predict": (S, [c_void_p, F32P, c_int64, F32P]),
-        "kd_optim_config_default": (OptimConfig, []),
-        "kd_optim_create": (S, [ctypes.POINTER(OptimConfig), c_size_t, ctypes.POINTER(c_void_p)]),
-        "kd_optim_free": (None, [c_void_p]),
-        "kd_optim_step": (S, [c_void_p, F32P, F32P]),
-        "kd_optim_steps": (c_int64, [c_void_p]),
-        "kd_optim_current_lr": (c_double, [c_void_p]),
-        "kd_train_config_default": (TrainConfig, []),
-        "kd_train_state_init": (None, [ctypes.POINTER(TrainState)]),
-        "kd_train_state_clear": (None, [ctypes.POINTER(TrainState)]),
-        "kd_train": (S, [c_void_p, c_void_p, ctypes.POINTER(Dataset), ctypes.POINTER(TrainConfig),
-                         ctypes.POINTER(TrainState)]),
-    }
-    for name, (res, args) in sigs.items():
-        f = getattr(L, name)
-        f.restype = res
-        f.argtypes = args
-
-
 def load():
     """The library, loaded once. Raises LibraryMissing naming the paths tried."""
     global _LIB
@@ -200,8 +56,7 @@ def load():
     tried = library_candidates()
     for p in tried:
         if p.exists():
-            L = ctypes.CDLL(str(p))
-            _declare(L)
+            L = capi.declare(ctypes.CDLL(str(p)))
             _LIB = L
             return L
     raise LibraryMissing("libkindling.so not found (set KD_LIB or KD_CLI); looked at "
@@ -212,7 +67,7 @@ def check(status, what=""):
     if status != 0:
         L = load()
         msg = L.kd_last_error().decode()
-        raise RuntimeError(f"{what}: {L.kd_status_name(status).decode()}: {msg}" if what else msg)
+        raise RuntimeError(f"{what}: {capi.status_name(L, status)}: {msg}" if what else msg)
 
 
 def set_threads(n):
@@ -253,9 +108,11 @@ class Net:
         return self.lib.kd_net_spec_json(self.ptr).decode()
 
     def params_ptr(self):
+        check(self.lib.kd_net_to_host(self.ptr, KD_NET_PARAMS), "kd_net_to_host")
         return self.lib.kd_net_params(self.ptr)
 
     def grads_ptr(self):
+        check(self.lib.kd_net_to_host(self.ptr, KD_NET_GRADS), "kd_net_to_host")
         return self.lib.kd_net_grads(self.ptr)
 
     def params(self):

@@ -18,9 +18,9 @@ import subprocess
 
 import numpy as np
 import pytest
-# kdlib (on sys.path via conftest.py) locates the library, declares its
-# functions and mirrors the structs; conftest's `kd` fixture skips with
-# kdlib's reason when the library is missing.
+# kdlib (on sys.path via conftest.py) locates the library and declares its
+# functions with the one mirror of kindling.h; conftest's `kd` fixture skips
+# with kdlib's reason when the library is missing.
 from kdlib import EpochRecord, F32P, KD_OPT_ADAM, TrainState
 
 h5py = pytest.importorskip("h5py")
@@ -31,14 +31,7 @@ FASHION_IMAGES = pathlib.Path("/usr/share/datasets/fashion-mnist/t10k-images-idx
 # ------------------------------------------------------------------ ctypes
 @pytest.fixture(scope="module")
 def lib(kd):
-    L = kd.load()
-    vp = ctypes.c_void_p
-    # Functions kdlib does not declare itself.
-    L.kd_checkpoint_save.argtypes = [ctypes.c_char_p, vp, vp, ctypes.POINTER(TrainState)]
-    L.kd_optim_state.argtypes = [vp, ctypes.POINTER(ctypes.c_size_t)]
-    L.kd_optim_state.restype = F32P
-    L.kd_train_state_append.argtypes = [ctypes.POINTER(TrainState), ctypes.POINTER(EpochRecord)]
-    return L
+    return kd.load()  # every function is declared by the mirror (kindling_spark/capi.py)
 
 
 def _ok(lib, status, what):

@@ -13,11 +13,11 @@ import ctypes
 
 import numpy as np
 import pytest
-# kdlib (on sys.path via conftest.py) locates the library, declares its
-# functions and mirrors kd_optim_config; conftest's `kd` fixture skips with
-# kdlib's reason when the library is missing.
+# kdlib (on sys.path via conftest.py) locates the library and declares its
+# functions with the one mirror of kindling.h; conftest's `kd` fixture skips
+# with kdlib's reason when the library is missing.
 from kdlib import (F32P, KD_OPT_ADAM, KD_OPT_ADAMW, KD_OPT_MOMENTUM, KD_OPT_SGD, KD_SCHED_CONSTANT,
-                   KD_SCHED_COSINE, KD_SCHED_STEP, OptimConfig)
+                   KD_SCHED_COSINE, KD_SCHED_STEP)
 
 torch = pytest.importorskip("torch")
 
@@ -28,18 +28,7 @@ TOL = 1e-5
 
 @pytest.fixture(scope="module")
 def lib(kd):
-    L = kd.load()
-    vp = ctypes.c_void_p
-    # Functions kdlib does not declare itself.
-    L.kd_optim_config_validate.argtypes = [ctypes.POINTER(OptimConfig)]
-    L.kd_optim_config_validate.restype = ctypes.c_int
-    L.kd_optim_state.argtypes = [vp, ctypes.POINTER(ctypes.c_size_t)]
-    L.kd_optim_state.restype = F32P
-    L.kd_optim_state_slots.argtypes = [vp]
-    L.kd_optim_state_slots.restype = ctypes.c_int
-    L.kd_optim_state_slot_name.argtypes = [vp, ctypes.c_int]
-    L.kd_optim_state_slot_name.restype = ctypes.c_char_p
-    return L
+    return kd.load()  # every function is declared by the mirror (kindling_spark/capi.py)
 
 
 def _ok(lib, status, what):

@@ -1,10 +1,11 @@
 /* How much memory a data set may take: detection of the limits that apply
- * to this process, and the checks the readers make before they allocate.
+ * to this process, and the checks the data-set allocation and the readers
+ * make before they allocate.
  * See kd_memory_available in kindling.h. Reads /proc and /sys only. */
 #include "kindling.h"
 
 #include "error.h"
-#include "reader_util.h"
+#include "memlimit.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -218,19 +219,4 @@ kd_status kd_memory_check(uint64_t total, uint64_t more, int mapped, const char 
                                  "convert it once to a spool file (kindling convert ... --output F.spool) and "
                                  "train on that (--train-spool F.spool): spool files are memory-mapped, not loaded",
                    path, what, need, have, source);
-}
-
-kd_status kd_grow_checked(void **p, size_t *cap, size_t need, size_t elem, const char *what,
-                          const char *path, uint64_t held)
-{
-    if (need <= *cap)
-        return KD_OK;
-    size_t c = *cap ? *cap : 1024;
-    while (c < need && c <= SIZE_MAX / 2 / elem)
-        c *= 2;
-    if (c >= need) {
-        uint64_t more = (uint64_t)(c - *cap) * elem, total = held + (uint64_t)c * elem;
-        KD_TRY(kd_memory_check(total, more, 0, path, what));
-    }
-    return kd_grow(p, cap, need, elem, what);
 }

@@ -17,7 +17,7 @@ static void eval_help(void)
         "\n"
         "  --model PATH           checkpoint written by 'kindling train' (required)\n"
         "  --batch-size N         samples per forward pass (default 256)\n"
-        "  --threads N            threads (default 1; 0 = library default)\n"
+        "  --threads N            OpenBLAS threads (default 1; 0 = OpenBLAS's default)\n"
         CLI_CONTEXT_HELP
         "\n"
         "Data (default: the Fashion-MNIST t10k test set from $KD_FASHION_MNIST_DIR or\n"

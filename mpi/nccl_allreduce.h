@@ -1,10 +1,12 @@
 /* Gradient averaging for --dist sync on GPUs: ncclAllReduce on the device
  * gradient vector in fused buckets, the NCCL counterpart of
  * mpi/allreduce.c with the same arithmetic (each rank scales its gradients
- * by its weight in float, then the ranks' vectors are summed). Built into
- * kindling_mpi only when both MPI and NCCL are found (KD_HAVE_NCCL). */
-#ifndef KD_GPU_NCCL_ALLREDUCE_H
-#define KD_GPU_NCCL_ALLREDUCE_H
+ * by its weight in float, then the ranks' vectors are summed). The NCCL
+ * calls themselves are in the CUDA module (gpu/nccl_gpu.c); this half only
+ * bootstraps them over MPI. Built into kindling_mpi only when both MPI and
+ * NCCL are found (KD_HAVE_NCCL). */
+#ifndef KD_MPI_NCCL_ALLREDUCE_H
+#define KD_MPI_NCCL_ALLREDUCE_H
 
 #include <mpi.h>
 #include <stddef.h>

@@ -49,8 +49,8 @@ static void train_help(void)
         "  --epochs N             total epochs (default 5)\n"
         "  --batch-size N         (default 64)\n"
         "  --seed N               initialisation, data order and dropout (default 42)\n"
-        "  --threads N            threads for BLAS and Kindling loops (default 1, so runs\n"
-        "                         are reproducible; 0 = library default)\n"
+        "  --threads N            OpenBLAS threads for the matrix products (default 1, so\n"
+        "                         runs are reproducible; 0 = OpenBLAS's default)\n"
         CLI_CONTEXT_HELP
         "                         (with --dist sync on GPUs gradients are averaged by NCCL\n"
         "                         when it was found at build time; --dist async copies them\n"

@@ -24,7 +24,7 @@ static void predict_help(void)
         "  -o, --output PATH      output file (default stdout); written beside PATH and\n"
         "                         renamed, so a failure or a signal never leaves a partial file\n"
         "  --batch-size N         samples per forward pass (default 256, as eval)\n"
-        "  --threads N            threads (default 1; 0 = library default)\n"
+        "  --threads N            OpenBLAS threads (default 1; 0 = OpenBLAS's default)\n"
         CLI_CONTEXT_HELP
         "\n"
         "Data (default: the Fashion-MNIST t10k test set from $KD_FASHION_MNIST_DIR or\n"

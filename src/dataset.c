@@ -1,8 +1,9 @@
 /* Shapes and the in-memory data set: allocation, ownership, validation. */
 #include "kindling.h"
 
+#include "dataset.h"
 #include "error.h"
-#include "reader_util.h"
+#include "memlimit.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -184,4 +185,13 @@ kd_status kd_dataset_validate(const kd_dataset *ds, int num_classes)
         }
     }
     return KD_OK;
+}
+
+int kd_labels_num_classes(const int32_t *y, int64_t n)
+{
+    int32_t max = -1;
+    for (int64_t i = 0; i < n; i++)
+        if (y[i] > max)
+            max = y[i];
+    return max + 1;
 }
