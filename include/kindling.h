@@ -149,6 +149,12 @@ typedef struct kd_csv_options {
 kd_csv_options kd_csv_options_default(void);
 kd_status kd_dataset_load_csv_opts(const char *path, const kd_csv_options *opts,
                                    const kd_shape *shape, kd_dataset **out);
+/* The same with column id_col (0-based; not the label column) read as text
+ * instead of a feature: *ids receives one string per sample, the cell as
+ * written without surrounding blanks, all in one allocation (free(*ids)
+ * releases it). To pass an id column through prediction. */
+kd_status kd_dataset_load_csv_ids(const char *path, const kd_csv_options *opts, int id_col,
+                                  const kd_shape *shape, kd_dataset **out, char ***ids);
 /* What the first lines of a CSV file look like, for hints after a failed
  * load: the delimiter the reader uses with `opts`, the columns of the
  * first data line, and whether line 1 looks like a header (without

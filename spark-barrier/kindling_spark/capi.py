@@ -185,6 +185,8 @@ SIGNATURES = {
     "kd_dataset_load_csv": (S, [c_char_p, c_int, c_int, _p(Shape), _p(DSP)]),
     "kd_csv_options_default": (CsvOptions, []),
     "kd_dataset_load_csv_opts": (S, [c_char_p, _p(CsvOptions), _p(Shape), _p(DSP)]),
+    "kd_dataset_load_csv_ids": (S, [c_char_p, _p(CsvOptions), c_int, _p(Shape), _p(DSP),
+                                    _p(ctypes.POINTER(c_char_p))]),
     "kd_csv_sniff": (S, [c_char_p, _p(CsvOptions), _p(CsvLayout)]),
     "kd_data_format_detect": (S, [c_char_p, _p(c_int)]),
     "kd_dataset_load_libsvm": (S, [c_char_p, c_int, _p(DSP)]),
