@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli_common.h"
+#include "cli_json.h"
 #include "commands.h"
 
 static const char *const CMD = "eval";
@@ -164,9 +165,6 @@ static void print_result(const char *model, const kd_eval_result *r)
     }
 }
 
-/* A number, or null where it is undefined (JSON has no NaN). */
-static cJSON *number(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
-
 static int print_json(const char *model, const kd_eval_result *r)
 {
     int K = r->num_classes;
@@ -175,8 +173,8 @@ static int print_json(const char *model, const kd_eval_result *r)
         return cli_fail("out of memory");
     cJSON_AddStringToObject(o, "model", model);
     cJSON_AddNumberToObject(o, "samples", (double)r->count);
-    cJSON_AddItemToObject(o, "loss", number(r->loss));
-    cJSON_AddItemToObject(o, "accuracy", number(r->accuracy));
+    cJSON_AddItemToObject(o, "loss", cli_json_number(r->loss));
+    cJSON_AddItemToObject(o, "accuracy", cli_json_number(r->accuracy));
     cJSON *classes = cJSON_AddArrayToObject(o, "classes");
     for (int k = 0; classes && k < K; k++) {
         class_scores c = scores_of(r, k);
@@ -185,16 +183,16 @@ static int print_json(const char *model, const kd_eval_result *r)
         cJSON_AddNumberToObject(e, "class", k);
         cJSON_AddNumberToObject(e, "samples", (double)c.samples);
         cJSON_AddNumberToObject(e, "predicted", (double)c.predicted);
-        cJSON_AddItemToObject(e, "precision", number(c.precision));
-        cJSON_AddItemToObject(e, "recall", number(c.recall));
-        cJSON_AddItemToObject(e, "f1", number(c.f1));
+        cJSON_AddItemToObject(e, "precision", cli_json_number(c.precision));
+        cJSON_AddItemToObject(e, "recall", cli_json_number(c.recall));
+        cJSON_AddItemToObject(e, "f1", cli_json_number(c.f1));
     }
     double mp, mr, mf;
     macro_of(r, &mp, &mr, &mf);
     cJSON *macro = cJSON_AddObjectToObject(o, "macro");
-    cJSON_AddItemToObject(macro, "precision", number(mp));
-    cJSON_AddItemToObject(macro, "recall", number(mr));
-    cJSON_AddItemToObject(macro, "f1", number(mf));
+    cJSON_AddItemToObject(macro, "precision", cli_json_number(mp));
+    cJSON_AddItemToObject(macro, "recall", cli_json_number(mr));
+    cJSON_AddItemToObject(macro, "f1", cli_json_number(mf));
     cJSON *m = cJSON_AddArrayToObject(o, "confusion");
     for (int t = 0; m && t < K; t++) {
         cJSON *row = cJSON_CreateArray();

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli_common.h"
+#include "cli_json.h"
 #include "commands.h"
 
 static const char *const CMD = "inspect";
@@ -125,9 +126,6 @@ static void print_history(const kd_train_state *st)
 
 /* ------------------------------------------------------------------ JSON */
 
-/* A number, or null where it was not measured (JSON has no NaN). */
-static cJSON *number(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
-
 static cJSON *shape_json(const kd_shape *s)
 {
     cJSON *a = cJSON_CreateArray();
@@ -168,21 +166,21 @@ static void optimizer_json(const kd_optim *opt, cJSON *root)
     const kd_optim_config *c = kd_optim_get_config(opt);
     cJSON *o = cJSON_AddObjectToObject(root, "optimizer");
     cJSON_AddStringToObject(o, "kind", kd_optim_kind_name(c->kind));
-    cJSON_AddNumberToObject(o, "lr", c->lr);
-    cJSON_AddNumberToObject(o, "momentum", c->momentum);
+    cli_json_add_number(o, "lr", c->lr);
+    cli_json_add_number(o, "momentum", c->momentum);
     cJSON_AddBoolToObject(o, "nesterov", c->nesterov);
-    cJSON_AddNumberToObject(o, "beta1", c->beta1);
-    cJSON_AddNumberToObject(o, "beta2", c->beta2);
-    cJSON_AddNumberToObject(o, "eps", c->eps);
-    cJSON_AddNumberToObject(o, "weight_decay", c->weight_decay);
+    cli_json_add_number(o, "beta1", c->beta1);
+    cli_json_add_number(o, "beta2", c->beta2);
+    cli_json_add_number(o, "eps", c->eps);
+    cli_json_add_number(o, "weight_decay", c->weight_decay);
     cJSON_AddStringToObject(o, "schedule", kd_schedule_kind_name(c->schedule));
     cJSON_AddNumberToObject(o, "step_size", (double)c->step_size);
-    cJSON_AddNumberToObject(o, "gamma", c->gamma);
+    cli_json_add_number(o, "gamma", c->gamma);
     cJSON_AddNumberToObject(o, "total_steps", (double)c->total_steps);
-    cJSON_AddNumberToObject(o, "lr_min", c->lr_min);
+    cli_json_add_number(o, "lr_min", c->lr_min);
     cJSON_AddNumberToObject(o, "warmup_steps", (double)c->warmup_steps);
     cJSON_AddNumberToObject(o, "steps", (double)kd_optim_steps(opt));
-    cJSON_AddNumberToObject(o, "next_lr", kd_optim_current_lr(opt));
+    cli_json_add_number(o, "next_lr", kd_optim_current_lr(opt));
 }
 
 static void history_json(const kd_train_state *st, cJSON *root)
@@ -200,7 +198,7 @@ static void history_json(const kd_train_state *st, cJSON *root)
         cJSON *best = cJSON_AddObjectToObject(t, "best");
         cJSON_AddNumberToObject(best, "epoch", b.epoch);
         cJSON_AddStringToObject(best, "monitor", b.on_val ? "val_loss" : "train_loss");
-        cJSON_AddItemToObject(best, "value", number(b.value));
+        cJSON_AddItemToObject(best, "value", cli_json_number(b.value));
     }
     cJSON *h = cJSON_AddArrayToObject(root, "history");
     for (int i = 0; h && i < st->history_len; i++) {
@@ -208,14 +206,14 @@ static void history_json(const kd_train_state *st, cJSON *root)
         cJSON *e = cJSON_CreateObject();
         cJSON_AddItemToArray(h, e);
         cJSON_AddNumberToObject(e, "epoch", r->epoch);
-        cJSON_AddItemToObject(e, "train_loss", number(r->train_loss));
-        cJSON_AddItemToObject(e, "train_accuracy", number(r->train_accuracy));
-        cJSON_AddItemToObject(e, "val_loss", number(r->val_loss));
-        cJSON_AddItemToObject(e, "val_accuracy", number(r->val_accuracy));
-        cJSON_AddItemToObject(e, "test_loss", number(r->test_loss));
-        cJSON_AddItemToObject(e, "test_accuracy", number(r->test_accuracy));
-        cJSON_AddItemToObject(e, "seconds", number(r->seconds));
-        cJSON_AddItemToObject(e, "learning_rate", number(r->learning_rate));
+        cJSON_AddItemToObject(e, "train_loss", cli_json_number(r->train_loss));
+        cJSON_AddItemToObject(e, "train_accuracy", cli_json_number(r->train_accuracy));
+        cJSON_AddItemToObject(e, "val_loss", cli_json_number(r->val_loss));
+        cJSON_AddItemToObject(e, "val_accuracy", cli_json_number(r->val_accuracy));
+        cJSON_AddItemToObject(e, "test_loss", cli_json_number(r->test_loss));
+        cJSON_AddItemToObject(e, "test_accuracy", cli_json_number(r->test_accuracy));
+        cJSON_AddItemToObject(e, "seconds", cli_json_number(r->seconds));
+        cJSON_AddItemToObject(e, "learning_rate", cli_json_number(r->learning_rate));
     }
 }
 

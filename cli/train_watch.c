@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cli_json.h"
 #include "cli_signals.h"
 
 int cli_train_watch_open(cli_train_watch *w, const char *metrics_path, int append)
@@ -59,15 +60,6 @@ static int watch_fail(cli_train_watch *w, const char *fmt, ...)
     return CLI_FAIL;
 }
 
-/* A number, or null where it was not measured (JSON has no NaN). */
-static void add_number(cJSON *o, const char *name, double v)
-{
-    if (isfinite(v))
-        cJSON_AddNumberToObject(o, name, v);
-    else
-        cJSON_AddNullToObject(o, name);
-}
-
 /* One JSON line: an epoch's record, or the running figures every N steps. */
 static int write_metrics(cli_train_watch *w, const kd_progress *p)
 {
@@ -84,23 +76,23 @@ static int write_metrics(cli_train_watch *w, const kd_progress *p)
     cJSON_AddNumberToObject(o, "epoch", p->epoch);
     cJSON_AddNumberToObject(o, "epochs", p->epochs);
     cJSON_AddNumberToObject(o, "step", (double)p->step);
-    add_number(o, "train_loss", r ? r->train_loss : p->loss);
-    add_number(o, "train_accuracy", r ? r->train_accuracy : p->accuracy);
+    cli_json_add_number(o, "train_loss", r ? r->train_loss : p->loss);
+    cli_json_add_number(o, "train_accuracy", r ? r->train_accuracy : p->accuracy);
     if (r) {
-        add_number(o, "val_loss", r->val_loss);
-        add_number(o, "val_accuracy", r->val_accuracy);
-        add_number(o, "test_loss", r->test_loss);
-        add_number(o, "test_accuracy", r->test_accuracy);
+        cli_json_add_number(o, "val_loss", r->val_loss);
+        cli_json_add_number(o, "val_accuracy", r->val_accuracy);
+        cli_json_add_number(o, "test_loss", r->test_loss);
+        cli_json_add_number(o, "test_accuracy", r->test_accuracy);
     } else {
         cJSON_AddNumberToObject(o, "samples", (double)p->samples_done);
         cJSON_AddNumberToObject(o, "samples_per_epoch", (double)p->samples_per_epoch);
     }
-    add_number(o, "learning_rate", r ? r->learning_rate : p->learning_rate);
+    cli_json_add_number(o, "learning_rate", r ? r->learning_rate : p->learning_rate);
     /* An epoch's own rate: its samples over its time (scoring included). */
-    add_number(o, "samples_per_sec", r && r->seconds > 0 ? (double)p->samples_done / r->seconds : p->samples_per_sec);
+    cli_json_add_number(o, "samples_per_sec", r && r->seconds > 0 ? (double)p->samples_done / r->seconds : p->samples_per_sec);
     if (r)
-        add_number(o, "seconds", r->seconds);
-    add_number(o, "elapsed", p->seconds);
+        cli_json_add_number(o, "seconds", r->seconds);
+    cli_json_add_number(o, "elapsed", p->seconds);
     cJSON_AddStringToObject(o, "time", stamp);
     char *line = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
