@@ -43,6 +43,8 @@ CANDIDATES = {
         ("adam 2e-3, cosine, 10 epochs, batch 64", ["--epochs", "10", "--lr", "0.002"]),
         ("adamw 2e-3 wd 0.05, cosine, 10 epochs, batch 64",
          ["--epochs", "10", "--lr", "0.002", "--optimizer", "adamw", "--weight-decay", "0.05"]),
+        ("adam 2e-3, cosine, 15 epochs, batch 64", ["--epochs", "15", "--lr", "0.002"]),
+        ("adam 1e-3, cosine, 15 epochs, batch 64", ["--epochs", "15"]),
     ],
 }
 

@@ -463,13 +463,21 @@ static int create_net(const train_args *a, kd_net **net)
     return cli_create_net(CMD, "--net", a->net, (uint64_t)a->seed, net);
 }
 
-/* Final accuracy on the test set (or the training set without one): the
- * last epoch's record when it is current, else a fresh evaluation. */
+/* Final accuracy on the test set (without one, the validation figure of
+ * the last epoch, or the training set's): the last epoch's record when it
+ * is current, else a fresh evaluation. */
 static int print_summary(kd_net *net, const kd_dataset *train, const kd_dataset *test, const kd_train_state *st,
                          int batch)
 {
     const kd_dataset *ds = test ? test : train;
     const char *which = test ? "test" : "train";
+    const kd_epoch_record *final = st->history_len > 0 ? &st->history[st->history_len - 1] : NULL;
+    /* Without a test set, the last epoch's validation figure (over every
+     * worker's share under --dist) says more than the training set's. */
+    if (!test && final && final->epoch == st->epoch && !isnan(final->val_accuracy)) {
+        printf("final validation accuracy %.4f\n", final->val_accuracy);
+        return CLI_OK;
+    }
     if (ds->n == 0) { /* an empty local share (--local-data): nothing to report */
         printf("final %s accuracy n/a (0 samples)\n", which);
         return CLI_OK;

@@ -70,6 +70,12 @@ PY
 run "resume with metrics" "$CLI" train --resume "$T/vs.h5" --epochs 4 "${DATA[@]}" --val-split 0.2 --metrics "$T/vs.jsonl"
 [[ $(grep -c '"event":"epoch"' "$T/vs.jsonl") -eq 4 ]] && ok || bad "a resumed run did not append its epoch to --metrics"
 
+# Without a test set the summary gives the last epoch's validation accuracy.
+run "val-split without a test set" "$CLI" train --net mlp --train-csv "$T/train.csv" --batch-size 16 --epochs 1 \
+    --val-split 0.2 --metrics "$T/nt.jsonl"
+val1=$("$PY" -c 'import json, sys; print("%.4f" % json.loads(open(sys.argv[1]).readline())["val_accuracy"])' "$T/nt.jsonl")
+has "summary: validation accuracy" "$T/out" "^final validation accuracy $val1$"
+
 # ---------------------------------------------------------- --val-csv
 run "val-csv" "$CLI" train "${DATA[@]}" --epochs 2 --val-csv "$T/val.csv" --checkpoint "$T/vc.h5" -q
 "$CLI" inspect "$T/vc.h5" --json >"$T/vc.json"
