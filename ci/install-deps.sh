@@ -5,7 +5,7 @@ set -euo pipefail
 
 APT_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libhdf5-dev hdf5-tools clang libclang-rt-14-dev valgrind
               libcjson-dev zlib1g-dev dataset-fashion-mnist openmpi-bin libopenmpi-dev
-              python3 python3-venv python3-pip)
+              python3 python3-venv python3-pip librsvg2-bin)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -27,13 +27,15 @@ if ! command -v java >/dev/null 2>&1; then
 fi
 
 # Python tools in their own virtual environment (Debian's Python refuses
-# system-wide pip installs). torch is only a test reference (CPU use).
+# system-wide pip installs). torch is only a test reference (CPU use);
+# pandas and matplotlib are optional for users (model.history as a
+# DataFrame, model.plot_history()), installed here so the tests cover them.
 source "$(dirname "$0")/venv.sh"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import numpy, h5py, pytest, torch, pyspark, pyarrow, pandas, atheris" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import numpy, h5py, pytest, torch, pyspark, pyarrow, atheris, pandas, matplotlib" 2>/dev/null; then
   echo "ci/install-deps: installing Python packages into $VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q numpy h5py pytest torch pyspark pyarrow "pandas>=2.2,<3" atheris
+  "$VENV/bin/pip" install -q numpy h5py pytest torch pyspark pyarrow atheris "pandas>=2.2,<3" matplotlib
 fi

@@ -125,6 +125,7 @@ void cli_data_opts_init(cli_data_opts *d)
 {
     memset(d, 0, sizeof *d);
     d->label_col = 0;
+    d->id_col = -1;
 }
 
 int cli_data_option(const char *cmd, cli_data_opts *d, int opt, const char *arg)
@@ -147,6 +148,13 @@ int cli_data_option(const char *cmd, cli_data_opts *d, int opt, const char *arg)
     case CLI_OPT_TEST_LIBSVM: d->test_libsvm = arg; return CLI_OK;
     case CLI_OPT_TRAIN_SPOOL: d->train_spool = arg; return CLI_OK;
     case CLI_OPT_TEST_SPOOL: d->test_spool = arg; return CLI_OK;
+    case CLI_OPT_VAL_IMAGES: d->val_images = arg; return CLI_OK;
+    case CLI_OPT_VAL_LABELS: d->val_labels = arg; return CLI_OK;
+    case CLI_OPT_VAL_CSV: d->val_csv = arg; return CLI_OK;
+    case CLI_OPT_VAL_LIBSVM: d->val_libsvm = arg; return CLI_OK;
+    case CLI_OPT_VAL_SPOOL: d->val_spool = arg; return CLI_OK;
+    case CLI_OPT_VAL_SPLIT:
+        return cli_parse_double(cmd, "--val-split", arg, 0, 0, 1, 0, &d->val_split);
     case CLI_OPT_HEADER: d->header = 1; return CLI_OK;
     case CLI_OPT_DELIMITER:
         if (strcmp(arg, "tab") == 0 || strcmp(arg, "\\t") == 0 || strcmp(arg, "\t") == 0)
@@ -251,7 +259,14 @@ static int load_set(const char *cmd, const set_source *s, const cli_data_opts *d
         is_csv = 1;
         format = KD_DATA_CSV;
         kd_csv_options o = {d->label_col, d->header, d->delimiter};
-        st = kd_dataset_load_csv_opts(s->csv, &o, NULL, &ds);
+        if (d->id_col >= 0 && d->ids && d->id_col == d->label_col)
+            return cli_usage_error(cmd, "--id-col %d is the label column (--label-col): name another", d->id_col);
+        st = d->id_col >= 0 && d->ids ? kd_dataset_load_csv_ids(s->csv, &o, d->id_col, NULL, &ds, d->ids)
+                                      : kd_dataset_load_csv_opts(s->csv, &o, NULL, &ds);
+    } else if (d->id_col >= 0 && d->ids) {
+        return cli_usage_error(cmd, "--id-col: only CSV data has an id column (%s is %s data)",
+                               s->spool ? s->spool : s->libsvm ? s->libsvm : s->images,
+                               s->spool ? "spool" : s->libsvm ? "LibSVM" : "IDX");
     } else if (s->spool) {
         path = s->spool;
         format = KD_DATA_SPOOL;
@@ -280,7 +295,11 @@ static int load_set(const char *cmd, const set_source *s, const cli_data_opts *d
         kd_dataset_free(ds);
         char hint[512] = "";
         if (is_csv && !cli_csv_hint(path, d, want, need_labels, hint, sizeof hint)[0])
-            snprintf(hint, sizeof hint, "; check --label-col");
+            snprintf(hint, sizeof hint, "; check --label-col%s", d->ids ? " and --id-col" : "");
+        if (d->ids) {
+            free(*d->ids);
+            *d->ids = NULL;
+        }
         return cli_fail("%s: samples have %zu features but the network expects %zu (%s)%s", path, have, want,
                         shape, hint);
     }
@@ -290,6 +309,10 @@ static int load_set(const char *cmd, const set_source *s, const cli_data_opts *d
      * validate check just that every feature is finite. */
     if (kd_dataset_validate(ds, need_labels ? kd_net_num_classes(net) : 0) != KD_OK) {
         kd_dataset_free(ds);
+        if (d->ids) {
+            free(*d->ids);
+            *d->ids = NULL;
+        }
         return cli_fail("%s: %s", path, kd_last_error());
     }
     *out = ds;
@@ -377,6 +400,21 @@ int cli_load_data(const char *cmd, const cli_data_opts *d, const kd_net *net,
     return CLI_OK;
 }
 
+int cli_load_val(const char *cmd, const cli_data_opts *d, const kd_net *net, kd_dataset **val)
+{
+    set_source v = {d->val_images, d->val_labels, d->val_csv, d->val_libsvm, d->val_spool, "--val-"};
+    *val = NULL;
+    if (source_count(&v) == 0)
+        return CLI_OK;
+    if (source_count(&v) > 1)
+        return cli_usage_error(cmd, "choose one source for the validation data (--val-images, --val-csv, "
+                                    "--val-libsvm or --val-spool)");
+    if (d->val_split > 0)
+        return cli_usage_error(cmd, "--val-split and validation files exclude each other: hold out part of the "
+                                    "training data or name a validation set, not both");
+    return load_set(cmd, &v, d, net, 1, val);
+}
+
 /* ------------------------------------------------------------- progress */
 const char *cli_format_seconds(double s, char *buf, size_t len)
 {
@@ -409,8 +447,9 @@ int cli_progress_print(const kd_progress *p, void *user)
     char eta[32], took[32], rate[96];
 
     if (!p->epoch_done) {
-        if (!pr->live)
+        if (!pr->live || (pr->line_open && p->seconds - pr->drawn_at < 0.25))
             return 0;
+        pr->drawn_at = p->seconds;
         /* \033[K clears what a longer previous line left behind. */
         fprintf(stderr, "\repoch %d/%d  %lld/%lld  loss %.4f  acc %.4f  %s  eta %s\033[K", p->epoch, p->epochs,
                 (long long)p->samples_done, (long long)p->samples_per_epoch, p->loss, p->accuracy,
@@ -427,6 +466,8 @@ int cli_progress_print(const kd_progress *p, void *user)
     const kd_epoch_record *r = p->record;
     fprintf(stderr, "epoch %d/%d  loss %.4f  acc %.4f", p->epoch, p->epochs, r ? r->train_loss : p->loss,
             r ? r->train_accuracy : p->accuracy);
+    if (r && !isnan(r->val_loss))
+        fprintf(stderr, "  val_loss %.4f  val_acc %.4f", r->val_loss, r->val_accuracy);
     if (r && !isnan(r->test_loss))
         fprintf(stderr, "  test_loss %.4f  test_acc %.4f", r->test_loss, r->test_accuracy);
     fprintf(stderr, "  %s", rate_text(pr, p, rate, sizeof rate));

@@ -74,6 +74,12 @@ enum {
     CLI_OPT_THREADS, /* eval, predict */
     CLI_OPT_CONTEXT, /* eval, predict */
     CLI_OPT_DELIMITER,
+    CLI_OPT_VAL_IMAGES, /* train: validation data */
+    CLI_OPT_VAL_LABELS,
+    CLI_OPT_VAL_CSV,
+    CLI_OPT_VAL_LIBSVM,
+    CLI_OPT_VAL_SPOOL,
+    CLI_OPT_VAL_SPLIT,
     CLI_OPT_FIRST_COMMAND_ID /* commands number their own flags from here */
 };
 
@@ -86,11 +92,15 @@ typedef struct cli_data_opts {
     const char *train_csv, *test_csv;
     const char *train_libsvm, *test_libsvm;
     const char *train_spool, *test_spool; /* binary spool files (io/spool.c) */
+    const char *val_images, *val_labels, *val_csv, *val_libsvm, *val_spool; /* train: validation files */
+    double val_split;    /* train: fraction of the training data held out for validation (0 = none) */
     const char *input;   /* predict --input: a file of any format, read as the single set */
     int label_col;       /* CSV label column; -1 = none */
     int header;          /* CSV has a header line */
     char delimiter;      /* CSV delimiter; 0 = detect */
     int features;        /* LibSVM width; 0 = the network's input size */
+    int id_col;          /* predict: CSV column passed through as text (-1 = none) */
+    char ***ids;         /* predict: where the single set's ids go (kd_dataset_load_csv_ids) */
 } cli_data_opts;
 
 void cli_data_opts_init(cli_data_opts *d);
@@ -116,6 +126,17 @@ const char *cli_csv_hint(const char *path, const cli_data_opts *d, size_t want, 
  * nothing is left allocated. */
 int cli_load_data(const char *cmd, const cli_data_opts *d, const kd_net *net,
                   int want_train, int need_labels, kd_dataset **train, kd_dataset **test);
+/* train: the validation files (--val-images/--val-labels, --val-csv,
+ * --val-libsvm or --val-spool) into *val, NULL when none is named. */
+int cli_load_val(const char *cmd, const cli_data_opts *d, const kd_net *net, kd_dataset **val);
+#define CLI_VAL_HELP \
+    "  --val-split F          hold out this fraction (0 < F < 1) of the training data\n" \
+    "                         for validation, chosen at random from --seed\n" \
+    "  --val-images F --val-labels F | --val-csv F | --val-libsvm F | --val-spool F\n" \
+    "                         validation data from files instead\n" \
+    "  With validation data every epoch reports val_loss and val_acc, early stopping\n" \
+    "  and --keep-best follow the validation loss, and the test set is scored only\n" \
+    "  after the last epoch.\n"
 
 /* ------------------------------------- a checkpoint and its data (eval, predict) */
 typedef struct cli_model_opts {
@@ -143,6 +164,7 @@ typedef struct cli_progress {
      * worker's (NULL: a single process). */
     double (*global_rate)(const void *ctx);
     const void *global_ctx;
+    double drawn_at;     /* kd_progress.seconds of the last live line (redrawn at most 4 times a second) */
 } cli_progress;
 
 /* kd_progress_fn that prints one line per epoch to stderr (and a live

@@ -18,6 +18,8 @@ static const int SIGNALS[] = {SIGINT, SIGTERM, SIGHUP};
 static pthread_t main_thread;
 static char temps[MAX_TEMPS][TEMP_LEN];
 static volatile sig_atomic_t temp_count;
+static char current[TEMP_LEN]; /* cli_signals_protect_current: one slot, replaced */
+static volatile sig_atomic_t current_set;
 static volatile sig_atomic_t deferring, caught;
 
 /* Only async-signal-safe calls below (pthread_kill, pthread_self, unlink,
@@ -38,6 +40,8 @@ static void on_signal(int sig)
     }
     for (int i = 0; i < temp_count; i++)
         unlink(temps[i]);
+    if (current_set)
+        unlink(current);
     struct sigaction dfl;
     memset(&dfl, 0, sizeof dfl);
     dfl.sa_handler = SIG_DFL;
@@ -84,6 +88,17 @@ int cli_signals_stop(void *unused)
 }
 
 int cli_signals_caught(void) { return caught; }
+
+int cli_signals_protect_current(const char *path)
+{
+    char tmp[TEMP_LEN];
+    if (kd_save_temp_path(path, tmp, sizeof tmp) != KD_OK)
+        return -1;
+    current_set = 0; /* the handler never sees half a name */
+    snprintf(current, sizeof current, "%s", tmp);
+    current_set = 1;
+    return 0;
+}
 
 int cli_signals_protect_save(const char *path)
 {

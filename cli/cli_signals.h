@@ -27,6 +27,9 @@ int cli_signals_remove_on_exit(const char *path);
 /* Register the temporary that a Kindling save of `path` writes
  * (kd_save_temp_path). Returns 0, or -1 if its name is too long. */
 int cli_signals_protect_save(const char *path);
+/* The same for a save whose name changes from one save to the next (a
+ * rotating checkpoint copy): one slot, each call replaces the last. */
+int cli_signals_protect_current(const char *path);
 /* on != 0: a signal asks for a stop instead of ending the program. */
 void cli_signals_defer(int on);
 /* kd_stop_fn: 1 once a signal asked for a stop. */

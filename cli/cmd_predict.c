@@ -18,7 +18,8 @@ static void predict_help(void)
         "usage: kindling predict --model M.h5 [data options] [--output OUT.csv] [--batch-size N]\n"
         "\n"
         "Write class probabilities as CSV: a header \"index,class,p0,...,p{K-1}\", then one\n"
-        "row per sample (class is the most probable one).\n"
+        "row per sample (class is the most probable one). With --id-col the first column\n"
+        "is \"id\" and holds each row's id instead of its index.\n"
         "\n"
         "  --model PATH           checkpoint written by 'kindling train' (required)\n"
         "  -o, --output PATH      output file (default stdout); written beside PATH and\n"
@@ -36,6 +37,8 @@ static void predict_help(void)
         "  --csv F                one sample per line\n"
         "  --spool F              a binary spool file (format in io/spool.c)\n"
         "  --label-col N          CSV column holding a label to skip (default 0; -1 = none)\n"
+        "  --id-col N             CSV column (0-based) holding an id to pass through to the\n"
+        "                         output (it is not a feature)\n"
         "  --header               the CSV file starts with a header line\n"
         CLI_DELIMITER_HELP
         "  --libsvm F\n"
@@ -44,9 +47,10 @@ static void predict_help(void)
 }
 
 
-enum { OPT_BATCH = CLI_OPT_FIRST_COMMAND_ID };
+enum { OPT_BATCH = CLI_OPT_FIRST_COMMAND_ID, OPT_ID_COL };
 
 static const struct option PREDICT_OPTIONS[] = {
+    {"id-col", required_argument, NULL, OPT_ID_COL},
     {"model", required_argument, NULL, CLI_OPT_MODEL},
     {"batch-size", required_argument, NULL, OPT_BATCH},
     {"output", required_argument, NULL, 'o'},
@@ -67,10 +71,28 @@ static const struct option PREDICT_OPTIONS[] = {
     {NULL, 0, NULL, 0},
 };
 
-/* Write the CSV; returns 0 or errno of the first failed write. */
-static int write_predictions(FILE *f, const float *probs, int64_t n, int k)
+/* An id as a CSV cell: quoted (quotes doubled) when it holds a ',', a
+ * quote or a line break, as RFC 4180 has it. */
+static void put_id(FILE *f, const char *id)
 {
-    fputs("index,class", f);
+    if (!strpbrk(id, ",\"\r\n")) {
+        fputs(id, f);
+        return;
+    }
+    fputc('"', f);
+    for (const char *c = id; *c; c++) {
+        if (*c == '"')
+            fputc('"', f);
+        fputc(*c, f);
+    }
+    fputc('"', f);
+}
+
+/* Write the CSV (ids: one per sample, or NULL for the index); returns 0 or
+ * errno of the first failed write. */
+static int write_predictions(FILE *f, const float *probs, int64_t n, int k, char *const *ids)
+{
+    fputs(ids ? "id,class" : "index,class", f);
     for (int j = 0; j < k; j++)
         fprintf(f, ",p%d", j);
     fputc('\n', f);
@@ -80,7 +102,11 @@ static int write_predictions(FILE *f, const float *probs, int64_t n, int k)
         for (int j = 1; j < k; j++)
             if (p[j] > p[best])
                 best = j;
-        fprintf(f, "%lld,%d", (long long)i, best);
+        if (ids)
+            put_id(f, ids[i]);
+        else
+            fprintf(f, "%lld", (long long)i);
+        fprintf(f, ",%d", best);
         for (int j = 0; j < k; j++)
             fprintf(f, ",%.6g", p[j]);
         if (fputc('\n', f) == EOF)
@@ -91,10 +117,10 @@ static int write_predictions(FILE *f, const float *probs, int64_t n, int k)
     return 0;
 }
 
-static int write_output(const char *path, const float *probs, int64_t n, int k)
+static int write_output(const char *path, const float *probs, int64_t n, int k, char *const *ids)
 {
     if (!path) {
-        int err = write_predictions(stdout, probs, n, k);
+        int err = write_predictions(stdout, probs, n, k, ids);
         return err ? cli_fail("writing predictions: %s", strerror(err)) : CLI_OK;
     }
     /* The name every Kindling save uses; a signal mid-write removes it. */
@@ -113,7 +139,7 @@ static int write_output(const char *path, const float *probs, int64_t n, int k)
         free(tmp);
         return rc;
     }
-    int err = write_predictions(f, probs, n, k);
+    int err = write_predictions(f, probs, n, k, ids);
     if (!err && fsync(fileno(f)) != 0)
         err = errno;
     if (fclose(f) != 0 && !err)
@@ -132,7 +158,8 @@ static int write_output(const char *path, const float *probs, int64_t n, int k)
 int cmd_predict(int argc, char **argv)
 {
     const char *output = NULL;
-    long long batch = 256;
+    long long batch = 256, id_col = -1;
+    char **ids = NULL;
     cli_model_opts m;
     int c, rc;
 
@@ -147,6 +174,10 @@ int cmd_predict(int argc, char **argv)
             if ((rc = cli_parse_int(CMD, "--batch-size", optarg, 1, INT_MAX, &batch)) != CLI_OK)
                 return rc;
             break;
+        case OPT_ID_COL:
+            if ((rc = cli_parse_int(CMD, "--id-col", optarg, 0, INT_MAX, &id_col)) != CLI_OK)
+                return rc;
+            break;
         case '?':
         case ':': return cli_getopt_error(CMD, c, argv);
         default:
@@ -156,6 +187,10 @@ int cmd_predict(int argc, char **argv)
     }
     if (optind < argc)
         return cli_usage_error(CMD, "unexpected argument '%s'", argv[optind]);
+    if (id_col >= 0) {
+        m.data.id_col = (int)id_col;
+        m.data.ids = &ids;
+    }
 
     kd_net *net = NULL;
     kd_dataset *ds = NULL;
@@ -172,9 +207,10 @@ int cmd_predict(int argc, char **argv)
         rc = cli_fail("%s: %s", m.model, kd_last_error());
         goto done;
     }
-    rc = write_output(output, probs, ds->n, k);
+    rc = write_output(output, probs, ds->n, k, ids);
 
 done:
+    free(ids);
     free(probs);
     kd_dataset_free(ds);
     kd_net_free(net);

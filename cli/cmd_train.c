@@ -14,6 +14,7 @@
 #include "cli_common.h"
 #include "cli_signals.h"
 #include "commands.h"
+#include "train_watch.h"
 #ifdef KD_HAVE_MPI
 #include "kindling_mpi.h"
 #endif
@@ -44,11 +45,20 @@ static void train_help(void)
         "  --features N           LibSVM feature count (default: the network's input size)\n"
         "  --train-spool F [--test-spool F]     binary spool files (format in io/spool.c)\n"
         "  Features are reshaped to the network's input shape when the sizes agree.\n"
+        "  --max-samples N        train on N samples drawn at random (from --seed) from the\n"
+        "                         training data (after --val-split took its share)\n"
+        "\n"
+        "Validation and early stopping:\n"
+        CLI_VAL_HELP
+        "  --patience N           stop when the validation loss (the training loss without\n"
+        "                         validation data) has not improved for N epochs\n"
+        "  --min-delta X          an improvement must be larger than X (default 0)\n"
         "\n"
         "Training:\n"
         "  --epochs N             total epochs (default 5)\n"
         "  --batch-size N         (default 64)\n"
-        "  --seed N               initialisation, data order and dropout (default 42)\n"
+        "  --seed N               initialisation, data order, dropout and the validation\n"
+        "                         split (default 42)\n"
         "  --threads N            OpenBLAS threads for the matrix products (default 1, so\n"
         "                         runs are reproducible; 0 = OpenBLAS's default)\n"
         CLI_CONTEXT_HELP
@@ -69,11 +79,19 @@ static void train_help(void)
         "  --lr-min X             cosine: final learning rate (default 0); the cosine\n"
         "                         runs over all --epochs (a resume re-plans it over its\n"
         "                         --epochs, so training to more epochs keeps learning)\n"
+        "  --warmup-epochs N | --warmup-steps N\n"
+        "                         ramp the learning rate up linearly over the first epochs\n"
+        "                         or steps, then follow the schedule (the cosine spans the\n"
+        "                         rest of the run)\n"
         "\n"
         "Checkpoints:\n"
         "  --checkpoint PATH      save network, optimizer and history (HDF5) after every\n"
         "                         epoch and at the end; a failed run leaves it untouched\n"
         "  --checkpoint-every N   also save every N optimizer steps\n"
+        "  --keep-best PATH       also keep a copy of the checkpoint of the best epoch so far\n"
+        "                         (lowest validation loss, else training loss; see --min-delta)\n"
+        "  --keep-last N          also keep the last N epochs' checkpoints beside --checkpoint\n"
+        "                         as <name>-epochNNN.h5 (older ones are removed)\n"
         "  --resume PATH          continue from a checkpoint up to --epochs in total. The\n"
         "                         network, optimizer settings, seed and batch size come from\n"
         "                         the checkpoint (--net, optimizer flags, --seed and\n"
@@ -99,6 +117,12 @@ static void train_help(void)
         "\n"
         "Output:\n"
         "  -q, --quiet            no per-epoch progress on stderr\n"
+        "  --metrics FILE         one JSON line per epoch (event \"epoch\"): train_loss,\n"
+        "                         train_accuracy, val_loss, val_accuracy, test_loss,\n"
+        "                         test_accuracy, learning_rate, samples_per_sec, seconds,\n"
+        "                         elapsed, time (null where not measured); appended to on\n"
+        "                         --resume\n"
+        "  --metrics-every N      also a line every N optimizer steps (running figures)\n"
         "  -h, --help             this help\n"
         "\n"
         "Progress goes to stderr (one line per epoch, plus a live line on a terminal);\n"
@@ -131,6 +155,15 @@ enum {
     OPT_PS_PROTOCOL,
     OPT_LOCAL_DATA,
     OPT_CONTEXT,
+    OPT_PATIENCE,
+    OPT_MIN_DELTA,
+    OPT_KEEP_BEST,
+    OPT_KEEP_LAST,
+    OPT_METRICS,
+    OPT_METRICS_EVERY,
+    OPT_MAX_SAMPLES,
+    OPT_WARMUP_EPOCHS,
+    OPT_WARMUP_STEPS,
     OPT_RESUME,
 };
 
@@ -161,6 +194,21 @@ static const struct option TRAIN_OPTIONS[] = {
     {"ps-protocol", required_argument, NULL, OPT_PS_PROTOCOL},
     {"local-data", no_argument, NULL, OPT_LOCAL_DATA},
     {"context", required_argument, NULL, OPT_CONTEXT},
+    {"patience", required_argument, NULL, OPT_PATIENCE},
+    {"min-delta", required_argument, NULL, OPT_MIN_DELTA},
+    {"keep-best", required_argument, NULL, OPT_KEEP_BEST},
+    {"keep-last", required_argument, NULL, OPT_KEEP_LAST},
+    {"metrics", required_argument, NULL, OPT_METRICS},
+    {"metrics-every", required_argument, NULL, OPT_METRICS_EVERY},
+    {"max-samples", required_argument, NULL, OPT_MAX_SAMPLES},
+    {"warmup-epochs", required_argument, NULL, OPT_WARMUP_EPOCHS},
+    {"warmup-steps", required_argument, NULL, OPT_WARMUP_STEPS},
+    {"val-split", required_argument, NULL, CLI_OPT_VAL_SPLIT},
+    {"val-images", required_argument, NULL, CLI_OPT_VAL_IMAGES},
+    {"val-labels", required_argument, NULL, CLI_OPT_VAL_LABELS},
+    {"val-csv", required_argument, NULL, CLI_OPT_VAL_CSV},
+    {"val-libsvm", required_argument, NULL, CLI_OPT_VAL_LIBSVM},
+    {"val-spool", required_argument, NULL, CLI_OPT_VAL_SPOOL},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {"dataset", required_argument, NULL, CLI_OPT_DATASET},
@@ -184,6 +232,9 @@ static const struct option TRAIN_OPTIONS[] = {
 typedef struct train_args {
     const char *net;
     long long epochs, batch, seed, threads, step_size_epochs, checkpoint_every;
+    long long patience, keep_last, metrics_every, max_samples, warmup_epochs, warmup_steps;
+    double min_delta;
+    const char *keep_best, *metrics;
     kd_optim_config opt;     /* step_size/total_steps filled once the data size is known */
     int quiet, local_data;
     int given[OPT_RESUME + 1 - OPT_NET]; /* which command flags appeared */
@@ -234,6 +285,13 @@ static const num_flag NUM_FLAGS[] = {
     INT_FLAG(OPT_CHECKPOINT_EVERY, "--checkpoint-every", checkpoint_every, 1, LLONG_MAX),
     INT_FLAG(OPT_SERVERS, "--servers", servers, 1, INT_MAX),
     INT_FLAG(OPT_MAX_STALENESS, "--max-staleness", max_staleness, -1, INT_MAX),
+    INT_FLAG(OPT_PATIENCE, "--patience", patience, 1, INT_MAX),
+    INT_FLAG(OPT_KEEP_LAST, "--keep-last", keep_last, 1, INT_MAX),
+    INT_FLAG(OPT_METRICS_EVERY, "--metrics-every", metrics_every, 1, LLONG_MAX),
+    INT_FLAG(OPT_MAX_SAMPLES, "--max-samples", max_samples, 1, LLONG_MAX),
+    INT_FLAG(OPT_WARMUP_EPOCHS, "--warmup-epochs", warmup_epochs, 1, INT_MAX),
+    INT_FLAG(OPT_WARMUP_STEPS, "--warmup-steps", warmup_steps, 1, LLONG_MAX),
+    NUM_FLAG(OPT_MIN_DELTA, "--min-delta", min_delta, 0, 1, INFINITY, 0),
     NUM_FLAG(OPT_LR, "--lr", opt.lr, 0, 0, INFINITY, 0),
     NUM_FLAG(OPT_MOMENTUM, "--momentum", opt.momentum, 0, 1, 1, 0),
     NUM_FLAG(OPT_BETA1, "--beta1", opt.beta1, 0, 1, 1, 0),
@@ -309,6 +367,8 @@ static int parse_train_args(int argc, char **argv, train_args *a, int *help)
         case OPT_NESTEROV: a->opt.nesterov = 1; break;
         case OPT_CHECKPOINT: a->checkpoint = optarg; break;
         case OPT_RESUME: a->resume = optarg; break;
+        case OPT_KEEP_BEST: a->keep_best = optarg; break;
+        case OPT_METRICS: a->metrics = optarg; break;
         case OPT_DIST:
             if (strcmp(optarg, "sync") != 0 && strcmp(optarg, "async") != 0)
                 return cli_usage_error(CMD, "--dist: unknown mode '%s' (choose sync or async)", optarg);
@@ -338,6 +398,23 @@ static int parse_train_args(int argc, char **argv, train_args *a, int *help)
      * these settings from the checkpoint, so they are only noted there. */
     if (a->checkpoint_every && !a->checkpoint && !a->resume)
         return cli_usage_error(CMD, "--checkpoint-every needs --checkpoint");
+    /* The copies are of the file every epoch saves. */
+    if ((a->keep_best || a->keep_last) && !a->checkpoint && !a->resume)
+        return cli_usage_error(CMD, "%s keeps copies of the checkpoint every epoch saves: give --checkpoint PATH too",
+                               a->keep_best ? "--keep-best" : "--keep-last");
+    const char *saved = a->checkpoint ? a->checkpoint : a->resume;
+    if (a->keep_best && saved && strcmp(a->keep_best, saved) == 0)
+        return cli_usage_error(CMD, "--keep-best: name another file than the checkpoint %s", saved);
+    if (GIVEN(a, OPT_MIN_DELTA) && !a->patience && !a->keep_best)
+        return cli_usage_error(CMD, "--min-delta: only applies with --patience or --keep-best");
+    if (a->metrics_every && !a->metrics)
+        return cli_usage_error(CMD, "--metrics-every needs --metrics FILE");
+    if (a->warmup_epochs && a->warmup_steps)
+        return cli_usage_error(CMD, "--warmup-epochs and --warmup-steps exclude each other: choose one");
+    if (a->data.val_split > 0 && (a->data.val_images || a->data.val_labels || a->data.val_csv ||
+                                  a->data.val_libsvm || a->data.val_spool))
+        return cli_usage_error(CMD, "--val-split and validation files exclude each other: hold out part of the "
+                                    "training data or name a validation set, not both");
     int async = a->dist && strcmp(a->dist, "async") == 0;
     if (a->local_data && !a->dist)
         return cli_usage_error(CMD, "--local-data: only applies with --dist");
@@ -379,6 +456,7 @@ static void note_ignored_on_resume(const train_args *a)
         {OPT_BETA2, "--beta2"}, {OPT_EPS, "--eps"}, {OPT_WEIGHT_DECAY, "--weight-decay"},
         {OPT_SCHEDULE, "--schedule"}, {OPT_STEP_SIZE, "--step-size"}, {OPT_GAMMA, "--gamma"},
         {OPT_LR_MIN, "--lr-min"}, {OPT_SEED, "--seed"}, {OPT_BATCH, "--batch-size"},
+        {OPT_WARMUP_EPOCHS, "--warmup-epochs"}, {OPT_WARMUP_STEPS, "--warmup-steps"},
     };
     int any = 0;
     for (size_t i = 0; i < sizeof IGNORED / sizeof IGNORED[0]; i++) {
@@ -397,13 +475,21 @@ static int create_net(const train_args *a, kd_net **net)
     return cli_create_net(CMD, "--net", a->net, (uint64_t)a->seed, net);
 }
 
-/* Final accuracy on the test set (or the training set without one): the
- * last epoch's record when it is current, else a fresh evaluation. */
+/* Final accuracy on the test set (without one, the validation figure of
+ * the last epoch, or the training set's): the last epoch's record when it
+ * is current, else a fresh evaluation. */
 static int print_summary(kd_net *net, const kd_dataset *train, const kd_dataset *test, const kd_train_state *st,
                          int batch)
 {
     const kd_dataset *ds = test ? test : train;
     const char *which = test ? "test" : "train";
+    const kd_epoch_record *final = st->history_len > 0 ? &st->history[st->history_len - 1] : NULL;
+    /* Without a test set, the last epoch's validation figure (over every
+     * worker's share under --dist) says more than the training set's. */
+    if (!test && final && final->epoch == st->epoch && !isnan(final->val_accuracy)) {
+        printf("final validation accuracy %.4f\n", final->val_accuracy);
+        return CLI_OK;
+    }
     if (ds->n == 0) { /* an empty local share (--local-data): nothing to report */
         printf("final %s accuracy n/a (0 samples)\n", which);
         return CLI_OK;
@@ -443,6 +529,7 @@ static kd_status create_optimizer(train_args *a, const kd_net *net, int64_t step
 {
     a->opt.step_size = a->step_size_epochs * steps_per_epoch;
     a->opt.total_steps = a->epochs * steps_per_epoch;
+    a->opt.warmup_steps = a->warmup_steps ? a->warmup_steps : a->warmup_epochs * steps_per_epoch;
     kd_status s = kd_optim_config_validate(&a->opt);
     if (s != KD_OK)
         return KD_ERR_INVALID;
@@ -506,9 +593,62 @@ static int report_stopped(const train_args *a, const kd_train_state *st, const c
     return 128 + sig;
 }
 
-/* kd_train's settings from the flags; progress lines only if `speak`. */
-static kd_train_config train_config(const train_args *a, const kd_dataset *test, const char *save_path,
-                                    cli_progress *progress, int speak)
+/* --val-split and --max-samples, both drawn from the run's seed (a resumed
+ * run holds out the same samples): the held-out part goes to *val, and
+ * *train becomes the rest, or a random subset of it. With --local-data a
+ * worker's share too small to split gets an empty validation part (the
+ * workers' figures are added up). */
+static int shape_training_data(const train_args *a, const kd_net *net, kd_dataset **train, kd_dataset **val)
+{
+    if (a->data.val_split > 0) {
+        kd_dataset *rest = NULL, *held = NULL;
+        if (a->local_data && (*train)->n < 2) {
+            kd_shape in = kd_net_input_shape(net);
+            if (kd_dataset_alloc(0, &in, val) != KD_OK)
+                return cli_library_error();
+        } else if (kd_dataset_split(*train, a->data.val_split, (uint64_t)a->seed, &rest, &held) != KD_OK) {
+            return cli_fail("--val-split: %s", kd_last_error());
+        } else {
+            kd_dataset_free(*train);
+            *train = rest;
+            *val = held;
+        }
+    }
+    if (a->max_samples && a->max_samples < (*train)->n) {
+        kd_dataset *some = NULL;
+        if (kd_dataset_sample(*train, a->max_samples, (uint64_t)a->seed, &some) != KD_OK)
+            return cli_fail("--max-samples: %s", kd_last_error());
+        kd_dataset_free(*train);
+        *train = some;
+    }
+    return CLI_OK;
+}
+
+/* The progress calls' receiver on the rank that writes (see
+ * train_watch.h): progress lines when `speak`, the metrics file, the
+ * checkpoint copies. Returns an exit code. */
+static int watch_start(const train_args *a, cli_train_watch *w, const kd_train_state *st, const char *save_path,
+                       int speak)
+{
+    memset(w, 0, sizeof *w);
+    w->speak = speak;
+    w->print.live = isatty(fileno(stderr));
+    w->st = st;
+    w->metrics_every = a->metrics_every;
+    w->checkpoint = save_path;
+    w->keep_best = a->keep_best;
+    w->keep_last = (int)a->keep_last;
+    w->min_delta = a->min_delta;
+    if (a->keep_best)
+        cli_signals_protect_save(a->keep_best); /* a signal mid-copy removes the temporary */
+    /* A resumed run continues the file; a new one starts it. */
+    return cli_train_watch_open(w, a->metrics, a->resume != NULL);
+}
+
+/* kd_train's settings from the flags; `watch` (NULL on ranks that do not
+ * write) receives the progress calls. */
+static kd_train_config train_config(const train_args *a, const kd_dataset *test, const kd_dataset *val,
+                                    const char *save_path, cli_train_watch *watch)
 {
     kd_train_config cfg = kd_train_config_default();
     cfg.epochs = (int32_t)a->epochs;
@@ -516,15 +656,37 @@ static kd_train_config train_config(const train_args *a, const kd_dataset *test,
     cfg.seed = (uint64_t)a->seed;
     cfg.shuffle = 1;
     cfg.test = test;
+    cfg.val = val;
+    cfg.patience = (int32_t)a->patience;
+    cfg.min_delta = a->min_delta;
     cfg.checkpoint_path = save_path;
     cfg.checkpoint_every = a->checkpoint_every;
     cfg.stop = cli_signals_stop; /* SIGINT, SIGTERM, SIGHUP: stop at a step boundary and save there */
-    if (speak) {
-        cfg.progress = cli_progress_print;
-        cfg.progress_user = progress;
-        cfg.progress_interval = progress->live ? 0.5 : 0.0;
+    if (watch && (watch->speak || watch->metrics || watch->keep_best || watch->keep_last)) {
+        cfg.progress = cli_train_watch_progress;
+        cfg.progress_user = watch;
+        cfg.progress_interval = watch->speak && watch->print.live ? 0.5 : 0.0;
+        cfg.progress_every = watch->metrics ? a->metrics_every : 0;
     }
     return cfg;
+}
+
+/* How early stopping went and which epoch was the best (with --patience or
+ * --keep-best), on stderr unless --quiet. */
+static void report_best(const train_args *a, const kd_train_state *st)
+{
+    kd_best_epoch b;
+    if (a->quiet || (!a->patience && !a->keep_best) || kd_train_state_best(st, a->min_delta, &b) != KD_OK ||
+        b.epoch == 0)
+        return;
+    const char *what = b.on_val ? "val_loss" : "loss";
+    char delta[48] = "";
+    if (a->min_delta > 0)
+        snprintf(delta, sizeof delta, " by more than %g", a->min_delta);
+    if (a->patience && st->epoch < a->epochs && b.since >= a->patience)
+        fprintf(stderr, "kindling train: early stopping after epoch %d of %lld: %s has not improved%s for %d epoch%s\n",
+                st->epoch, a->epochs, what, delta, b.since, b.since == 1 ? "" : "s");
+    fprintf(stderr, "kindling train: best epoch %d (%s %.4f)\n", b.epoch, what, b.value);
 }
 
 /* After training: peak RSS, the summary lines and the checkpoint's name. */
@@ -533,9 +695,13 @@ static int finish_report(const train_args *a, kd_net *net, const kd_dataset *tra
 {
     if (!a->quiet)
         print_peak_rss(who);
+    report_best(a, st);
     int rc = print_summary(net, train, test, st, (int)a->batch);
     if (rc == CLI_OK && save_path)
         printf("checkpoint %s\n", save_path);
+    kd_best_epoch b;
+    if (rc == CLI_OK && a->keep_best && kd_train_state_best(st, a->min_delta, &b) == KD_OK && b.epoch > 0)
+        printf("best checkpoint %s (epoch %d)\n", a->keep_best, b.epoch);
     return rc;
 }
 
@@ -577,7 +743,7 @@ static int dist_setup_result(int rc)
     return worst;
 }
 
-#define CLI_DATA_PATHS 10
+#define CLI_DATA_PATHS 15
 
 /* --local-data: "%w" in each data path becomes this worker's index. New
  * strings go to paths[] (freed by the caller). */
@@ -585,7 +751,8 @@ static int expand_worker_paths(cli_data_opts *o, int worker, char **paths)
 {
     const char **fields[CLI_DATA_PATHS] = {&o->train_images, &o->train_labels, &o->test_images, &o->test_labels,
                                            &o->train_csv, &o->test_csv, &o->train_libsvm, &o->test_libsvm,
-                                           &o->train_spool, &o->test_spool};
+                                           &o->train_spool, &o->test_spool, &o->val_images, &o->val_labels,
+                                           &o->val_csv, &o->val_libsvm, &o->val_spool};
     for (int i = 0; i < CLI_DATA_PATHS; i++) {
         const char *p = *fields[i], *at = p ? strstr(p, "%w") : NULL;
         if (!at)
@@ -627,7 +794,8 @@ static int dist_open_model(train_args *a, const kd_dist *d, kd_net **net, kd_opt
 
 /* Workers: --context, then their data (their own share with --local-data).
  * Servers hold neither. Returns an exit code. */
-static int dist_worker_setup(train_args *a, const kd_dist *d, kd_net *net, kd_dataset **train, kd_dataset **test)
+static int dist_worker_setup(train_args *a, const kd_dist *d, kd_net *net, kd_dataset **train, kd_dataset **test,
+                             kd_dataset **val)
 {
     if (kd_dist_is_server(d))
         return CLI_OK;
@@ -643,10 +811,14 @@ static int dist_worker_setup(train_args *a, const kd_dist *d, kd_net *net, kd_da
         rc = expand_worker_paths(&mine, kd_dist_worker_index(d), paths);
     if (rc == CLI_OK)
         rc = cli_load_data(CMD, &mine, net, 1, 1, train, test);
+    if (rc == CLI_OK)
+        rc = cli_load_val(CMD, &mine, net, val);
     for (int i = 0; i < CLI_DATA_PATHS; i++)
         free(paths[i]);
     if (rc == CLI_OK && (*train)->n == 0 && !a->local_data)
         rc = cli_fail("the training data has no samples");
+    if (rc == CLI_OK)
+        rc = shape_training_data(a, net, train, val);
     return rc;
 }
 
@@ -682,9 +854,11 @@ static int train_distributed(train_args *a)
     kd_dist *d = NULL;
     kd_net *net = NULL;
     kd_optim *opt = NULL;
-    kd_dataset *train = NULL, *test = NULL;
+    kd_dataset *train = NULL, *test = NULL, *val = NULL;
     kd_train_state st;
     kd_train_state_init(&st);
+    cli_train_watch watch;
+    memset(&watch, 0, sizeof watch);
     const char *save_path = a->checkpoint ? a->checkpoint : a->resume;
     if (save_path)
         cli_signals_protect_save(save_path); /* a signal mid-save removes the temporary */
@@ -715,7 +889,9 @@ static int train_distributed(train_args *a)
     if (rc == CLI_OK)
         rc = dist_open_model(a, d, &net, &opt, &st);
     if (rc == CLI_OK)
-        rc = dist_worker_setup(a, d, net, &train, &test);
+        rc = dist_worker_setup(a, d, net, &train, &test, &val);
+    if (rc == CLI_OK && writer)
+        rc = watch_start(a, &watch, &st, save_path, !a->quiet);
     if ((rc = dist_setup_result(rc)) != CLI_OK)
         goto done;
     /* The workers' training-set size sizes the schedule (one rule: kd_dist_steps_per_epoch). */
@@ -738,8 +914,9 @@ static int train_distributed(train_args *a)
     replan_schedule(a, opt, steps_per_epoch, writer);
     start_state(a, &st, a->batch * kd_dist_num_workers(d), writer);
 
-    cli_progress progress = {.live = isatty(fileno(stderr)), .global_rate = dist_global_rate, .global_ctx = d};
-    kd_train_config cfg = train_config(a, test, save_path, &progress, !a->quiet && writer);
+    watch.print.global_rate = dist_global_rate; /* the epoch line gives every worker's rate too */
+    watch.print.global_ctx = d;
+    kd_train_config cfg = train_config(a, test, val, save_path, writer ? &watch : NULL);
     if (kd_dist_check_config(d, net, opt, &cfg, &st, n_train) != KD_OK) {
         rc = dist_collective_failure();
         goto done;
@@ -748,10 +925,15 @@ static int train_distributed(train_args *a)
     cli_signals_defer(1);
     kd_status s = kd_dist_train(d, net, opt, train, &cfg, &st);
     cli_signals_defer(0);
-    if (progress.line_open)
+    if (watch.print.line_open)
         fputc('\n', stderr);
+    cli_train_watch_close(&watch);
     if (s != KD_OK) {
         rc = dist_local_failure(d, CLI_FAIL, 1);
+        goto done;
+    }
+    if (watch.failed) { /* a metrics line or a checkpoint copy could not be written (said) */
+        rc = dist_local_failure(d, CLI_FAIL, 0);
         goto done;
     }
     /* Stopped by a signal: every rank ends with 128 + that signal (a worker
@@ -774,9 +956,11 @@ static int train_distributed(train_args *a)
     }
 
 done:
+    cli_train_watch_close(&watch);
     kd_train_state_clear(&st);
     kd_dataset_free(train);
     kd_dataset_free(test);
+    kd_dataset_free(val);
     kd_optim_free(opt);
     kd_net_free(net);
     kd_dist_free(d);
@@ -807,9 +991,11 @@ int cmd_train(int argc, char **argv)
 
     kd_net *net = NULL;
     kd_optim *opt = NULL;
-    kd_dataset *train = NULL, *test = NULL;
+    kd_dataset *train = NULL, *test = NULL, *val = NULL;
     kd_train_state st;
     kd_train_state_init(&st);
+    cli_train_watch watch;
+    memset(&watch, 0, sizeof watch);
     const char *save_path = a.checkpoint ? a.checkpoint : a.resume;
     if (save_path)
         cli_signals_protect_save(save_path); /* a signal mid-save removes the temporary */
@@ -841,6 +1027,8 @@ int cmd_train(int argc, char **argv)
         rc = cli_fail("the training data has no samples");
         goto done;
     }
+    if ((rc = cli_load_val(CMD, &a.data, net, &val)) != CLI_OK || (rc = shape_training_data(&a, net, &train, &val)) != CLI_OK)
+        goto done;
 
     int64_t steps_per_epoch = kd_steps_per_epoch(train->n, a.batch);
     if (!opt) {
@@ -853,16 +1041,22 @@ int cmd_train(int argc, char **argv)
     replan_schedule(&a, opt, steps_per_epoch, 1);
     start_state(&a, &st, a.batch, 1);
 
-    cli_progress progress = {.live = isatty(fileno(stderr))};
-    kd_train_config cfg = train_config(&a, test, save_path, &progress, !a.quiet);
+    if ((rc = watch_start(&a, &watch, &st, save_path, !a.quiet)) != CLI_OK)
+        goto done;
+    kd_train_config cfg = train_config(&a, test, val, save_path, &watch);
 
     cli_signals_defer(1);
     kd_status s = kd_train(net, opt, train, &cfg, &st);
     cli_signals_defer(0);
-    if (progress.line_open)
+    if (watch.print.line_open)
         fputc('\n', stderr);
+    cli_train_watch_close(&watch);
     if (s != KD_OK) {
         rc = cli_library_error();
+        goto done;
+    }
+    if (watch.failed) { /* a metrics line or a checkpoint copy could not be written (said) */
+        rc = CLI_FAIL;
         goto done;
     }
     if (cli_signals_caught() && st.epoch < a.epochs) { /* kd_train saved the position */
@@ -878,9 +1072,11 @@ int cmd_train(int argc, char **argv)
     rc = finish_report(&a, net, train, test, &st, save_path, "");
 
 done:
+    cli_train_watch_close(&watch);
     kd_train_state_clear(&st);
     kd_dataset_free(train);
     kd_dataset_free(test);
+    kd_dataset_free(val);
     kd_optim_free(opt);
     kd_net_free(net);
     return rc;

@@ -20,6 +20,7 @@ static const command COMMANDS[] = {
     {"eval", cmd_eval, "loss, accuracy and per-class accuracy of a checkpoint"},
     {"predict", cmd_predict, "class probabilities of a checkpoint as CSV"},
     {"inspect", cmd_inspect, "layers, optimizer and history stored in a checkpoint"},
+    {"plot", cmd_plot, "training curves of a checkpoint as an SVG picture"},
     {"convert", cmd_convert, "IDX, CSV or LibSVM to a spool file, in bounded memory"},
 };
 #define NUM_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])

@@ -323,6 +323,8 @@ static void write_checkpoint(recipe *r, const char *path, kd_net **expect_net)
         put_num_attr(r, g, "total_steps", H5T_STD_I64LE, 100);
         put_num_attr(r, g, "lr_min", H5T_IEEE_F64LE, 0);
         put_num_attr(r, g, "steps", H5T_STD_I64LE, 5);
+        if (take(r) % 2)
+            put_num_attr(r, g, "warmup_steps", H5T_STD_I64LE, 3);
         hsize_t n = net ? kd_net_param_count(net) : 4;
         const char *slots[] = {"velocity", "m", "v"};
         for (int k = 0; k < 3; k++)
@@ -338,8 +340,24 @@ static void write_checkpoint(recipe *r, const char *path, kd_net **expect_net)
         put_num_attr(r, g, "step", H5T_STD_I64LE, 6);
         put_num_attr(r, g, "seed", H5T_STD_U64LE, 42);
         put_num_attr(r, g, "batch_size", H5T_STD_I32LE, 4);
-        hsize_t hist[2] = {take(r) % 4, 7};
+        /* Version 1's 7 columns (found without a 'columns' attribute) or
+         * version 2's 9, named in the attribute: in order, reordered,
+         * one short, or garbage. */
+        static const char *const COLUMNS[] = {
+            "epoch,train_loss,train_accuracy,val_loss,val_accuracy,test_loss,test_accuracy,seconds,learning_rate",
+            "learning_rate,epoch,seconds,val_loss,val_accuracy,train_loss,train_accuracy,test_loss,test_accuracy",
+            "epoch,train_loss,train_accuracy,val_loss,val_accuracy,test_loss,test_accuracy,seconds",
+            ",,,,,,,,", "epoch"};
+        unsigned v2 = take(r) % 2;
+        hsize_t hist[2] = {take(r) % 4, v2 ? 9 : 7};
         put_tensor(r, g, "history", 2, hist);
+        if (v2) {
+            hid_t ds = H5Dopen2(g, "history", H5P_DEFAULT);
+            if (ds >= 0) {
+                put_str_attr(r, ds, "columns", COLUMNS[take(r) % 5]);
+                H5Dclose(ds);
+            }
+        }
         H5Gclose(g);
     }
     must(H5Fclose(file) >= 0, "H5Fclose");

@@ -149,6 +149,12 @@ typedef struct kd_csv_options {
 kd_csv_options kd_csv_options_default(void);
 kd_status kd_dataset_load_csv_opts(const char *path, const kd_csv_options *opts,
                                    const kd_shape *shape, kd_dataset **out);
+/* The same with column id_col (0-based; not the label column) read as text
+ * instead of a feature: *ids receives one string per sample, the cell as
+ * written without surrounding blanks, all in one allocation (free(*ids)
+ * releases it). To pass an id column through prediction. */
+kd_status kd_dataset_load_csv_ids(const char *path, const kd_csv_options *opts, int id_col,
+                                  const kd_shape *shape, kd_dataset **out, char ***ids);
 /* What the first lines of a CSV file look like, for hints after a failed
  * load: the delimiter the reader uses with `opts`, the columns of the
  * first data line, and whether line 1 looks like a header (without
@@ -192,6 +198,17 @@ kd_status kd_dataset_save_spool(const char *path, const kd_dataset *ds);
 /* Reject NaN/Inf features and labels outside [0, num_classes). The
  * message names the first bad sample. */
 kd_status kd_dataset_validate(const kd_dataset *ds, int num_classes);
+
+/* Subsets, seeded (the same seed and data always give the same samples),
+ * each kept in the original order. They copy the chosen samples into
+ * memory (a spool's mapping is not kept), checked against the memory
+ * available like the readers. */
+/* Hold out `fraction` (0 < fraction < 1) of the samples, rounded, at least
+ * one and at most n - 1 (n >= 2): *held_out gets them, *rest the others. */
+kd_status kd_dataset_split(const kd_dataset *ds, double fraction, uint64_t seed, kd_dataset **rest,
+                           kd_dataset **held_out);
+/* n (>= 1) samples drawn without replacement; all of them when n >= ds->n. */
+kd_status kd_dataset_sample(const kd_dataset *ds, int64_t n, uint64_t seed, kd_dataset **out);
 
 /* Memory limits. The readers that convert (IDX, CSV, LibSVM, gzip) check
  * the bytes they are about to allocate against the memory available and
@@ -322,6 +339,10 @@ typedef enum kd_optim_kind {
     KD_OPT_ADAMW = 3     /* decoupled weight decay */
 } kd_optim_kind;
 
+/* Schedules, at optimizer step t (from 0). With warmup_steps w > 0 the
+ * first w steps ramp up linearly, lr * (t + 1) / w (PyTorch's LinearLR with
+ * start_factor 1/w over w - 1 steps), and the schedule below then runs on
+ * t - w, the cosine over total_steps - w steps. */
 typedef enum kd_schedule_kind {
     KD_SCHED_CONSTANT = 0,
     KD_SCHED_STEP = 1,   /* lr * gamma^(floor(step / step_size)) */
@@ -338,12 +359,13 @@ typedef struct kd_optim_config {
     kd_schedule_kind schedule;
     int64_t step_size;    /* STEP: in optimizer steps */
     double gamma;         /* STEP */
-    int64_t total_steps;  /* COSINE */
+    int64_t total_steps;  /* COSINE: the whole run, warmup included */
     double lr_min;        /* COSINE */
+    int64_t warmup_steps; /* any schedule: linear warmup over the first steps (0 = none) */
 } kd_optim_config;
 
 /* Defaults: SGD lr 0.01, momentum 0.9, beta1 0.9, beta2 0.999, eps 1e-8,
- * constant schedule, gamma 0.1. */
+ * constant schedule, gamma 0.1, no warmup. */
 kd_optim_config kd_optim_config_default(void);
 kd_status kd_optim_config_validate(const kd_optim_config *cfg);
 const char *kd_optim_kind_name(kd_optim_kind k);
@@ -391,8 +413,12 @@ typedef struct kd_eval_result {
     double loss;
     double accuracy;
     int num_classes;
-    double *per_class_accuracy; /* num_classes entries, owned by the result */
+    double *per_class_accuracy; /* num_classes entries, owned by the result (= recall) */
     int64_t *per_class_count;
+    /* num_classes x num_classes counts, row = true class, column = predicted
+     * class: confusion[t * num_classes + p]. Owned by the result. A class's
+     * precision is its diagonal entry over its column's sum. */
+    int64_t *confusion;
 } kd_eval_result;
 
 kd_status kd_evaluate(kd_net *net, const kd_dataset *ds, int batch_size, kd_eval_result *out);
@@ -402,9 +428,10 @@ void kd_eval_result_clear(kd_eval_result *r);
 typedef struct kd_epoch_record {
     int32_t epoch;       /* 1-based */
     double train_loss, train_accuracy;
-    double test_loss, test_accuracy;  /* NaN when no test set */
+    double test_loss, test_accuracy;  /* NaN when not scored after this epoch */
     double seconds;
     double learning_rate;              /* at the end of the epoch */
+    double val_loss, val_accuracy;     /* NaN without validation data */
 } kd_epoch_record;
 
 typedef struct kd_train_state {
@@ -420,6 +447,20 @@ void kd_train_state_init(kd_train_state *st);
 void kd_train_state_clear(kd_train_state *st);
 kd_status kd_train_state_append(kd_train_state *st, const kd_epoch_record *rec);
 
+/* The best epoch of a history as early stopping sees it. The monitored
+ * figure is an epoch's validation loss, or its training loss when the
+ * last epoch has no validation figures (epochs of the other kind are then
+ * skipped). Going through the epochs in order, one improves when its
+ * figure is below the best so far by more than min_delta (Keras's
+ * EarlyStopping rule); `since` counts the epochs after the best. */
+typedef struct kd_best_epoch {
+    int32_t epoch;  /* 1-based; 0 when no epoch has the monitored figure */
+    double value;   /* its monitored figure (NaN when epoch is 0) */
+    int32_t since;  /* epochs with the monitored figure after it */
+    int on_val;     /* 1: validation loss, 0: training loss */
+} kd_best_epoch;
+kd_status kd_train_state_best(const kd_train_state *st, double min_delta, kd_best_epoch *out);
+
 typedef struct kd_progress {
     int32_t epoch, epochs;
     int64_t step, steps_per_epoch;
@@ -429,6 +470,8 @@ typedef struct kd_progress {
     double seconds_left;        /* estimate for the whole run */
     int epoch_done;             /* 1 on the end-of-epoch call */
     const kd_epoch_record *record; /* on the end-of-epoch call */
+    double learning_rate;       /* the next step's */
+    double seconds;             /* since this kd_train call started */
 } kd_progress;
 /* Return non-zero to stop training (it stops cleanly, KD_OK). */
 typedef int (*kd_progress_fn)(const kd_progress *p, void *user);
@@ -508,6 +551,21 @@ typedef struct kd_train_config {
     /* Optional: asked after every step whether to stop there (see kd_stop_fn). */
     kd_stop_fn stop;
     void *stop_user;
+    /* Optional validation set, scored after every epoch (the record's
+     * val_loss and val_accuracy). With one, the test set is scored only
+     * after the run's last epoch, so the figure to choose settings by is
+     * the validation one and the test set stays held out. */
+    const kd_dataset *val;
+    /* Early stopping: after an epoch, stop when the monitored figure (see
+     * kd_train_state_best) has not improved by more than min_delta for
+     * `patience` epochs; the run then ends as if that epoch were the last
+     * (kd_train returns KD_OK). A resumed run whose history already says so
+     * trains no further. 0 = off. */
+    int32_t patience;
+    double min_delta;
+    /* Mid-epoch progress calls also every this many steps (0 = only by
+     * progress_interval). */
+    int64_t progress_every;
 } kd_train_config;
 
 kd_train_config kd_train_config_default(void);
@@ -541,6 +599,11 @@ kd_status kd_save_temp_path(const char *path, char *buf, size_t len);
  * not a directory, its directory exists, and the temporary can be created
  * there (it is created and removed again). KD_ERR_IO naming the problem. */
 kd_status kd_save_check_path(const char *path);
+/* Copy a file the way every Kindling save writes one: into the temporary
+ * beside `to` (kd_save_temp_path), fsync, rename over `to`, so `to` is the
+ * old file or a whole copy. For keeping copies of a checkpoint (the best
+ * epoch's, the last N epochs'). KD_ERR_IO naming the file and the reason. */
+kd_status kd_file_copy(const char *from, const char *to);
 
 #ifdef __cplusplus
 }

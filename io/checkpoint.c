@@ -4,7 +4,7 @@
  *
  *   /                      attributes:
  *       format           = "kindling-checkpoint"          (string)
- *       format_version   = 1                              (int32)
+ *       format_version   = 2                              (int32)
  *       kindling_version = kd_version()                   (string)
  *       spec             = resolved spec JSON             (string)
  *       input_shape      = per-sample input dims          (int32[rank])
@@ -21,15 +21,21 @@
  *   /optimizer             only when saved with an optimizer; attributes
  *                          kind, schedule (strings); lr, momentum, beta1,
  *                          beta2, eps, weight_decay, gamma, lr_min (float64);
- *                          nesterov (int32); step_size, total_steps, steps
- *                          (int64); one float32 [param_count] dataset per
+ *                          nesterov (int32); step_size, total_steps, steps,
+ *                          warmup_steps (int64); one float32 [param_count] dataset per
  *                          state slot ("velocity", "m", "v"), indexed like
  *                          the flat parameter vector.
  *   /training              only when saved with a train state; attributes
  *                          epoch (int32), step (int64), seed (uint64),
  *                          batch_size (int32); dataset history float64
- *                          [history_len, 7] with attribute columns =
- *                          "epoch,train_loss,...,learning_rate".
+ *                          [history_len, 9] with attribute columns =
+ *                          "epoch,train_loss,train_accuracy,val_loss,
+ *                          val_accuracy,test_loss,test_accuracy,seconds,
+ *                          learning_rate" (NaN where not measured).
+ *
+ * Older files: version 1 had no warmup_steps (read as 0) and a history of
+ * 7 columns without val_loss and val_accuracy (read as NaN). The reader
+ * finds history columns by the names in `columns`, so either loads.
  *
  * Strings are written as variable-length UTF-8; the reader also accepts
  * fixed-length strings (what other tools often write).
@@ -47,6 +53,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,11 +66,26 @@
 #include "safe_file.h"
 
 #define CKPT_FORMAT "kindling-checkpoint"
-#define CKPT_FORMAT_VERSION 1
-#define HISTORY_COLUMNS 7
+#define CKPT_FORMAT_VERSION 2
 #define HISTORY_MAX_ROWS (1 << 20)
-#define HISTORY_COLUMN_NAMES \
-    "epoch,train_loss,train_accuracy,test_loss,test_accuracy,seconds,learning_rate"
+
+/* The history's columns as written: name and where the record keeps it. */
+typedef struct history_column {
+    const char *name;
+    size_t offset;   /* of a double in kd_epoch_record; the epoch (int32) is column 0 */
+    int required;    /* a version 1 file has every required column */
+} history_column;
+
+#define HCOL(field, req) {#field, offsetof(kd_epoch_record, field), req}
+static const history_column HISTORY[] = {
+    {"epoch", 0, 1},
+    HCOL(train_loss, 1), HCOL(train_accuracy, 1),
+    HCOL(val_loss, 0), HCOL(val_accuracy, 0),
+    HCOL(test_loss, 1), HCOL(test_accuracy, 1),
+    HCOL(seconds, 1), HCOL(learning_rate, 1),
+};
+#define HISTORY_COLUMNS ((int)(sizeof HISTORY / sizeof HISTORY[0]))
+#define HISTORY_MAX_STORED_COLUMNS 64
 
 /* ------------------------------------------------------------ HDF5 errors */
 
@@ -377,6 +399,7 @@ static kd_status write_optimizer(const char *path, hid_t file, kd_optim *opt, si
     if (s == KD_OK) s = write_attr_i64(path, g, "total_steps", cfg->total_steps);
     if (s == KD_OK) s = write_attr_f64(path, g, "lr_min", cfg->lr_min);
     if (s == KD_OK) s = write_attr_i64(path, g, "steps", kd_optim_steps(opt));
+    if (s == KD_OK) s = write_attr_i64(path, g, "warmup_steps", cfg->warmup_steps);
     for (int k = 0; k < slots && s == KD_OK; k++) {
         const char *name = kd_optim_state_slot_name(opt, k);
         hsize_t dim = n;
@@ -407,12 +430,8 @@ static kd_status write_training(const char *path, hid_t file, const kd_train_sta
         const kd_epoch_record *r = &st->history[i];
         double *row = rows + i * HISTORY_COLUMNS;
         row[0] = r->epoch;
-        row[1] = r->train_loss;
-        row[2] = r->train_accuracy;
-        row[3] = r->test_loss;
-        row[4] = r->test_accuracy;
-        row[5] = r->seconds;
-        row[6] = r->learning_rate;
+        for (int c = 1; c < HISTORY_COLUMNS; c++)
+            row[c] = *(const double *)(const void *)((const char *)r + HISTORY[c].offset);
     }
     g = H5Gcreate2(file, "training", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (g < 0) {
@@ -431,7 +450,11 @@ static kd_status write_training(const char *path, hid_t file, const kd_train_sta
         if (ds < 0)
             s = h5_fail(KD_ERR_IO, path, "reopening dataset 'history'");
         else {
-            s = write_attr_str(path, ds, "columns", HISTORY_COLUMN_NAMES);
+            char names[256];
+            size_t used = 0;
+            for (int c = 0; c < HISTORY_COLUMNS; c++)
+                used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", c ? "," : "", HISTORY[c].name);
+            s = write_attr_str(path, ds, "columns", names);
             H5Dclose(ds);
         }
     }
@@ -1042,6 +1065,12 @@ static kd_status read_optim_config(const reader *r, hid_t g, kd_optim_config *cf
     KD_TRY(read_attr_f64(r, g, w, "gamma", &cfg->gamma));
     KD_TRY(read_attr_i64(r, g, w, "total_steps", &cfg->total_steps));
     KD_TRY(read_attr_f64(r, g, w, "lr_min", &cfg->lr_min));
+    /* Since format version 2; older files had no warmup. */
+    htri_t has_warmup = H5Aexists(g, "warmup_steps");
+    if (has_warmup < 0)
+        return h5_fail(KD_ERR_FORMAT, r->path, "reading /optimizer attributes");
+    if (has_warmup)
+        KD_TRY(read_attr_i64(r, g, w, "warmup_steps", &cfg->warmup_steps));
     return KD_OK;
 }
 
@@ -1091,11 +1120,57 @@ static kd_status read_optimizer(const reader *r, size_t param_count, kd_optim **
     return KD_OK;
 }
 
+/* Where each of HISTORY's columns is stored in the file's history (-1:
+ * absent, an optional column of an older file), from the dataset's
+ * `columns` attribute; a file without it must be version 1's 7 columns. */
+static kd_status history_layout(const reader *r, hid_t ds, int stored, int *where)
+{
+    static const char *const V1[] = {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+                                     "seconds", "learning_rate"};
+    char *names = NULL, *cut[HISTORY_MAX_STORED_COLUMNS];
+    int n = 0;
+    kd_status s = KD_OK;
+    htri_t has = H5Aexists(ds, "columns");
+    if (has < 0)
+        return h5_fail(KD_ERR_FORMAT, r->path, "reading /training/history attributes");
+    if (has) {
+        KD_TRY(read_attr_str(r, ds, "/training/history", "columns", &names));
+        for (char *p = names, *end; p && n < HISTORY_MAX_STORED_COLUMNS; p = end ? end + 1 : NULL) {
+            end = strchr(p, ',');
+            if (end)
+                *end = '\0';
+            cut[n++] = p;
+        }
+    } else if (stored == (int)(sizeof V1 / sizeof V1[0])) {
+        for (; n < stored; n++)
+            cut[n] = (char *)V1[n];
+    }
+    if (n != stored) {
+        s = kd_fail(KD_ERR_FORMAT, "%s: /training/history has %d columns but its 'columns' attribute names %d",
+                    r->path, stored, n);
+        goto out;
+    }
+    for (int c = 0; c < HISTORY_COLUMNS && s == KD_OK; c++) {
+        where[c] = -1;
+        for (int k = 0; k < n; k++)
+            if (strcmp(cut[k], HISTORY[c].name) == 0) {
+                where[c] = k;
+                break;
+            }
+        if (where[c] < 0 && HISTORY[c].required)
+            s = kd_fail(KD_ERR_FORMAT, "%s: /training/history has no '%s' column", r->path, HISTORY[c].name);
+    }
+out:
+    free(names);
+    return s;
+}
+
 static kd_status read_history(const reader *r, hid_t g, kd_train_state *st)
 {
     hid_t ds, space = H5I_INVALID_HID;
     hsize_t dims[2] = {0, 0};
     double *rows = NULL;
+    int where[HISTORY_COLUMNS];
     kd_status s = KD_OK;
 
     if (!has_link(r, g, "history", &s))
@@ -1105,10 +1180,10 @@ static kd_status read_history(const reader *r, hid_t g, kd_train_state *st)
         return h5_fail(KD_ERR_FORMAT, r->path, "opening /training/history");
     space = H5Dget_space(ds);
     if (space < 0 || H5Sget_simple_extent_ndims(space) != 2 ||
-        H5Sget_simple_extent_dims(space, dims, NULL) < 0 || dims[1] != HISTORY_COLUMNS ||
-        dims[0] > INT32_MAX) {
-        s = kd_fail(KD_ERR_SHAPE, "%s: /training/history must have shape [epochs, %d]", r->path,
-                    HISTORY_COLUMNS);
+        H5Sget_simple_extent_dims(space, dims, NULL) < 0 || dims[1] < 1 ||
+        dims[1] > HISTORY_MAX_STORED_COLUMNS || dims[0] > INT32_MAX) {
+        s = kd_fail(KD_ERR_SHAPE, "%s: /training/history must have shape [epochs, columns] with 1 to %d columns",
+                    r->path, HISTORY_MAX_STORED_COLUMNS);
         goto out;
     }
     /* HDF5 allocates a dataset's storage lazily, so a file of a few KB can
@@ -1118,9 +1193,11 @@ static kd_status read_history(const reader *r, hid_t g, kd_train_state *st)
                     "a checkpoint may record", r->path, (unsigned long long)dims[0], HISTORY_MAX_ROWS);
         goto out;
     }
-    if (dims[0] == 0)
+    int stored = (int)dims[1];
+    s = history_layout(r, ds, stored, where);
+    if (s != KD_OK || dims[0] == 0)
         goto out;
-    rows = kd_malloc((size_t)dims[0] * HISTORY_COLUMNS * sizeof *rows, "checkpoint history");
+    rows = kd_malloc((size_t)dims[0] * (size_t)stored * sizeof *rows, "checkpoint history");
     if (!rows) {
         s = KD_ERR_NOMEM;
         goto out;
@@ -1132,7 +1209,7 @@ static kd_status read_history(const reader *r, hid_t g, kd_train_state *st)
     /* The epoch column becomes an int32: NaN or out of range would make
      * that conversion undefined. */
     for (hsize_t i = 0; i < dims[0]; i++) {
-        double e = rows[i * HISTORY_COLUMNS];
+        double e = rows[i * (size_t)stored + (size_t)where[0]];
         if (!(e >= 0 && e <= INT32_MAX)) {
             s = kd_fail(KD_ERR_FORMAT, "%s: /training/history row %llu: epoch %g is not a valid "
                         "epoch number", r->path, (unsigned long long)i, e);
@@ -1147,15 +1224,11 @@ static kd_status read_history(const reader *r, hid_t g, kd_train_state *st)
         goto out;
     }
     for (hsize_t i = 0; i < dims[0]; i++) {
-        const double *row = rows + i * HISTORY_COLUMNS;
+        const double *row = rows + i * (size_t)stored;
         kd_epoch_record *rec = &st->history[i];
-        rec->epoch = (int32_t)row[0];
-        rec->train_loss = row[1];
-        rec->train_accuracy = row[2];
-        rec->test_loss = row[3];
-        rec->test_accuracy = row[4];
-        rec->seconds = row[5];
-        rec->learning_rate = row[6];
+        rec->epoch = (int32_t)row[where[0]];
+        for (int c = 1; c < HISTORY_COLUMNS; c++)
+            *(double *)(void *)((char *)rec + HISTORY[c].offset) = where[c] >= 0 ? row[where[c]] : NAN;
     }
     st->history_len = (int32_t)dims[0];
 out:

@@ -1,7 +1,8 @@
 /* CSV reader: one sample per line, columns separated by one delimiter
  * (',' ';' or tab detected from the first data line, or given), an optional
- * header line, one optional integer label column; every other column a
- * float. One pass into growing buffers, shrunk to size at the end. */
+ * header line, one optional integer label column, optionally one id column
+ * kept as text (kd_dataset_load_csv_ids); every other column a float. One
+ * pass into growing buffers, shrunk to size at the end. */
 #include "kindling.h"
 
 #include "dataset.h"
@@ -60,9 +61,16 @@ static const char *delim_name(char d, char *buf, size_t len)
     return buf;
 }
 
-/* Parses one data line into x (nfeat floats) and *label. */
+/* A data line's id cell (kd_dataset_load_csv_ids): where it is in the line. */
+typedef struct id_cell {
+    int col;              /* -1: no id column */
+    const char *at;
+    size_t len;
+} id_cell;
+
+/* Parses one data line into x (nfeat floats), *label and the id cell. */
 static kd_status parse_line(const kd_reader *r, char *line, size_t len, int ncols, char delim, int label_col,
-                            float *x, int32_t *label)
+                            id_cell *id, float *x, int32_t *label)
 {
     const char *p = line, *end = line + len;
     long long ln = (long long)r->line_no;
@@ -77,7 +85,10 @@ static kd_status parse_line(const kd_reader *r, char *line, size_t len, int ncol
                            r->path, ln, count_columns(line, end, delim), ncols);
         const char *cell_end = comma ? comma : end;
         const char *why;
-        if (c == label_col) {
+        if (id && c == id->col) {
+            id->at = p;
+            id->len = (size_t)(cell_end - p);
+        } else if (c == label_col) {
             why = kd_parse_label(p, cell_end, label);
             if (why)
                 return kd_fail(KD_ERR_FORMAT, "%s:line %lld, column %d (label): %s: '%s'", r->path,
@@ -99,6 +110,7 @@ static kd_status parse_line(const kd_reader *r, char *line, size_t len, int ncol
 /* Column layout, fixed by the first data line. */
 typedef struct csv_state {
     int ncols, nfeat;
+    int id_col;         /* -1: none */
     char delim;         /* given, or detected on the first data line */
     int64_t blank_line; /* first blank line seen; fine only at the end */
 } csv_state;
@@ -149,7 +161,11 @@ static kd_status next_data_line(kd_reader *r, csv_state *st, const kd_csv_option
             return kd_fail(KD_ERR_FORMAT, "%s:line %lld: label column %d (0-based) but the line "
                            "has only %d column%s (delimiter %s)", path, (long long)r->line_no, o->label_col,
                            st->ncols, st->ncols == 1 ? "" : "s", delim_name(st->delim, dn, sizeof dn));
-        st->nfeat = st->ncols - (o->label_col >= 0);
+        if (st->id_col >= st->ncols)
+            return kd_fail(KD_ERR_FORMAT, "%s:line %lld: id column %d (0-based) but the line "
+                           "has only %d column%s (delimiter %s)", path, (long long)r->line_no, st->id_col,
+                           st->ncols, st->ncols == 1 ? "" : "s", delim_name(st->delim, dn, sizeof dn));
+        st->nfeat = st->ncols - (o->label_col >= 0) - (st->id_col >= 0);
         if (st->nfeat == 0)
             return kd_fail(KD_ERR_FORMAT, "%s:line %lld: no feature columns, only the label (no %s on the line)",
                            path, (long long)r->line_no,
@@ -183,14 +199,42 @@ kd_status kd_dataset_load_csv(const char *path, int label_col, int has_header,
     return kd_dataset_load_csv_opts(path, &o, shape, out);
 }
 
-kd_status kd_dataset_load_csv_opts(const char *path, const kd_csv_options *o, const kd_shape *shape,
-                                   kd_dataset **out)
+/* The ids gathered so far: their text one after another, NUL-terminated. */
+typedef struct id_text {
+    char *text;
+    size_t used, cap;
+} id_text;
+
+/* Every sample's id as one block: n pointers, then the text they point into. */
+static kd_status ids_block(const id_text *t, int64_t n, char ***ids)
+{
+    size_t ptrs = (size_t)n * sizeof(char *);
+    char **block = kd_malloc(ptrs + t->used + 1, "the CSV ids");
+    if (!block)
+        return KD_ERR_NOMEM;
+    char *text = (char *)block + ptrs;
+    if (t->used)
+        memcpy(text, t->text, t->used);
+    for (int64_t i = 0, at = 0; i < n; i++) {
+        block[i] = text + at;
+        at += (int64_t)strlen(text + at) + 1;
+    }
+    *ids = block;
+    return KD_OK;
+}
+
+static kd_status load_csv(const char *path, const kd_csv_options *o, int id_col, const kd_shape *shape,
+                          kd_dataset **out, char ***ids)
 {
     if (!out)
         return kd_fail(KD_ERR_INVALID, "load_csv: no output pointer");
     *out = NULL;
     KD_TRY(check_args(o, shape, "load_csv"));
     int label_col = o->label_col;
+    if (ids && (id_col < 0 || id_col == label_col))
+        return kd_fail(KD_ERR_INVALID, "load_csv: id column %d must be >= 0 and not the label column", id_col);
+    id_text idt = {NULL, 0, 0};
+    id_cell cell = {id_col, NULL, 0};
 
     kd_reader r;
     kd_status s = kd_reader_open(&r, path);
@@ -200,7 +244,7 @@ kd_status kd_dataset_load_csv_opts(const char *path, const kd_csv_options *o, co
     int32_t *y = NULL;
     size_t x_cap = 0, y_cap = 0;
     int64_t n = 0;
-    csv_state st = {0, 0, 0, 0};
+    csv_state st = {0, 0, ids ? id_col : -1, 0, 0};
     char *line;
     size_t len;
 
@@ -224,13 +268,31 @@ kd_status kd_dataset_load_csv_opts(const char *path, const kd_csv_options *o, co
         if (s != KD_OK)
             break;
         y[n] = -1;
-        s = parse_line(&r, line, len, st.ncols, st.delim, label_col, x + (size_t)n * (size_t)st.nfeat, &y[n]);
+        s = parse_line(&r, line, len, st.ncols, st.delim, label_col, ids ? &cell : NULL,
+                       x + (size_t)n * (size_t)st.nfeat, &y[n]);
+        if (s == KD_OK && ids) { /* the id's text, without surrounding blanks */
+            while (cell.len && (cell.at[0] == ' ' || cell.at[0] == '\t'))
+                cell.at++, cell.len--;
+            while (cell.len && (cell.at[cell.len - 1] == ' ' || cell.at[cell.len - 1] == '\t' ||
+                                cell.at[cell.len - 1] == '\r'))
+                cell.len--;
+            s = kd_grow_checked((void **)&idt.text, &idt.cap, idt.used + cell.len + 1, 1, "loading the ids", path,
+                                (uint64_t)x_cap * sizeof *x);
+            if (s == KD_OK) {
+                memcpy(idt.text + idt.used, cell.at, cell.len);
+                idt.used += cell.len;
+                idt.text[idt.used++] = '\0';
+            }
+        }
         if (s == KD_OK)
             n++;
     }
     if (s == KD_OK && n == 0)
         s = no_samples(&r);
     kd_reader_close(&r);
+    if (s == KD_OK && ids)
+        s = ids_block(&idt, n, ids);
+    free(idt.text);
     if (s != KD_OK) {
         free(x);
         free(y);
@@ -244,7 +306,27 @@ kd_status kd_dataset_load_csv_opts(const char *path, const kd_csv_options *o, co
     if (ys)
         y = ys;
     kd_shape flat = {1, {st.nfeat, 0, 0, 0}};
-    return kd_dataset_adopt(n, shape ? shape : &flat, x, y, out);
+    s = kd_dataset_adopt(n, shape ? shape : &flat, x, y, out);
+    if (s != KD_OK && ids) {
+        free(*ids);
+        *ids = NULL;
+    }
+    return s;
+}
+
+kd_status kd_dataset_load_csv_opts(const char *path, const kd_csv_options *o, const kd_shape *shape,
+                                   kd_dataset **out)
+{
+    return load_csv(path, o, -1, shape, out, NULL);
+}
+
+kd_status kd_dataset_load_csv_ids(const char *path, const kd_csv_options *o, int id_col, const kd_shape *shape,
+                                  kd_dataset **out, char ***ids)
+{
+    if (!ids)
+        return kd_fail(KD_ERR_INVALID, "load_csv_ids: no ids output pointer");
+    *ids = NULL;
+    return load_csv(path, o, id_col, shape, out, ids);
 }
 
 #define CSV_BLOCK_BYTES ((size_t)4 << 20)
@@ -271,7 +353,7 @@ kd_status kd_convert_csv_to_spool_opts(const char *path, const kd_csv_options *o
     float *x = NULL;
     int32_t *y = NULL;
     size_t block = 0, k = 0;
-    csv_state st = {0, 0, 0, 0};
+    csv_state st = {0, 0, -1, 0, 0};
     char *line;
     size_t len;
     kd_status s = o->has_header ? kd_reader_next_line(&r, &line, &len) : KD_OK;
@@ -290,7 +372,7 @@ kd_status kd_convert_csv_to_spool_opts(const char *path, const kd_csv_options *o
                 break;
         }
         y[k] = -1;
-        s = parse_line(&r, line, len, st.ncols, st.delim, label_col, x + k * (size_t)st.nfeat, &y[k]);
+        s = parse_line(&r, line, len, st.ncols, st.delim, label_col, NULL, x + k * (size_t)st.nfeat, &y[k]);
         if (s == KD_OK && ++k == block) {
             s = kd_spool_writer_add(w, x, label_col >= 0 ? y : NULL, k);
             k = 0;

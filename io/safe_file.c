@@ -251,3 +251,60 @@ void kd_safe_file_abort(kd_safe_file *sf)
     free(sf->tmp);
     sf->tmp = NULL;
 }
+
+kd_status kd_file_copy(const char *from, const char *to)
+{
+    if (!from || !from[0] || !to || !to[0])
+        return kd_fail(KD_ERR_INVALID, "kd_file_copy: no %s path", !from || !from[0] ? "source" : "destination");
+    int in = open(from, O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        return kd_fail(KD_ERR_IO, "%s: cannot copy it to %s: %s", from, to, strerror(errno));
+    kd_safe_file sf;
+    kd_status s = kd_safe_file_begin(&sf, to, "copy temporary name");
+    if (s != KD_OK) {
+        close(in);
+        return s;
+    }
+    int out = open(sf.tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (out < 0) {
+        s = kd_fail(KD_ERR_IO, "%s: cannot create temporary file %s (%s)", to, sf.tmp, strerror(errno));
+        close(in);
+        kd_safe_file_abort(&sf);
+        return s;
+    }
+    char buf[1 << 16];
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            s = kd_fail(KD_ERR_IO, "%s: reading it to copy to %s failed: %s", from, to, strerror(errno));
+            break;
+        }
+        if (n == 0)
+            break;
+        for (ssize_t done = 0; done < n;) {
+            ssize_t w = write(out, buf + done, (size_t)(n - done));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0) {
+                int e = w < 0 ? errno : EIO;
+                s = kd_fail(KD_ERR_IO, "%s: writing the copy of %s failed (%s)%s", to, from, strerror(e),
+                            e == ENOSPC || e == EDQUOT ? "; free some space, the previous copy (if any) is unchanged"
+                                                       : "");
+                break;
+            }
+            done += w;
+        }
+        if (s != KD_OK)
+            break;
+    }
+    close(in);
+    if (close(out) != 0 && s == KD_OK)
+        s = kd_fail(KD_ERR_IO, "%s: closing the copy failed (%s)", to, strerror(errno));
+    if (s != KD_OK) {
+        kd_safe_file_abort(&sf);
+        return s;
+    }
+    return kd_safe_file_commit(&sf);
+}

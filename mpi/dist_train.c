@@ -16,6 +16,13 @@
  * keeps the same global batch, the same steps per epoch and therefore the
  * same position in the epoch.
  *
+ * Epoch records: with validation data or early stopping, each epoch's
+ * training and validation sums are added up over the workers (one
+ * allreduce of six numbers), so every worker records the whole run's
+ * figures and early stopping ends every worker after the same epoch.
+ * Without local data the validation set is the same file everywhere and
+ * only the writer scores it; with local data each worker scores its own.
+ *
  * Stopping early (kd_train_config.stop, e.g. a SIGTERM flag): sync workers
  * must stop at the same step, or the next allreduce waits forever. Every
  * step each worker contributes its wish to a non-blocking allreduce that
@@ -31,6 +38,7 @@
 #include "error.h"
 #include "net.h"
 #include "ps.h"
+#include "train_hooks.h"
 #include "world.h"
 #ifdef KD_HAVE_NCCL
 #include "nccl_allreduce.h"
@@ -218,6 +226,19 @@ static int dist_progress(const kd_progress *p, void *user)
     return r->user_progress(p, r->user_progress_user);
 }
 
+/* kd_train's epoch-end hook: the sums over every worker (see the top of the file). */
+static kd_status dist_combine(void *user, kd_epoch_sums *sums)
+{
+    dist_run *r = user;
+    double mine[6] = {sums->train_loss, sums->train_correct, sums->train_count,
+                      sums->val_loss,   sums->val_correct,   sums->val_count};
+    double all[6];
+    KD_TRY(kd_mpi_check(MPI_Allreduce(mine, all, 6, MPI_DOUBLE, MPI_SUM, r->d->workers),
+                        "adding up the epoch's figures over the workers"));
+    *sums = (kd_epoch_sums){all[0], all[1], all[2], all[3], all[4], all[5]};
+    return KD_OK;
+}
+
 static kd_status serve(dist_run *r)
 {
     kd_status s = kd_ps_serve(r->ps);
@@ -251,8 +272,11 @@ static kd_status work(dist_run *r, const kd_dataset *train, const kd_train_confi
      * async mode only the writer's view is recorded. */
     if (!kd_dist_is_writer(d))
         wc.test = NULL;
+    if (!kd_dist_is_writer(d) && !d->cfg.local_data)
+        wc.val = NULL; /* the same set everywhere: scored once */
+    kd_train_hooks hooks = {dist_combine, r};
 
-    kd_status ts = kd_train(r->net, r->opt, train, &wc, st);
+    kd_status ts = kd_train_hooked(r->net, r->opt, train, &wc, st, cfg->val || cfg->patience > 0 ? &hooks : NULL);
     /* The last agreement, started after the last step (after a failure the
      * caller aborts every rank instead). */
     if (ts == KD_OK && r->stop_req != MPI_REQUEST_NULL)

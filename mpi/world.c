@@ -114,7 +114,7 @@ static uint64_t fnv1a(uint64_t h, const void *data, size_t len)
 
 /* One rank's view of the run, gathered from every rank and compared field by field. */
 typedef struct agree_record {
-    uint64_t v[16];
+    uint64_t v[24]; /* indexed by agree_field (below), F_COUNT <= 24 */
 } agree_record;
 
 /* In comparison order: the optimizer's schedule is derived from the batch
@@ -122,14 +122,21 @@ typedef struct agree_record {
  * names the setting the user actually changed. */
 typedef enum {
     F_MODE, F_SERVERS, F_STALENESS, F_PROTOCOL, F_LOCAL_DATA, F_SPEC, F_PARAMS, F_BATCH, F_EPOCHS, F_SEED,
-    F_RESUME_EPOCH, F_RESUME_STEP, F_TRAIN_N, F_OPTIM, F_TOTAL, F_COUNT
+    F_RESUME_EPOCH, F_RESUME_STEP, F_TRAIN_N, F_VAL, F_PATIENCE, F_MIN_DELTA, F_OPTIM, F_TOTAL, F_COUNT
 } agree_field;
+
+_Static_assert(F_COUNT <= 24, "agree_record is too small for the fields");
+
+/* Fields only workers have (servers hold no data): not compared on servers. */
+#define WORKER_ONLY(f) ((f) == F_TRAIN_N || (f) == F_VAL)
 
 static const char *const FIELD_NAMES[F_COUNT] = {
     "distribution mode (--dist)", "server count (--servers)", "staleness bound (--max-staleness)",
     "parameter-server protocol (--ps-protocol)", "data placement (--local-data)",
     "network spec (hash)", "parameter count", "batch size", "epochs", "seed",
-    "resume epoch", "resume step", "training-set size", "optimizer settings (hash)", "configuration hash"};
+    "resume epoch", "resume step", "training-set size", "validation data (--val-*)",
+    "early-stopping patience (--patience)", "early-stopping min delta (--min-delta)", "optimizer settings (hash)",
+    "configuration hash"};
 
 static void print_value(agree_field f, uint64_t v, char *buf, size_t len)
 {
@@ -138,8 +145,15 @@ static void print_value(agree_field f, uint64_t v, char *buf, size_t len)
     case F_PROTOCOL: snprintf(buf, len, "%s", v == KD_PS_RMA ? "rma" : v == KD_PS_MSG ? "msg" : "auto"); break;
     case F_SPEC: case F_OPTIM: case F_TOTAL: snprintf(buf, len, "%016llx", (unsigned long long)v); break;
     case F_STALENESS: case F_SERVERS: case F_BATCH: case F_EPOCHS: case F_RESUME_EPOCH: case F_RESUME_STEP:
-    case F_TRAIN_N:
+    case F_TRAIN_N: case F_PATIENCE:
         snprintf(buf, len, "%lld", (long long)(int64_t)v); break;
+    case F_VAL: snprintf(buf, len, "%s", v ? "given" : "none"); break;
+    case F_MIN_DELTA: {
+        double x;
+        memcpy(&x, &v, sizeof x);
+        snprintf(buf, len, "%g", x);
+        break;
+    }
     default: snprintf(buf, len, "%llu", (unsigned long long)v); break;
     }
 }
@@ -191,7 +205,7 @@ static kd_status agree(MPI_Comm comm, agree_record *mine, int first, int last, i
     MPI_Comm_size(comm, &n);
     uint64_t total = FNV_START;
     for (int f = first; f <= last; f++)
-        if (f != F_TRAIN_N)
+        if (!WORKER_ONLY(f))
             HASH_FIELD(total, mine->v[f]);
     mine->v[F_TOTAL] = total;
     agree_record *all = kd_malloc(sizeof *all * (size_t)n, "configuration records");
@@ -206,7 +220,7 @@ static kd_status agree(MPI_Comm comm, agree_record *mine, int first, int last, i
                          "exchanging roles at start-up");
     for (int f = first; s == KD_OK && f <= last; f++) {
         for (int r = 0; r < n; r++)
-            skip[r] = f == F_TRAIN_N && servers[r];
+            skip[r] = WORKER_ONLY(f) && servers[r];
         int ref = -1;
         for (int r = 0; r < n && s == KD_OK; r++) {
             if (skip[r])
@@ -355,6 +369,7 @@ static uint64_t optim_hash(const kd_optim_config *c)
     HASH_FIELD(h, c->gamma);
     HASH_FIELD(h, c->total_steps);
     HASH_FIELD(h, c->lr_min);
+    HASH_FIELD(h, c->warmup_steps);
     return h;
 }
 
@@ -381,6 +396,10 @@ kd_status kd_dist_check_config(kd_dist *d, const kd_net *net, const kd_optim *op
     rec.v[F_RESUME_STEP] = (uint64_t)st->step;
     /* With local data every worker holds its own share: sizes differ by design. */
     rec.v[F_TRAIN_N] = d->cfg.local_data ? 0 : (uint64_t)train_n;
+    /* Whether the epoch ends combine figures over the workers (kd_dist_train) must agree. */
+    rec.v[F_VAL] = cfg->val != NULL;
+    rec.v[F_PATIENCE] = (uint64_t)(int64_t)cfg->patience;
+    memcpy(&rec.v[F_MIN_DELTA], &cfg->min_delta, sizeof cfg->min_delta);
     KD_TRY(agree(d->comm, &rec, F_MODE, F_OPTIM, kd_dist_is_server(d)));
     size_t n = kd_net_param_count(net);
     if ((size_t)d->servers > n)

@@ -1,4 +1,5 @@
-/* Evaluation: loss, accuracy and per-class accuracy in inference mode. */
+/* Evaluation: loss, accuracy, per-class accuracy and the confusion matrix
+ * in inference mode. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@ void kd_eval_result_clear(kd_eval_result *r)
         return;
     free(r->per_class_accuracy);
     free(r->per_class_count);
+    free(r->confusion);
     memset(r, 0, sizeof *r);
 }
 
@@ -36,8 +38,9 @@ kd_status kd_evaluate(kd_net *net, const kd_dataset *ds, int batch_size, kd_eval
     out->num_classes = K;
     out->per_class_accuracy = kd_calloc((size_t)K, sizeof(double), "per-class accuracy");
     out->per_class_count = kd_calloc((size_t)K, sizeof(int64_t), "per-class count");
+    out->confusion = kd_calloc((size_t)K * (size_t)K, sizeof(int64_t), "confusion matrix");
     int64_t *hits = kd_calloc((size_t)K, sizeof(int64_t), "per-class hits");
-    if (!out->per_class_accuracy || !out->per_class_count || !hits) {
+    if (!out->per_class_accuracy || !out->per_class_count || !out->confusion || !hits) {
         free(hits);
         kd_eval_result_clear(out);
         return KD_ERR_NOMEM;
@@ -67,6 +70,7 @@ kd_status kd_evaluate(kd_net *net, const kd_dataset *ds, int batch_size, kd_eval
                     best = k;
             loss += kd_nll(row[y]);
             out->per_class_count[y]++;
+            out->confusion[(size_t)y * (size_t)K + (size_t)best]++;
             if (best == y) {
                 hits[y]++;
                 correct++;

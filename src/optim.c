@@ -55,6 +55,7 @@ kd_optim_config kd_optim_config_default(void)
     c.gamma = 0.1;
     c.total_steps = 0;
     c.lr_min = 0.0;
+    c.warmup_steps = 0;
     return c;
 }
 
@@ -140,17 +141,29 @@ kd_status kd_optim_config_validate(const kd_optim_config *c)
             return kd_fail(KD_ERR_INVALID, "cosine schedule needs 0 <= lr_min <= lr (%g), got %g", c->lr,
                            c->lr_min);
     }
+    if (c->warmup_steps < 0)
+        return kd_fail(KD_ERR_INVALID, "warmup steps must be >= 0, got %lld", (long long)c->warmup_steps);
+    if (c->schedule == KD_SCHED_COSINE && c->warmup_steps >= c->total_steps && c->warmup_steps > 0)
+        return kd_fail(KD_ERR_INVALID, "the warmup (%lld steps) must be shorter than the cosine schedule's %lld steps",
+                       (long long)c->warmup_steps, (long long)c->total_steps);
     return KD_OK;
 }
 
-/* Learning rate of the step that follows `t` completed steps. */
+/* Learning rate of the step that follows `t` completed steps: the linear
+ * warmup, then the schedule counted from the warmup's end. */
 static double scheduled_lr(const kd_optim_config *c, int64_t t)
 {
+    int64_t w = c->warmup_steps > 0 ? c->warmup_steps : 0;
+    if (t < w)
+        return c->lr * (double)(t + 1) / (double)w;
+    t -= w;
     switch (c->schedule) {
     case KD_SCHED_STEP:
         return c->lr * pow(c->gamma, (double)(t / c->step_size));
     case KD_SCHED_COSINE: {
-        double progress = (double)(t < c->total_steps ? t : c->total_steps) / (double)c->total_steps;
+        /* A re-planned total (kd_optim_set_total_steps) may leave no room after the warmup. */
+        int64_t span = c->total_steps - w > 0 ? c->total_steps - w : 1;
+        double progress = (double)(t < span ? t : span) / (double)span;
         return c->lr_min + (c->lr - c->lr_min) * (1 + cos(M_PI * progress)) / 2;
     }
     case KD_SCHED_CONSTANT:

@@ -1,7 +1,8 @@
 /* The training loop, the same for every mode. A step is five calls, as in
  * llm.c: next batch (src/batch.c), forward, loss, backward, and the
  * exchange (local optimizer, parameter server or allreduce); around them
- * the epoch's metrics, the save hook and progress. */
+ * the epoch's metrics (validation and test scores), early stopping, the
+ * save hook and progress. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "batch.h"
 #include "error.h"
 #include "net.h"
+#include "train_hooks.h"
 
 static double now_seconds(void)
 {
@@ -57,6 +59,12 @@ static kd_status check_config(const kd_net *net, const kd_optim *opt, const kd_d
         return kd_fail(KD_ERR_INVALID, "data part %d of %d is out of range", cfg->part_index, cfg->part_count);
     if (cfg->steps_per_epoch < 0)
         return kd_fail(KD_ERR_INVALID, "steps per epoch must be >= 0, got %lld", (long long)cfg->steps_per_epoch);
+    if (cfg->patience < 0)
+        return kd_fail(KD_ERR_INVALID, "patience must be >= 0 epochs, got %d", cfg->patience);
+    if (!(cfg->min_delta >= 0) || !isfinite(cfg->min_delta))
+        return kd_fail(KD_ERR_INVALID, "min_delta must be a number >= 0, got %g", cfg->min_delta);
+    if (cfg->progress_every < 0)
+        return kd_fail(KD_ERR_INVALID, "progress_every must be >= 0 steps, got %lld", (long long)cfg->progress_every);
     /* An empty local share is fine when the steps are set from outside. */
     if (train->n < 1 && cfg->steps_per_epoch == 0)
         return kd_fail(KD_ERR_INVALID, "the training set is empty");
@@ -68,6 +76,9 @@ static kd_status check_config(const kd_net *net, const kd_optim *opt, const kd_d
     if (cfg->test && kd_shape_size(&cfg->test->shape) != kd_shape_size(&net->input))
         return kd_fail(KD_ERR_SHAPE, "test samples have shape %s but the network expects %s",
                        kd_shape_str(&cfg->test->shape, a, sizeof a), kd_shape_str(&net->input, b, sizeof b));
+    if (cfg->val && kd_shape_size(&cfg->val->shape) != kd_shape_size(&net->input))
+        return kd_fail(KD_ERR_SHAPE, "validation samples have shape %s but the network expects %s",
+                       kd_shape_str(&cfg->val->shape, a, sizeof a), kd_shape_str(&net->input, b, sizeof b));
     if (opt && kd_optim_param_count(opt) != net->param_count)
         return kd_fail(KD_ERR_SHAPE, "the optimizer is for %zu parameters but the network has %zu",
                        kd_optim_param_count(opt), net->param_count);
@@ -78,6 +89,11 @@ static kd_status check_config(const kd_net *net, const kd_optim *opt, const kd_d
         kd_status s = kd_dataset_validate(cfg->test, net->num_classes);
         if (s != KD_OK)
             return kd_fail_context(s, "test set");
+    }
+    if (cfg->val) {
+        kd_status s = kd_dataset_validate(cfg->val, net->num_classes);
+        if (s != KD_OK)
+            return kd_fail_context(s, "validation set");
     }
     return KD_OK;
 }
@@ -95,6 +111,7 @@ typedef struct train_run {
     const kd_train_config *cfg;
     kd_train_state *st;
     const kd_exchange *ex;
+    const kd_train_hooks *hooks;  /* NULL: none */
     kd_save_fn save;              /* NULL: no checkpoints */
     void *save_user;
     kd_batcher batches;
@@ -180,7 +197,11 @@ static int report(train_run *r, const kd_epoch_record *rec)
 {
     const kd_train_config *cfg = r->cfg;
     double t = now_seconds();
-    if (!cfg->progress || (!rec && (cfg->progress_interval <= 0 || t - r->last_report < cfg->progress_interval)))
+    if (!cfg->progress)
+        return 0;
+    int due = rec || (cfg->progress_interval > 0 && t - r->last_report >= cfg->progress_interval) ||
+              (cfg->progress_every > 0 && r->st->step % cfg->progress_every == 0);
+    if (!due)
         return 0;
     r->last_report = t;
     double rate = r->run_samples / (t - r->t_run > 1e-9 ? t - r->t_run : 1e-9);
@@ -190,39 +211,84 @@ static int report(train_run *r, const kd_epoch_record *rec)
     double loss = rec ? rec->train_loss : r->seen ? r->loss_sum / r->seen : 0;
     double acc = rec ? rec->train_accuracy : r->seen ? (double)r->correct / r->seen : 0;
     kd_progress p = {r->epoch + 1, cfg->epochs, r->st->step, r->batches.steps_per_epoch, r->seen,
-                     kd_batcher_epoch_samples(&r->batches), loss, acc, rate, left, rec != NULL, rec};
+                     kd_batcher_epoch_samples(&r->batches), loss, acc, rate, left, rec != NULL, rec,
+                     r->opt ? kd_optim_current_lr(r->opt) : NAN, t - r->t_run};
     return cfg->progress(&p, cfg->progress_user) != 0;
 }
 
-/* After an epoch's last step: its record (with the test set's loss and
- * accuracy), the saved checkpoint, the progress call. */
+/* Loss and hits of the evaluation of `ds` (summed, not averaged). */
+static kd_status score(train_run *r, const kd_dataset *ds, double *loss, double *correct, double *count)
+{
+    kd_eval_result e;
+    int B = r->cfg->batch_size;
+    KD_TRY(kd_evaluate(r->net, ds, B > 256 ? B : 256, &e));
+    *loss = e.loss * (double)e.count;
+    *correct = (double)llround(e.accuracy * (double)e.count);
+    *count = (double)e.count;
+    kd_eval_result_clear(&e);
+    return KD_OK;
+}
+
+/* Whether early stopping ends the run after the history's last epoch. */
+static kd_status patience_spent(const kd_train_config *cfg, const kd_train_state *st, int *spent)
+{
+    *spent = 0;
+    if (cfg->patience < 1 || st->history_len < 1)
+        return KD_OK;
+    kd_best_epoch best;
+    KD_TRY(kd_train_state_best(st, cfg->min_delta, &best));
+    *spent = best.epoch > 0 && best.since >= cfg->patience;
+    return KD_OK;
+}
+
+/* After an epoch's last step: its record (the training figures, the
+ * validation set's, combined over workers by the hook; the test set's
+ * after every epoch, or only after the last one when there is validation
+ * data), early stopping, the saved checkpoint, the progress call. */
 static kd_status end_epoch(train_run *r, int *stop)
 {
+    const kd_train_config *cfg = r->cfg;
+    kd_epoch_sums sums = {r->loss_sum, (double)r->correct, (double)r->seen, 0, 0, 0};
+    if (cfg->val && cfg->val->n > 0)
+        KD_TRY(score(r, cfg->val, &sums.val_loss, &sums.val_correct, &sums.val_count));
+    if (r->hooks && r->hooks->combine)
+        KD_TRY(r->hooks->combine(r->hooks->user, &sums));
+
     kd_epoch_record rec;
     memset(&rec, 0, sizeof rec);
     rec.epoch = r->epoch + 1;
-    rec.train_loss = r->seen ? r->loss_sum / r->seen : NAN;
-    rec.train_accuracy = r->seen ? (double)r->correct / r->seen : NAN;
+    rec.train_loss = sums.train_count > 0 ? sums.train_loss / sums.train_count : NAN;
+    rec.train_accuracy = sums.train_count > 0 ? sums.train_correct / sums.train_count : NAN;
+    rec.val_loss = sums.val_count > 0 ? sums.val_loss / sums.val_count : NAN;
+    rec.val_accuracy = sums.val_count > 0 ? sums.val_correct / sums.val_count : NAN;
     rec.test_loss = rec.test_accuracy = NAN;
     rec.learning_rate = r->opt ? kd_optim_current_lr(r->opt) : NAN;
-    if (r->cfg->test) {
-        kd_eval_result e;
-        int B = r->cfg->batch_size;
-        KD_TRY(kd_evaluate(r->net, r->cfg->test, B > 256 ? B : 256, &e));
-        rec.test_loss = e.loss;
-        rec.test_accuracy = e.accuracy;
-        kd_eval_result_clear(&e);
-    }
-    rec.seconds = now_seconds() - r->t_epoch;
     KD_TRY(kd_train_state_append(r->st, &rec));
+    kd_epoch_record *last = &r->st->history[r->st->history_len - 1];
+    int early = 0;
+    KD_TRY(patience_spent(cfg, r->st, &early));
+    /* With validation figures the test set waits for the run's last epoch. */
+    if (cfg->test && cfg->test->n > 0 && (isnan(last->val_loss) || early || rec.epoch >= cfg->epochs)) {
+        double loss, correct, count;
+        KD_TRY(score(r, cfg->test, &loss, &correct, &count));
+        last->test_loss = loss / count;
+        last->test_accuracy = correct / count;
+    }
+    last->seconds = now_seconds() - r->t_epoch;
     r->st->epoch = r->epoch + 1;
     KD_TRY(save(r));
-    *stop = report(r, &rec);
+    *stop = report(r, last) || early;
     return KD_OK;
 }
 
 kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
                    const kd_train_config *cfg, kd_train_state *st)
+{
+    return kd_train_hooked(net, opt, train, cfg, st, NULL);
+}
+
+kd_status kd_train_hooked(kd_net *net, kd_optim *opt, const kd_dataset *train, const kd_train_config *cfg,
+                          kd_train_state *st, const kd_train_hooks *hooks)
 {
     if (!net || !train || !cfg || !st)
         return kd_fail(KD_ERR_INVALID, "kd_train: NULL argument");
@@ -239,6 +305,7 @@ kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
     r.cfg = cfg;
     r.st = st;
     r.ex = cfg->exchange ? cfg->exchange : &local_exchange;
+    r.hooks = hooks;
     r.save = cfg->save ? cfg->save : cfg->checkpoint_path ? save_to_path : NULL;
     r.save_user = cfg->save ? cfg->save_user : (void *)cfg->checkpoint_path;
     int64_t spe = r.batches.steps_per_epoch, first = kd_batcher_resume_step(&r.batches, st);
@@ -251,8 +318,10 @@ kd_status kd_train(kd_net *net, kd_optim *opt, const kd_dataset *train,
 
     r.t_run = r.last_report = now_seconds();
     r.run_steps_total = ((int64_t)cfg->epochs - st->epoch) * spe - first;
-    kd_status s = KD_OK;
+    /* A resumed run that early stopping already ended trains no further
+     * (a Spark retry after the stop, or a resume with the same patience). */
     int stop = 0;
+    kd_status s = patience_spent(cfg, st, &stop);
     for (r.epoch = st->epoch; s == KD_OK && !stop && r.epoch < cfg->epochs; r.epoch++) {
         kd_batcher_start_epoch(&r.batches, st->seed, r.epoch, cfg->shuffle, first);
         first = 0;

@@ -74,6 +74,7 @@ int main(void)
     FIELD(kd_optim_config, gamma);
     FIELD(kd_optim_config, total_steps);
     FIELD(kd_optim_config, lr_min);
+    FIELD(kd_optim_config, warmup_steps);
 
     STRUCT(kd_eval_result);
     FIELD(kd_eval_result, count);
@@ -82,6 +83,7 @@ int main(void)
     FIELD(kd_eval_result, num_classes);
     FIELD(kd_eval_result, per_class_accuracy);
     FIELD(kd_eval_result, per_class_count);
+    FIELD(kd_eval_result, confusion);
 
     STRUCT(kd_epoch_record);
     FIELD(kd_epoch_record, epoch);
@@ -91,6 +93,8 @@ int main(void)
     FIELD(kd_epoch_record, test_accuracy);
     FIELD(kd_epoch_record, seconds);
     FIELD(kd_epoch_record, learning_rate);
+    FIELD(kd_epoch_record, val_loss);
+    FIELD(kd_epoch_record, val_accuracy);
 
     STRUCT(kd_train_state);
     FIELD(kd_train_state, epoch);
@@ -99,6 +103,12 @@ int main(void)
     FIELD(kd_train_state, batch_size);
     FIELD(kd_train_state, history_len);
     FIELD(kd_train_state, history);
+
+    STRUCT(kd_best_epoch);
+    FIELD(kd_best_epoch, epoch);
+    FIELD(kd_best_epoch, value);
+    FIELD(kd_best_epoch, since);
+    FIELD(kd_best_epoch, on_val);
 
     STRUCT(kd_progress);
     FIELD(kd_progress, epoch);
@@ -113,6 +123,8 @@ int main(void)
     FIELD(kd_progress, seconds_left);
     FIELD(kd_progress, epoch_done);
     FIELD(kd_progress, record);
+    FIELD(kd_progress, learning_rate);
+    FIELD(kd_progress, seconds);
 
     STRUCT(kd_step);
     FIELD(kd_step, index);
@@ -144,6 +156,10 @@ int main(void)
     FIELD(kd_train_config, save_user);
     FIELD(kd_train_config, stop);
     FIELD(kd_train_config, stop_user);
+    FIELD(kd_train_config, val);
+    FIELD(kd_train_config, patience);
+    FIELD(kd_train_config, min_delta);
+    FIELD(kd_train_config, progress_every);
 
     CONST(KD_MAX_RANK);
     CONST(KD_OK);

@@ -41,10 +41,40 @@ total=$(awk '/^total parameters/ { print $3 }' "$T/out")
 run "eval" "$CLI" eval --model "$T/one.h5" --csv "$T/test.csv"
 has "eval sample count" "$T/out" "^samples +50$"
 has "eval accuracy" "$T/out" "^accuracy +[0-9.]+$"
-rows=$(awk '/^class/ { t = 1; next } t && NF == 3 { n++ } END { print n + 0 }' "$T/out")
+# Per-class rows (class samples predicted precision recall f1) up to the macro row.
+rows=$(awk '/^class/ { t = 1; next } /^macro/ { t = 0 } t && NF == 6 && $1 ~ /^[0-9]+$/ { n++ } END { print n + 0 }' "$T/out")
 [[ $rows -eq 10 ]] && ok || bad "eval: want 10 per-class rows, got $rows"
-per_class=$(awk '/^class/ { t = 1; next } t && NF == 3 { n += $2 } END { print n + 0 }' "$T/out")
-[[ $per_class -eq 50 ]] && ok || bad "eval: per-class samples add to $per_class, not 50"
+per_class=$(awk '/^class/ { t = 1; next } /^macro/ { t = 0 } t && NF == 6 { n += $2; p += $3 } END { print n + 0, p + 0 }' "$T/out")
+[[ $per_class == "50 50" ]] && ok || bad "eval: per-class samples and predictions add to $per_class, not 50 50"
+# The confusion matrix: 10 rows of 10 counts adding up to 50, its diagonal the hits.
+cm=$(awk '/^true.pred/ { t = 1; next } t && NF == 11 { r++; for (i = 2; i <= 11; i++) { s += $i; if (i - 2 == $1) d += $i } }
+          END { print r + 0, s + 0, d + 0 }' "$T/out")
+acc=$(awk '/^accuracy/ { print $2 }' "$T/out")
+read -r cm_rows cm_sum cm_diag <<<"$cm"
+[[ $cm_rows -eq 10 && $cm_sum -eq 50 ]] && ok || bad "eval: confusion matrix has $cm_rows rows adding to $cm_sum"
+awk -v d="$cm_diag" -v a="$acc" 'BEGIN { exit !(sprintf("%.4f", d / 50) == a) }' && ok ||
+    bad "eval: confusion diagonal $cm_diag/50 is not the accuracy $acc"
+# Precision and recall of each class from the matrix (recall: hits / row sum; precision: hits / column sum).
+awk '/^class/ { t = 1; next } /^macro/ { t = 0 } t && NF == 6 && $1 ~ /^[0-9]+$/ { pr[$1] = $4; re[$1] = $5 }
+     /^true.pred/ { m = 1; next } m && NF == 11 { for (i = 2; i <= 11; i++) { c[$1, i - 2] = $i; row[$1] += $i; col[i - 2] += $i } }
+     END { for (k = 0; k < 10; k++) {
+             want_re = row[k] ? sprintf("%.4f", c[k, k] / row[k]) : "-"
+             want_pr = col[k] ? sprintf("%.4f", c[k, k] / col[k]) : "-"
+             if (re[k] != want_re || pr[k] != want_pr) { print "class " k ": " pr[k] "/" re[k] " vs " want_pr "/" want_re; bad = 1 } }
+           exit bad }' "$T/out" && ok || bad "eval: precision or recall disagrees with the confusion matrix"
+run "eval --json" "$CLI" eval --model "$T/one.h5" --csv "$T/test.csv" --json
+"$KD_PYTHON" - "$T/out" "$acc" <<'PY' && ok || bad "eval --json disagrees with the text output"
+import json, sys
+d = json.load(open(sys.argv[1]))
+cm = d["confusion"]
+assert d["samples"] == 50 and len(cm) == 10 and all(len(r) == 10 for r in cm)
+assert sum(map(sum, cm)) == 50 and f"{d['accuracy']:.4f}" == sys.argv[2]
+assert sum(cm[k][k] for k in range(10)) == round(d["accuracy"] * 50)
+for c in d["classes"]:
+    k = c["class"]
+    assert c["samples"] == sum(cm[k]) and c["predicted"] == sum(r[k] for r in cm)
+    assert c["recall"] == (cm[k][k] / c["samples"] if c["samples"] else None)
+PY
 
 # --------------------------------------------------------------- predict
 run "predict to a file" "$CLI" predict --model "$T/one.h5" --csv "$T/test.csv" --output "$T/pred.csv"

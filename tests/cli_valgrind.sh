@@ -82,6 +82,15 @@ vg "train adam cosine on libsvm" 0 train --net "$T/svm.json" --train-libsvm "$T/
 vg "eval" 0 eval --model "$T/c.h5" --csv "$T/img.csv"
 vg "predict" 0 predict --model "$T/c.h5" --csv "$T/img.csv" --output "$T/pred.csv"
 vg "inspect" 0 inspect "$T/c.h5"
+vg "validation, early stopping, copies, metrics, warmup, subset" 0 train --net "$T/conv.json" --train-csv "$T/img.csv" \
+    --test-csv "$T/img.csv" --epochs 3 --batch-size 16 --val-split 0.25 --patience 1 --min-delta 10 \
+    --checkpoint "$T/v.h5" --keep-best "$T/vb.h5" --keep-last 1 --metrics "$T/m.jsonl" --metrics-every 2 \
+    --warmup-steps 3 --max-samples 60 -q
+vg "inspect --json" 0 inspect "$T/v.h5" --json
+vg "eval --json" 0 eval --model "$T/v.h5" --csv "$T/img.csv" --json
+awk -F, 'BEGIN { OFS = "," } { print "r" NR, $0 }' "$T/img.csv" >"$T/ids.csv"
+vg "predict --id-col" 0 predict --model "$T/v.h5" --csv "$T/ids.csv" --id-col 0 --label-col 1
+vg "plot" 0 plot "$T/v.h5" -o "$T/v.svg"
 if "$CLI" convert --help >/dev/null 2>&1; then
     vg "convert csv to spool" 0 convert --csv "$T/img.csv" --output "$T/img.spool"
     vg "train on the spool" 0 train --net "$T/conv.json" --train-spool "$T/img.spool" --epochs 1 -q

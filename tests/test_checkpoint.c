@@ -118,6 +118,7 @@ static kd_optim *make_stepped_adam(kd_net *net, uint64_t seed)
     cfg.schedule = KD_SCHED_COSINE;
     cfg.total_steps = 1000;
     cfg.lr_min = 1e-5;
+    cfg.warmup_steps = 3;
     cfg.step_size = 77;
     cfg.gamma = 0.25;
     CHECK_OK(kd_optim_create(&cfg, n, &opt));
@@ -131,8 +132,9 @@ static kd_optim *make_stepped_adam(kd_net *net, uint64_t seed)
 
 static void make_state(kd_train_state *st)
 {
-    kd_epoch_record r1 = {1, 0.9, 0.61, NAN, NAN, 12.5, 0.003};
-    kd_epoch_record r2 = {2, 0.45, 0.83, 0.5, 0.81, 11.25, 0.0029};
+    /* Epoch 1 has validation figures and no test ones, epoch 2 both. */
+    kd_epoch_record r1 = {1, 0.9, 0.61, NAN, NAN, 12.5, 0.003, 0.95, 0.58};
+    kd_epoch_record r2 = {2, 0.45, 0.83, 0.5, 0.81, 11.25, 0.0029, 0.52, 0.8};
     kd_train_state_init(st);
     st->epoch = 2;
     st->step = 3;
@@ -154,8 +156,9 @@ static void check_same_optim(kd_optim *a, kd_optim *b)
               same_bits(ca->eps, cb->eps) && same_bits(ca->weight_decay, cb->weight_decay) &&
               same_bits(ca->gamma, cb->gamma) && same_bits(ca->lr_min, cb->lr_min),
           "a float config field differs");
-    CHECK(ca->step_size == cb->step_size && ca->total_steps == cb->total_steps,
-          "step_size/total_steps differ");
+    CHECK(ca->step_size == cb->step_size && ca->total_steps == cb->total_steps &&
+              ca->warmup_steps == cb->warmup_steps,
+          "step_size/total_steps/warmup_steps differ");
     CHECK(kd_optim_steps(a) == kd_optim_steps(b), "steps %lld vs %lld",
           (long long)kd_optim_steps(a), (long long)kd_optim_steps(b));
     CHECK(kd_optim_state_slots(a) == kd_optim_state_slots(b), "slot counts differ");
@@ -174,6 +177,7 @@ static void check_same_state(const kd_train_state *a, const kd_train_state *b)
         const kd_epoch_record *x = &a->history[i], *y = &b->history[i];
         CHECK(x->epoch == y->epoch && same_bits(x->train_loss, y->train_loss) &&
                   same_bits(x->train_accuracy, y->train_accuracy) &&
+                  same_bits(x->val_loss, y->val_loss) && same_bits(x->val_accuracy, y->val_accuracy) &&
                   same_bits(x->test_loss, y->test_loss) &&
                   same_bits(x->test_accuracy, y->test_accuracy) &&
                   same_bits(x->seconds, y->seconds) &&
@@ -580,8 +584,8 @@ static void test_bad_files(void)
 
     path_in(p, sizeof p, "future.h5");
     copy_file(good, p);
-    CHECK(set_root_int(p, "format_version", 2) == 0, "rewriting format_version");
-    check_load_fails(p, KD_ERR_UNSUPPORTED, "version 2");
+    CHECK(set_root_int(p, "format_version", 3) == 0, "rewriting format_version");
+    check_load_fails(p, KD_ERR_UNSUPPORTED, "version 3");
 
     /* The mlp's weights under a spec whose first dense layer is narrower. */
     path_in(p, sizeof p, "narrow.h5");
@@ -739,6 +743,55 @@ static void test_stale_temporaries(void)
     kd_net_free(net);
 }
 
+/* A checkpoint of format version 1 (tests/data/checkpoint_v1.h5, written
+ * by Kindling before version 2): it loads, its 7-column history reads with
+ * NaN validation figures and no warmup, and saved again it round-trips as
+ * version 2 with everything kept. */
+static void test_version_1(void)
+{
+    const char *src = getenv("KD_SOURCE_DIR");
+    char v1[1024], again[128];
+    snprintf(v1, sizeof v1, "%s/tests/data/checkpoint_v1.h5", src ? src : "..");
+    kd_net *net = NULL, *back = NULL;
+    kd_optim *opt = NULL, *opt_back = NULL;
+    kd_train_state st, st_back;
+    CHECK_OK(kd_checkpoint_load(v1, &net, &opt, &st));
+    if (!net || !opt)
+        return;
+    CHECK(kd_net_param_count(net) == 6 * 5 + 5 + 5 * 2 + 5 * 3 + 3, "v1: %zu parameters", kd_net_param_count(net));
+    const kd_optim_config *c = kd_optim_get_config(opt);
+    CHECK(c->kind == KD_OPT_MOMENTUM && c->schedule == KD_SCHED_COSINE && c->warmup_steps == 0 &&
+              c->total_steps == 24 && kd_optim_steps(opt) == 24,
+          "v1 optimizer: kind %d schedule %d warmup %lld total %lld steps %lld", (int)c->kind, (int)c->schedule,
+          (long long)c->warmup_steps, (long long)c->total_steps, (long long)kd_optim_steps(opt));
+    CHECK(st.epoch == 3 && st.step == 24 && st.batch_size == 8 && st.seed == 42 && st.history_len == 3,
+          "v1 state: epoch %d step %lld history %d", st.epoch, (long long)st.step, st.history_len);
+    for (int i = 0; i < st.history_len; i++) {
+        const kd_epoch_record *r = &st.history[i];
+        CHECK(r->epoch == i + 1 && isnan(r->val_loss) && isnan(r->val_accuracy) && r->test_accuracy == 1.0 &&
+                  r->train_loss > 0 && r->test_loss > 0 && r->learning_rate >= 0,
+              "v1 history row %d: epoch %d val %g/%g test acc %g", i, r->epoch, r->val_loss, r->val_accuracy,
+              r->test_accuracy);
+    }
+    CHECK(st.history_len == 3 && st.history[0].train_loss > st.history[2].train_loss, "v1: the loss fell");
+    path_in(again, sizeof again, "v1_saved_again.h5");
+    CHECK_OK(kd_checkpoint_save(again, net, opt, &st));
+    CHECK_OK(kd_checkpoint_load(again, &back, &opt_back, &st_back));
+    if (back && opt_back) {
+        CHECK(memcmp(kd_net_params(net), kd_net_params(back), kd_net_param_count(net) * sizeof(float)) == 0,
+              "v1 parameters changed on the way to version 2");
+        check_same_optim(opt, opt_back);
+        check_same_state(&st, &st_back);
+    }
+    kd_train_state_clear(&st_back);
+    kd_optim_free(opt_back);
+    kd_net_free(back);
+    kd_train_state_clear(&st);
+    kd_optim_free(opt);
+    kd_net_free(net);
+    unlink(again);
+}
+
 int main(void)
 {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/kd_ckpt_XXXXXX");
@@ -757,6 +810,7 @@ int main(void)
     round_trip("lenet", "lenet");
     round_trip("bn", BN_SPEC);
     test_optional_parts();
+    test_version_1();
     test_crash_safety();
     test_stale_temporaries();
     test_non_finite();

@@ -231,6 +231,36 @@ static void test_schedules(void)
     CHECK(lr_after(&c, 3) < lr_after(&c, 2), "cosine must decrease: %g then %g", lr_after(&c, 2), lr_after(&c, 3));
     CHECK_NEAR(lr_after(&c, 2), 0.01 + 0.09 * (1 + cos(3.14159265358979323846 * 0.2)) / 2, 1e-15);
 
+    /* Warmup: lr (t + 1) / w for the first w steps, then the schedule from
+     * the warmup's end (the cosine over total - w). */
+    c = config_of(KD_OPT_SGD, 0.1, 0);
+    c.schedule = KD_SCHED_COSINE;
+    c.total_steps = 14;
+    c.lr_min = 0.01;
+    c.warmup_steps = 4;
+    CHECK_OK(kd_optim_config_validate(&c));
+    CHECK_NEAR(lr_after(&c, 0), 0.025, 1e-15);
+    CHECK_NEAR(lr_after(&c, 2), 0.075, 1e-15);
+    CHECK_NEAR(lr_after(&c, 3), 0.1, 1e-15);  /* the last warmup step reaches the peak */
+    CHECK_NEAR(lr_after(&c, 4), 0.1, 1e-15);  /* the cosine starts at the peak */
+    CHECK_NEAR(lr_after(&c, 9), 0.055, 1e-15); /* half of the remaining 10 steps */
+    CHECK_NEAR(lr_after(&c, 14), 0.01, 1e-15);
+    c.schedule = KD_SCHED_STEP;
+    c.step_size = 3;
+    c.gamma = 0.5;
+    CHECK(lr_after(&c, 1) == 0.05 && lr_after(&c, 4) == 0.1 && lr_after(&c, 6) == 0.1 && lr_after(&c, 7) == 0.05,
+          "warmup then step: %g %g %g %g", lr_after(&c, 1), lr_after(&c, 4), lr_after(&c, 6), lr_after(&c, 7));
+    c.schedule = KD_SCHED_CONSTANT;
+    CHECK(lr_after(&c, 0) == 0.025 && lr_after(&c, 100) == 0.1, "warmup then constant");
+    /* A cosine re-planned (resume) to fewer steps than the warmup ends at lr_min, not a division by 0. */
+    kd_optim *short_run = NULL;
+    c.schedule = KD_SCHED_COSINE;
+    CHECK_OK(kd_optim_create(&c, 1, &short_run));
+    CHECK_OK(kd_optim_set_total_steps(short_run, 3));
+    kd_optim_set_steps(short_run, 5);
+    CHECK_NEAR(kd_optim_current_lr(short_run), 0.01, 1e-15);
+    kd_optim_free(short_run);
+
     /* current_lr follows real steps, not only set_steps. */
     kd_optim *opt = NULL;
     c = config_of(KD_OPT_SGD, 0.1, 0);
@@ -317,6 +347,8 @@ static void test_validation(void)
     BAD((c.schedule = KD_SCHED_COSINE, c.total_steps = 0), "total_steps >= 1, got 0");
     BAD((c.schedule = KD_SCHED_COSINE, c.total_steps = 10, c.lr_min = 0.5), "lr_min <= lr");
     BAD((c.schedule = KD_SCHED_COSINE, c.total_steps = 10, c.lr_min = -0.001), "lr_min");
+    BAD((c.warmup_steps = -1), "warmup steps must be >= 0, got -1");
+    BAD((c.schedule = KD_SCHED_COSINE, c.total_steps = 10, c.warmup_steps = 10), "shorter than the cosine");
     BAD((c.kind = KD_OPT_ADAM, c.nesterov = 1), "nesterov applies only to the momentum optimizer, not adam");
     BAD((c.kind = KD_OPT_SGD, c.nesterov = 1), "nesterov");
     BAD((c.kind = KD_OPT_MOMENTUM, c.nesterov = 1, c.momentum = 0), "nesterov needs momentum > 0");

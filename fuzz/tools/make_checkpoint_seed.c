@@ -27,7 +27,7 @@ int main(int argc, char **argv)
     if (s == KD_OK)
         s = kd_optim_create(&cfg, kd_net_param_count(net), &opt);
     for (int e = 1; s == KD_OK && e <= 2; e++) {
-        kd_epoch_record rec = {e, 1.0 / e, 0.5, 1.1 / e, 0.4, 0.01, 0.001};
+        kd_epoch_record rec = {e, 1.0 / e, 0.5, 1.1 / e, 0.4, 0.01, 0.001, 1.05 / e, 0.45};
         s = kd_train_state_append(&st, &rec);
     }
     st.epoch = 2;

@@ -90,18 +90,19 @@ class OptimConfig(ctypes.Structure):
     _fields_ = [("kind", c_int), ("lr", c_double), ("momentum", c_double), ("nesterov", c_int),
                 ("beta1", c_double), ("beta2", c_double), ("eps", c_double), ("weight_decay", c_double),
                 ("schedule", c_int), ("step_size", c_int64), ("gamma", c_double), ("total_steps", c_int64),
-                ("lr_min", c_double)]
+                ("lr_min", c_double), ("warmup_steps", c_int64)]
 
 
 class EvalResult(ctypes.Structure):
     _fields_ = [("count", c_int64), ("loss", c_double), ("accuracy", c_double), ("num_classes", c_int),
-                ("per_class_accuracy", ctypes.POINTER(c_double)), ("per_class_count", ctypes.POINTER(c_int64))]
+                ("per_class_accuracy", ctypes.POINTER(c_double)), ("per_class_count", ctypes.POINTER(c_int64)),
+                ("confusion", ctypes.POINTER(c_int64))]
 
 
 class EpochRecord(ctypes.Structure):
     _fields_ = [("epoch", c_int32), ("train_loss", c_double), ("train_accuracy", c_double),
                 ("test_loss", c_double), ("test_accuracy", c_double), ("seconds", c_double),
-                ("learning_rate", c_double)]
+                ("learning_rate", c_double), ("val_loss", c_double), ("val_accuracy", c_double)]
 
 
 class TrainState(ctypes.Structure):
@@ -109,11 +110,16 @@ class TrainState(ctypes.Structure):
                 ("history_len", c_int32), ("history", ctypes.POINTER(EpochRecord))]
 
 
+class BestEpoch(ctypes.Structure):
+    _fields_ = [("epoch", c_int32), ("value", c_double), ("since", c_int32), ("on_val", c_int)]
+
+
 class Progress(ctypes.Structure):
     _fields_ = [("epoch", c_int32), ("epochs", c_int32), ("step", c_int64), ("steps_per_epoch", c_int64),
                 ("samples_done", c_int64), ("samples_per_epoch", c_int64), ("loss", c_double),
                 ("accuracy", c_double), ("samples_per_sec", c_double), ("seconds_left", c_double),
-                ("epoch_done", c_int), ("record", ctypes.POINTER(EpochRecord))]
+                ("epoch_done", c_int), ("record", ctypes.POINTER(EpochRecord)), ("learning_rate", c_double),
+                ("seconds", c_double)]
 
 
 class Step(ctypes.Structure):
@@ -137,14 +143,15 @@ class TrainConfig(ctypes.Structure):
                 ("progress", PROGRESS_FN), ("progress_user", c_void_p), ("progress_interval", c_double),
                 ("exchange", ctypes.POINTER(Exchange)), ("part_index", c_int32), ("part_count", c_int32),
                 ("steps_per_epoch", c_int64), ("local_data", c_int), ("save", SAVE_FN), ("save_user", c_void_p),
-                ("stop", STOP_FN), ("stop_user", c_void_p)]
+                ("stop", STOP_FN), ("stop_user", c_void_p), ("val", ctypes.POINTER(Dataset)),
+                ("patience", c_int32), ("min_delta", c_double), ("progress_every", c_int64)]
 
 
 # Each mirrored struct by its C name (the layout test compares them).
 STRUCTS = {"kd_shape": Shape, "kd_context": Context, "kd_dataset": Dataset, "kd_csv_options": CsvOptions,
            "kd_csv_layout": CsvLayout, "kd_layer_info": LayerInfo,
            "kd_optim_config": OptimConfig, "kd_eval_result": EvalResult, "kd_epoch_record": EpochRecord,
-           "kd_train_state": TrainState, "kd_progress": Progress, "kd_step": Step, "kd_exchange": Exchange,
+           "kd_train_state": TrainState, "kd_best_epoch": BestEpoch, "kd_progress": Progress, "kd_step": Step, "kd_exchange": Exchange,
            "kd_train_config": TrainConfig}
 
 
@@ -178,12 +185,16 @@ SIGNATURES = {
     "kd_dataset_load_csv": (S, [c_char_p, c_int, c_int, _p(Shape), _p(DSP)]),
     "kd_csv_options_default": (CsvOptions, []),
     "kd_dataset_load_csv_opts": (S, [c_char_p, _p(CsvOptions), _p(Shape), _p(DSP)]),
+    "kd_dataset_load_csv_ids": (S, [c_char_p, _p(CsvOptions), c_int, _p(Shape), _p(DSP),
+                                    _p(ctypes.POINTER(c_char_p))]),
     "kd_csv_sniff": (S, [c_char_p, _p(CsvOptions), _p(CsvLayout)]),
     "kd_data_format_detect": (S, [c_char_p, _p(c_int)]),
     "kd_dataset_load_libsvm": (S, [c_char_p, c_int, _p(DSP)]),
     "kd_dataset_load_spool": (S, [c_char_p, _p(DSP)]),
     "kd_dataset_save_spool": (S, [c_char_p, DSP]),
     "kd_dataset_validate": (S, [DSP, c_int]),
+    "kd_dataset_split": (S, [DSP, c_double, c_uint64, _p(DSP), _p(DSP)]),
+    "kd_dataset_sample": (S, [DSP, c_int64, c_uint64, _p(DSP)]),
     "kd_set_memory_limit": (None, [c_uint64]),
     "kd_memory_available": (c_uint64, [c_char_p, c_size_t]),
     "kd_convert_idx_to_spool": (S, [c_char_p, c_char_p, c_char_p, _p(c_int64)]),
@@ -240,6 +251,7 @@ SIGNATURES = {
     "kd_train_state_init": (None, [_p(TrainState)]),
     "kd_train_state_clear": (None, [_p(TrainState)]),
     "kd_train_state_append": (S, [_p(TrainState), _p(EpochRecord)]),
+    "kd_train_state_best": (S, [_p(TrainState), c_double, _p(BestEpoch)]),
     "kd_steps_per_epoch": (c_int64, [c_int64, c_int64]),
     "kd_train_config_default": (TrainConfig, []),
     "kd_train": (S, [VP, VP, DSP, _p(TrainConfig), _p(TrainState)]),
@@ -247,6 +259,7 @@ SIGNATURES = {
     "kd_checkpoint_load": (S, [c_char_p, _p(VP), _p(VP), _p(TrainState)]),
     "kd_save_temp_path": (S, [c_char_p, c_char_p, c_size_t]),
     "kd_save_check_path": (S, [c_char_p]),
+    "kd_file_copy": (S, [c_char_p, c_char_p]),
 }
 
 

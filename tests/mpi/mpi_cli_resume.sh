@@ -16,7 +16,11 @@ train1() { "$KD_CLI" train "${COMMON[@]}" "$@" > "$WORK/out.txt" 2>&1 || { cat "
 traind() { local np=$1; shift; kd_mpirun -np "$np" "$KD_CLI" train "${COMMON[@]}" "$@" > "$WORK/out.txt" 2>&1 || { cat "$WORK/out.txt" >&2; return 1; }; }
 # lr_of FILE EPOCH: the learning rate recorded at the end of EPOCH (1-based).
 lr_of() {
-    "$KD_PYTHON" -c "import h5py, sys; print(h5py.File(sys.argv[1])['training/history'][int(sys.argv[2]) - 1, 6])" "$1" "$2"
+    "$KD_PYTHON" -c "import h5py, sys
+h = h5py.File(sys.argv[1])['training/history']
+cols = h.attrs['columns']
+cols = (cols.decode() if isinstance(cols, bytes) else cols).split(',')
+print(h[int(sys.argv[2]) - 1, cols.index('learning_rate')])" "$1" "$2"
 }
 differ() { local d; d=$(ckpt_diff "$1" "$2"); less_than 1e-6 "$d"; }
 

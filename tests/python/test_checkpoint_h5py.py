@@ -148,7 +148,7 @@ def test_mlp_attributes_and_numpy_predictions(lib, images, tmp_path):
 
     with h5py.File(path, "r") as h5:
         assert _text(h5.attrs["format"]) == "kindling-checkpoint"
-        assert int(h5.attrs["format_version"]) == 1
+        assert int(h5.attrs["format_version"]) == 2
         assert _text(h5.attrs["kindling_version"]).count(".") == 2
         spec = json.loads(_text(h5.attrs["spec"]))
         assert [L["type"] for L in spec["layers"]] == [
@@ -220,7 +220,7 @@ def test_optimizer_and_training_groups(lib, tmp_path):
         lib.kd_train_state_init(ctypes.byref(state))
         state.epoch, state.step, state.seed, state.batch_size = 2, 2, 2**63 + 5, 64
         for e in (1, 2):
-            rec = EpochRecord(e, 1.0 / e, 0.5 + e / 10, float("nan"), float("nan"), 3.5, 0.002)
+            rec = EpochRecord(e, 1.0 / e, 0.5 + e / 10, float("nan"), float("nan"), 3.5, 0.002, 1.1 / e, 0.4 + e / 10)
             _ok(lib, lib.kd_train_state_append(ctypes.byref(state), ctypes.byref(rec)), "append")
         net.save(path, opt, ctypes.byref(state))
     finally:
@@ -243,14 +243,19 @@ def test_optimizer_and_training_groups(lib, tmp_path):
         assert int(t.attrs["epoch"]) == 2 and int(t.attrs["batch_size"]) == 64
         assert int(t.attrs["seed"]) == 2**63 + 5
         hist = t["history"]
-        assert _text(hist.attrs["columns"]).split(",") == [
-            "epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+        columns = _text(hist.attrs["columns"]).split(",")
+        assert columns == [
+            "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy",
             "seconds", "learning_rate"]
         h = hist[()]
-        assert h.shape == (2, 7) and h.dtype == np.float64
-        np.testing.assert_array_equal(h[:, 0], [1, 2])
-        np.testing.assert_array_equal(h[:, 1], [1.0, 0.5])
-        assert np.isnan(h[:, 3]).all()
+        assert h.shape == (2, 9) and h.dtype == np.float64
+        col = {name: h[:, i] for i, name in enumerate(columns)}
+        np.testing.assert_array_equal(col["epoch"], [1, 2])
+        np.testing.assert_array_equal(col["train_loss"], [1.0, 0.5])
+        np.testing.assert_array_equal(col["val_loss"], [1.1, 0.55])
+        np.testing.assert_array_equal(col["val_accuracy"], [0.5, 0.6])
+        assert np.isnan(col["test_loss"]).all() and np.isnan(col["test_accuracy"]).all()
+        np.testing.assert_array_equal(col["learning_rate"], [0.002, 0.002])
 
 
 def test_empty_history_is_readable(lib, tmp_path):
@@ -264,7 +269,7 @@ def test_empty_history_is_readable(lib, tmp_path):
         net.free()
     with h5py.File(path, "r") as h5:
         h = h5["training/history"][()]
-        assert h.shape == (0, 7)
+        assert h.shape == (0, 9)
 
 
 def test_h5dump_reads_the_file(lib, tmp_path):

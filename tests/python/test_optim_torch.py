@@ -66,7 +66,22 @@ SCHEDULES = [
     # stays at lr_min, so the comparison stays within one half period.
     ("cosine", dict(schedule=KD_SCHED_COSINE, total_steps=STEPS, lr_min=0.001),
      lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=STEPS, eta_min=0.001)),
+    # Warmup over W steps: lr * (t + 1) / W is LinearLR from 1/W over W - 1
+    # steps; then the schedule counts from the warmup's end (the cosine over
+    # the remaining STEPS - W steps).
+    ("warmup_constant", dict(schedule=KD_SCHED_CONSTANT, warmup_steps=3), lambda o: _warmup(o, 3, None)),
+    ("warmup_step", dict(schedule=KD_SCHED_STEP, step_size=3, gamma=0.5, warmup_steps=3),
+     lambda o: _warmup(o, 3, torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.5))),
+    ("warmup_cosine", dict(schedule=KD_SCHED_COSINE, total_steps=STEPS, lr_min=0.001, warmup_steps=3),
+     lambda o: _warmup(o, 3, torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=STEPS - 3, eta_min=0.001))),
 ]
+
+
+def _warmup(opt, w, after):
+    """torch's linear warmup over w steps followed by `after` (None: constant)."""
+    ramp = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / w, end_factor=1.0, total_iters=w - 1)
+    after = after or torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+    return torch.optim.lr_scheduler.SequentialLR(opt, [ramp, after], milestones=[w])
 
 
 def _config(lib, **fields):
