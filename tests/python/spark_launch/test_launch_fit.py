@@ -147,7 +147,8 @@ def test_spark_sync_equals_plain_mpirun_on_the_same_partitions(spark, cli, tmp_p
     model = k.fit(rdd)
     spark_w, spark_step, _ = layer_arrays(model.checkpoint)
     lines = [t for _, _, t in model.training_summary["lines"]]
-    assert any(t.startswith("kindling train: sync") and "by allreduce; 2 ranks on 1 host" in t for t in lines), lines
+    assert any(t.startswith("kindling train: sync") and "by allreduce overlapped with backward; 2 ranks on 1 host" in t
+               for t in lines), lines
 
     # The same job under plain mpirun: one spool per partition, the launcher's own arguments.
     parts = rdd.glom().collect()
