@@ -2,7 +2,7 @@
 Spark's Python workers), the C library and an MPI-enabled `kindling` with
 --local-data and --train-spool (skipped, with what is missing, otherwise),
 one local[4] SparkSession for the whole session, small data sets, and a
-check that no process of any training job is left behind."""
+check that no process of this session's training jobs is left behind."""
 import os
 import pathlib
 import shutil
@@ -26,6 +26,20 @@ if os.geteuid() == 0:
     os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
 
 from kindling_spark import keeper, native  # noqa: E402
+
+# Every process this session starts (Spark's Python workers, the ranks, the
+# keepers) inherits this mark, so the orphan check sees this session's jobs
+# and not those of another test run on the same machine.
+SESSION_MARK = f"KD_TEST_SESSION={os.getpid()}-{time.time_ns()}"
+os.environ["KD_TEST_SESSION"] = SESSION_MARK.split("=", 1)[1]
+
+
+def in_this_session(pid):
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return SESSION_MARK.encode() in f.read().split(b"\0")
+    except OSError:
+        return False
 
 NUM_FEATURES, NUM_CLASSES = 8, 3
 SPEC = {"input": [NUM_FEATURES], "layers": [
@@ -103,7 +117,7 @@ def wait_no_job_processes(job_id=None, timeout=15.0):
     `timeout` s (Spark kills a cancelled task's Python worker after 2 s)."""
     deadline = time.time() + timeout
     while True:
-        left = keeper.job_processes(job_id)
+        left = [p for p in keeper.job_processes(job_id) if in_this_session(p)]
         if job_id:
             r = subprocess.run(["pgrep", "-f", job_id], capture_output=True, text=True)
             left += [int(p) for p in r.stdout.split() if int(p) != os.getpid()]
@@ -124,7 +138,7 @@ def describe(pids):
 
 @pytest.fixture
 def no_strays():
-    """Fails the test if any process of any training job outlives it."""
+    """Fails the test if any process of this session's training jobs outlives it."""
     yield
     left = wait_no_job_processes()
     assert not left, "processes left behind:\n" + describe(left)
