@@ -78,8 +78,9 @@ def test_history_comes_from_the_checkpoint(model):
     assert [r["epoch"] for r in h] == list(range(1, EPOCHS + 1))
     assert h[-1]["train_loss"] < h[0]["train_loss"]
     assert h[0]["test_loss"] is None  # trained without a test set
-    assert set(h[0]) == {"epoch", "train_loss", "train_accuracy", "test_loss", "test_accuracy", "seconds",
-                         "learning_rate"}
+    assert h[0]["val_loss"] is None and h[0]["val_accuracy"] is None  # and without validation data
+    assert set(h[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "test_loss",
+                         "test_accuracy", "seconds", "learning_rate"}
 
 
 def test_local_predict_wrong_shape(model):
