@@ -26,7 +26,8 @@ public final class ModelTool {
         try {
             run(args);
         } catch (Exception | UnsatisfiedLinkError e) {
-            System.out.println("ERROR " + e.getClass().getName() + ": " + e.getMessage());
+            String kind = e instanceof KindlingSparkException ? " [" + ((KindlingSparkException) e).kind() + "]" : "";
+            System.out.println("ERROR " + e.getClass().getName() + kind + ": " + String.valueOf(e.getMessage()).replace("\n", " | "));
             System.exit(1);
         }
     }
@@ -136,6 +137,63 @@ public final class ModelTool {
                     m.close();
                     back.close();
                     System.out.println("OK rows " + got.size() + " worst " + worst);
+                }
+                break;
+            }
+            case "fit": {
+                // X.f32 Y.i32 N NETWORK_JSON OUT_DIR KIND(rdd|df) SERVERS [badlabel|badopt|checkpointEvery=K]
+                int n = Integer.parseInt(a[3]);
+                String kind = a[6];
+                int servers = Integer.parseInt(a[7]);
+                String extra = a.length > 8 ? a[8] : "";
+                ByteBuffer xb = ByteBuffer.wrap(Files.readAllBytes(Paths.get(a[1]))).order(ByteOrder.LITTLE_ENDIAN);
+                ByteBuffer yb = ByteBuffer.wrap(Files.readAllBytes(Paths.get(a[2]))).order(ByteOrder.LITTLE_ENDIAN);
+                int size = xb.capacity() / 4 / n;
+                java.util.List<org.apache.spark.mllib.regression.LabeledPoint> pts = new java.util.ArrayList<>();
+                java.util.List<org.apache.spark.sql.Row> rows = new java.util.ArrayList<>();
+                for (int i = 0; i < n; i++) {
+                    double[] x = new double[size];
+                    for (int j = 0; j < size; j++) {
+                        x[j] = xb.getFloat();
+                    }
+                    double y = yb.getInt();
+                    if (extra.equals("badlabel") && i == 5) {
+                        y = 7.5;
+                    }
+                    pts.add(new org.apache.spark.mllib.regression.LabeledPoint(y, org.apache.spark.mllib.linalg.Vectors.dense(x)));
+                    rows.add(org.apache.spark.sql.RowFactory.create(y, org.apache.spark.ml.linalg.Vectors.dense(x)));
+                }
+                org.apache.spark.sql.SparkSession spark = org.apache.spark.sql.SparkSession.builder().master("local[" + (2 + servers) + "]")
+                        .appName("kindling-java-fit").config("spark.ui.enabled", "false").config("spark.driver.host", "127.0.0.1")
+                        .config("spark.driver.bindAddress", "127.0.0.1").getOrCreate();
+                try {
+                    spark.sparkContext().setLogLevel("ERROR");
+                    java.util.List<String> lines = java.util.Collections.synchronizedList(new java.util.ArrayList<>());
+                    Kindling k = new Kindling().setNetwork(a[4]).setNumEpoch(6).setBatchSize(32).setNumWorker(2)
+                            .setNumServer(servers).setSeed(7).setOptimizer("momentum", java.util.Map.of("lr", 0.01))
+                            .setSchedule("constant").setProgressCallback(lines::add);
+                    if (extra.equals("badopt")) {
+                        k.setOptimizer("nope");
+                    }
+                    if (extra.startsWith("checkpointEvery=")) {
+                        k.setCheckpointEvery(Integer.parseInt(extra.substring(16)));
+                    }
+                    KindlingModel m;
+                    if (kind.equals("df")) {
+                        org.apache.spark.sql.types.StructType schema = new org.apache.spark.sql.types.StructType()
+                                .add("label", "double").add("features", new org.apache.spark.ml.linalg.VectorUDT());
+                        m = k.fit(spark.createDataFrame(rows, schema).repartition(2));
+                    } else {
+                        m = k.fit(new org.apache.spark.api.java.JavaSparkContext(spark.sparkContext()).parallelize(pts, 2));
+                    }
+                    m.save(spark.sparkContext(), a[5]);
+                    boolean resumed = false;
+                    for (String line : lines) {
+                        resumed |= line.contains("resuming from");
+                    }
+                    System.out.println("OK lines " + lines.size() + " resumed " + resumed + " " + m);
+                } finally {
+                    spark.stop();
                 }
                 break;
             }
