@@ -5,7 +5,7 @@ set -euo pipefail
 
 APT_PACKAGES=(build-essential cmake pkg-config libopenblas-dev libhdf5-dev hdf5-tools clang libclang-rt-14-dev valgrind
               libcjson-dev zlib1g-dev dataset-fashion-mnist openmpi-bin libopenmpi-dev
-              python3 python3-venv python3-pip librsvg2-bin)
+              python3 python3-venv python3-pip librsvg2-bin openjdk-17-jdk-headless)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -38,24 +38,29 @@ def available_slots(sc):
         return sc.defaultParallelism // max(1, cpus)
 
 
-def check_slots(sc, cfg):
+def check_slots(sc, cfg, slots=None, master=None):
+    """Wait up to cfg.slot_wait for cfg.ranks task slots; NotEnoughSlotsError
+    if there are fewer. slots (a callable) and master replace sc's (the JVM's
+    launcher, jvm_driver, has no Python SparkContext)."""
     need = cfg.ranks
+    slots = slots or (lambda: available_slots(sc))
+    master = master or sc.master
     deadline = time.time() + max(0.0, cfg.slot_wait)
     while True:
-        have = available_slots(sc)
+        have = slots()
         if have >= need:
             return have
-        if sc.master.startswith("local") or time.time() >= deadline:
+        if master.startswith("local") or time.time() >= deadline:
             break
         time.sleep(0.5)
     what = f"{cfg.workers} worker{'s' if cfg.workers != 1 else ''}"
     if cfg.server_ranks:
         what += f" + {cfg.server_ranks} server{'s' if cfg.server_ranks != 1 else ''}"
-    hint = (f"run with master local[{need}] or more" if sc.master.startswith("local")
+    hint = (f"run with master local[{need}] or more" if master.startswith("local")
             else "add executors or cores (spark.executor.cores / spark.task.cpus per executor)")
     raise NotEnoughSlotsError(
         f"the training needs one barrier stage of {need} tasks ({what}) running at once, but the cluster "
-        f"has {have} task slot{'s' if have != 1 else ''} (master {sc.master}); {hint}, or use fewer workers")
+        f"has {have} task slot{'s' if have != 1 else ''} (master {master}); {hint}, or use fewer workers")
 
 
 def _error_text(e):
@@ -135,9 +140,22 @@ def run_training(sc, data, cfg, cli, on_line=None, timeout=None, label_name="lab
     features columns; returns (checkpoint bytes, driver-side record of the
     run). Retries the barrier stage up to cfg.max_retries times, resuming
     from the last checkpoint."""
+    check_slots(sc, cfg)
+    host = sc.getConf().get("spark.driver.host", "127.0.0.1")
+    direct = cfg.server_ranks == 0 and input_partitions(data) == cfg.workers
+    return run_attempts(lambda direct: Stage(data, cfg, label_name, features_name, direct), cfg, cli,
+                        host, sc.master.startswith("local"), direct, on_line=on_line, timeout=timeout,
+                        spark_is_gone=lambda e: _spark_is_gone(sc, e))
+
+
+def run_attempts(make_stage, cfg, cli, host, local, direct=False, on_line=None, timeout=None, spark_is_gone=None):
+    """The launcher's driver side for any stage runner (Python's Stage, or
+    the JVM's through jvm_driver): the job's id, secret and hub, then the
+    attempts, each one barrier stage of make_stage(direct).run(job), retried
+    with --resume. `host`: the driver's address as the tasks reach it
+    (127.0.0.1 when `local`). Returns (checkpoint bytes, record)."""
     from . import rendezvous
 
-    check_slots(sc, cfg)
     job_id = uuid.uuid4().hex[:12]
     secret = rendezvous.new_secret()
     own_dir = cfg.checkpoint_dir is None
@@ -151,15 +169,12 @@ def run_training(sc, data, cfg, cli, on_line=None, timeout=None, label_name="lab
         fault = (int(r), int(s))
     fault_env = tuple(os.environ.get(FAULT_RANK_ENV, "").split()) or None
     test_hosts = int(os.environ.get(TEST_HOSTS_ENV) or 0)
-    host = sc.getConf().get("spark.driver.host", "127.0.0.1")
     try:
         host = socket.gethostbyname(host)
     except OSError:
         pass
-    hub = rendezvous.DriverHub(secret, host=host if not sc.master.startswith("local") else "127.0.0.1",
-                               on_line=on_line)
-    direct = cfg.server_ranks == 0 and input_partitions(data) == cfg.workers
-    stage = Stage(data, cfg, label_name, features_name, direct)
+    hub = rendezvous.DriverHub(secret, host=host if not local else "127.0.0.1", on_line=on_line)
+    stage = make_stage(direct)
     record = {"job_id": job_id, "attempts": [], "checkpoint": checkpoint, "spool_dir": spool_dir, "lines": hub.lines,
               "started": time.time()}
     try:
@@ -180,12 +195,12 @@ def run_training(sc, data, cfg, cli, on_line=None, timeout=None, label_name="lab
                 if direct and "BarrierJobUnsupportedRDDChainException" in str(e):
                     # Spark refused the input's RDD chain in a barrier stage: shuffle after all.
                     direct = False
-                    stage = Stage(data, cfg, label_name, features_name, False)
+                    stage = make_stage(False)
                     attempt -= 1
                     continue
                 if _is_cancellation(e):
                     raise TrainingCancelled(f"training job {job_id} was cancelled") from None
-                if _spark_is_gone(sc, e):
+                if spark_is_gone is not None and spark_is_gone(e):
                     raise TrainingError(f"kindling: the Spark driver JVM is gone ({e}); not retrying") from e
                 if "No module named 'kindling_spark'" in str(e):
                     raise KindlingSparkError(
@@ -207,7 +222,7 @@ def run_training(sc, data, cfg, cli, on_line=None, timeout=None, label_name="lab
                                              f"expected {cfg.ranks}")
                 # The input had another number of partitions at run time than planned: shuffle after all.
                 direct = False
-                stage = Stage(data, cfg, label_name, features_name, False)
+                stage = make_stage(False)
                 attempt -= 1
                 continue
             if first["status"] == "error":

@@ -321,19 +321,25 @@ def spool_rows(job, t, rows):
         for kind, *payload in rows:
             if kind == "error":
                 raise ValueError(payload[0])
+            if kind == "spool":  # ("spool", path, count): a whole spool file written by the JVM (jvm_task)
+                w.abort()
+                os.replace(payload[0], path)
+                return payload[1]
             w.append(payload[1], payload[0])
     return w.count
 
 
-def barrier_task(job, rows):
+def barrier_task(job, rows, ctx=None):
     """One barrier task: spool its rows, join the others, (a host's leader)
     serve its orted, (task 0) run mpirun; returns one record per task (the
-    writer's carries the model)."""
-    from pyspark import BarrierTaskContext
-
+    writer's carries the model). ctx: the task's BarrierTaskContext (what
+    jvm_task hands in for a JVM task: partitionId, getTaskInfos, resources)."""
     from . import rendezvous
 
-    ctx = BarrierTaskContext.get()
+    if ctx is None:
+        from pyspark import BarrierTaskContext
+
+        ctx = BarrierTaskContext.get()
     t = ctx.partitionId()
     cfg = job.cfg
     tasks = len(ctx.getTaskInfos())
