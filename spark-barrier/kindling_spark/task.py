@@ -61,7 +61,7 @@ class JobSpec:
     secret: str
     hub: tuple
     cfg: TrainConfig
-    cli: str
+    cli: str         # the kindling binary the driver names (KINDLING_CLI there); None: each host finds its own
     spool_dir: str
     checkpoint: str
     resume: bool
@@ -121,7 +121,7 @@ def _fault_watch(job, stop):
     rank, step = job.fault
     while not stop.wait(0.05):
         if checkpoint_step(job.checkpoint) >= step:
-            pid = rank_pid(job.job_id, rank, job.cli)
+            pid = rank_pid(job.job_id, rank, job.cli or "kindling")
             if pid is not None:
                 print(f"kindling: test hook: killing rank {rank} (pid {pid}) at checkpoint step >= {step}",
                       file=sys.stderr)
@@ -208,9 +208,11 @@ def group_hosts(infos, order, local_name):
     return hosts
 
 
-def app_contexts(infos, order, hosts, cfg):
-    """mpirun's MPMD contexts in rank order: (host name, slots, ranks, env)
-    for each run of consecutive ranks on one host with the same GPU."""
+def app_contexts(infos, order, hosts, cfg, cli=None):
+    """mpirun's MPMD contexts in rank order: (host name, slots, ranks, env,
+    kindling binary) for each run of consecutive ranks on one host with the
+    same GPU. The binary is the one the host's leader task found (a packed
+    venv sits in a different directory on every executor), else `cli`."""
     contexts = []
     for t in order:
         h = hosts[infos[t]["host"]]
@@ -219,8 +221,39 @@ def app_contexts(infos, order, hosts, cfg):
         if contexts and contexts[-1][0] == h.name and contexts[-1][3] == env and not gpus:
             contexts[-1][2] += 1
         else:
-            contexts.append([h.name, len(h.tasks), 1, env])
+            contexts.append([h.name, len(h.tasks), 1, env, infos[h.leader].get("cli") or cli])
     return contexts
+
+
+def local_tools(job, t, env):
+    """This host's `kindling` binary (job.cli, else native.cli_path() here:
+    KINDLING_CLI, the installed wheel's, a build tree's, $PATH) and a check
+    that Open MPI's runtime is on the PATH the task's processes get: mpirun
+    for task 0, orted (prted in Open MPI 5) for the hosts it reaches through
+    the agent. Returns (cli, None) or (None, error record naming the host)."""
+    from . import native
+
+    where = f"executor host {socket.gethostname()} (task {t})"
+    path = env.get("PATH", "")
+    wanted = [("mpirun",)] if t == 0 else []
+    wanted.append(("orted", "prted"))
+    for names in wanted:
+        if not any(shutil.which(n, path=path) for n in names):
+            return None, {"kind": "setup", "message": (
+                f"{where}: Open MPI's {' / '.join(names)} is not on the PATH of the Spark executor "
+                f"(PATH={path}). Install Open MPI's runtime on every Spark worker (Debian/Ubuntu: apt-get install "
+                f"openmpi-bin; RHEL: openmpi, then add its bin directory), or set spark.executorEnv.PATH to "
+                f"include it")}
+    if job.cli:
+        if not os.access(job.cli, os.X_OK):
+            return None, {"kind": "setup", "message": f"{where}: the kindling binary {job.cli} named by the driver "
+                                                      f"is not here; unset KINDLING_CLI on the driver so each "
+                                                      f"executor uses its own (the kindling-spark wheel's)"}
+        return job.cli, None
+    try:
+        return native.cli_path(), None
+    except native.NotFound as e:
+        return None, {"kind": "setup", "message": f"{where}: {e}"}
 
 
 def _task_env(job, workdir):
@@ -258,11 +291,11 @@ def mpirun_command(job, infos, order, hosts, agent):
     cmd += list(cfg.mpi_args)
     common = ["-x", "OPENBLAS_NUM_THREADS", "-x", "OMP_NUM_THREADS", "-x", JOB_ENV,
               *[a for kv in job.fault_env or () for a in ("-x", kv)]]
-    for i, (name, slots, n, env) in enumerate(app_contexts(infos, order, hosts, cfg)):
+    for i, (name, slots, n, env, cli) in enumerate(app_contexts(infos, order, hosts, cfg, job.cli)):
         if i:
             cmd.append(":")
         cmd += ["-np", str(n), "--host", f"{name}:{slots}", *common, *[a for kv in env for a in ("-x", kv)],
-                job.cli, *argv]
+                cli, *argv]
     return cmd, argv
 
 
@@ -288,7 +321,7 @@ def _run_mpirun(job, infos, order, hosts, workdir, env, relay):
     relay.send_line(f"kindling: attempt {job.attempt + 1}, " +
                     (f"resuming from {job.checkpoint}" if job.resume else "starting") +
                     f": {job.cfg.ranks} ranks on {sum(1 for h in hosts.values() if h.ranks)} host(s) ({where}): "
-                    + " ".join(shlex.quote(c) for c in [job.cli, *argv]))
+                    + " ".join(shlex.quote(c) for c in [infos[0].get("cli") or job.cli, *argv]))
     tail = []
     try:
         proc = KeptProcess(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir)
@@ -325,6 +358,10 @@ def spool_rows(job, t, rows):
     return w.count
 
 
+class _SetupFailed(Exception):
+    pass
+
+
 def barrier_task(job, rows):
     """One barrier task: spool its rows, join the others, (a host's leader)
     serve its orted, (task 0) run mpirun; returns one record per task (the
@@ -352,7 +389,10 @@ def barrier_task(job, rows):
     my_rank = None  # known once every task has joined
     stop_fault = threading.Event()
     try:
+        cli, error = local_tools(job, t, env)
         try:
+            if error is not None:
+                raise _SetupFailed()
             if not is_preset(cfg.network):
                 write_atomic(os.path.join(job.spool_dir, "net.json"), cfg.network)
             if server:
@@ -360,6 +400,8 @@ def barrier_task(job, rows):
                     pass
             else:
                 count = spool_rows(job, t, rows)
+        except _SetupFailed:
+            pass
         except (ValueError, TypeError) as e:
             error = {"kind": "data", "message": str(e)}
         except OSError as e:
@@ -377,7 +419,7 @@ def barrier_task(job, rows):
             address = list(service.address)
         link = rendezvous.TaskLink(job.hub, job.secret, job.attempt, t)
         infos = link.join({"task": t, "error": error, "rows": count, "address": address, "host": host_key(t, job.test_hosts),
-                           "cores": usable_cores(), "gpus": task_gpus(ctx),
+                           "cores": usable_cores(), "gpus": task_gpus(ctx), "cli": cli,
                            "spool_seconds": round(time.time() - started, 3)})
         errors = [i["error"] for i in infos if i["error"]]
         if not errors and sum(i["rows"] for i in infos) == 0:
