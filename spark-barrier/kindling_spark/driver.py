@@ -171,7 +171,7 @@ def run_training(sc, data, cfg, cli, on_line=None, timeout=None, label_name="lab
             job = JobSpec(job_id=job_id, attempt=attempt, secret=secret, hub=tuple(hub.address), cfg=cfg, cli=cli,
                           spool_dir=spool_dir, checkpoint=checkpoint, resume=resume,
                           fault=fault if attempt == 0 else None, fault_env=fault_env if attempt == 0 else None,
-                          timeout=timeout, test_hosts=test_hosts)
+                          timeout=timeout, test_hosts=test_hosts, own_checkpoint_dir=own_dir)
             t0 = time.time()
             hub.expect(attempt, cfg.ranks)
             try:

@@ -69,6 +69,7 @@ class JobSpec:
     fault_env: tuple = None  # ("NAME=VALUE", ...) for the ranks (tests/faults: the failpoint preload)
     timeout: float = None
     test_hosts: int = 0      # test hook: deal the tasks into this many hosts (TEST_HOSTS_ENV)
+    own_checkpoint_dir: bool = False  # the checkpoint's directory is the driver's temporary one, not the user's
 
 
 def _local_address_towards(host):
@@ -380,6 +381,14 @@ def barrier_task(job, rows):
         return [(t, {"status": "partitions", "tasks": tasks})]
     server = t < cfg.server_ranks
     os.makedirs(job.spool_dir, exist_ok=True)
+    # The driver's temporary checkpoint directory exists only on the driver's
+    # machine; the writer rank may run on another (`kindling train` refuses a
+    # --checkpoint whose directory is missing). A user's checkpointDir must be
+    # shared storage instead (README: Run on a Spark cluster).
+    ckpt_dir = os.path.dirname(job.checkpoint)
+    made_ckpt_dir = job.own_checkpoint_dir and not os.path.isdir(ckpt_dir)
+    if made_ckpt_dir:
+        os.makedirs(ckpt_dir, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix=f"t{t}-", dir=job.spool_dir)  # private: the daemons' TMPDIR, the agent's files
     env = _task_env(job, workdir)
     error, count = None, 0
@@ -452,6 +461,8 @@ def barrier_task(job, rows):
         if rc == 0 and my_rank == cfg.server_ranks:  # the writer: worker 0
             with open(job.checkpoint, "rb") as f:
                 record["checkpoint"] = f.read()
+            if job.own_checkpoint_dir:  # its bytes go to the driver; nothing is left on this host
+                os.unlink(job.checkpoint)
         return [(t, record)]
     finally:
         stop_fault.set()
@@ -471,6 +482,11 @@ def barrier_task(job, rows):
                 except OSError:
                     pass
         shutil.rmtree(workdir, ignore_errors=True)
+        if made_ckpt_dir:
+            try:
+                os.rmdir(ckpt_dir)  # only when empty: another task's checkpoint stays
+            except OSError:
+                pass
         if my_rank is not None:  # training is over for every task: the last one out removes the directory
             for leftover in ("net.json",):
                 try:
