@@ -300,20 +300,37 @@ def mpirun_command(job, infos, order, hosts, agent):
     return cmd, argv
 
 
+def agent_path(job):
+    """mpirun's rsh agent: one path on every host (the job's spool
+    directory), because mpirun hands its MCA settings, plm_rsh_agent among
+    them, to every orted, and an orted whose agent path does not exist on
+    its host stops at once ("plm_rsh_agent ... could not be found")."""
+    return os.path.join(job.spool_dir, "rsh-agent")
+
+
+def write_agent(job):
+    """This host's copy of the agent (its own Python: a packed venv lives at
+    a different path on every executor); every task writes it before the
+    tasks join, atomically, so mpirun and each orted find it."""
+    path = agent_path(job)
+    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+    with os.fdopen(fd, "w") as f:
+        f.write("#!/bin/sh\nexec " + " ".join(map(shlex.quote, module_command("rendezvous"))) + ' agent "$@"\n')
+    os.replace(tmp, path)
+
+
 def _run_mpirun(job, infos, order, hosts, workdir, env, relay):
     """Task 0: write the agent's table, secret and wrapper, run mpirun under
     a keeper, relay its lines. Returns (exit code, last lines)."""
     table = {h.name: infos[h.leader]["address"] for h in hosts.values() if h.leader != 0}
     table_path = os.path.join(workdir, "table.json")
     secret_path = os.path.join(workdir, "secret")
-    agent = os.path.join(workdir, "rsh-agent")
+    agent = agent_path(job)
     write_atomic(table_path, json.dumps(table))
     fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(job.secret)
-    with open(agent, "w") as f:
-        f.write("#!/bin/sh\nexec " + " ".join(map(shlex.quote, module_command("rendezvous"))) + ' agent "$@"\n')
-    os.chmod(agent, 0o700)
     env = dict(env, KINDLING_RDV_TABLE=table_path, KINDLING_RDV_SECRET_FILE=secret_path)
     cmd, argv = mpirun_command(job, infos, order, hosts, agent)
     where = ", ".join(f"{h.ranks} on {'this host' if h.leader == 0 else h.name}"
@@ -404,6 +421,7 @@ def barrier_task(job, rows):
                 raise _SetupFailed()
             if not is_preset(cfg.network):
                 write_atomic(os.path.join(job.spool_dir, "net.json"), cfg.network)
+            write_agent(job)
             if server:
                 for _ in rows:
                     pass
@@ -488,7 +506,7 @@ def barrier_task(job, rows):
             except OSError:
                 pass
         if my_rank is not None:  # training is over for every task: the last one out removes the directory
-            for leftover in ("net.json",):
+            for leftover in ("net.json", "rsh-agent"):
                 try:
                     os.unlink(os.path.join(job.spool_dir, leftover))
                 except OSError:

@@ -76,12 +76,10 @@ free_port() { "$KD_PYTHON" -c "import socket; s=socket.socket(); s.bind(('127.0.
 # veth pair to this one), host name (UTS namespace) and mount namespace,
 # where the driver's temporary directory is an empty tmpfs (a remote host
 # does not have the driver's files). Open MPI and Spark then see two hosts
-# and wire the ranks over TCP. OFF by default (KD_CLUSTER_NETNS=1 turns it
-# on): so far the ranks' daemons do not start across the namespaces in a
-# Spark run (mpirun exits 139 after "ORTE was unable to reliably start one
-# or more daemons"), while a plain mpirun across the same kind of veth pair
-# works; see README. Without it both workers share this namespace on
-# 127.0.0.1 and the test says so.
+# and wire the ranks over TCP (this found that every orted needs mpirun's
+# rsh agent at the same path on its own host). Without `ip netns` (no
+# CAP_NET_ADMIN) or with KD_CLUSTER_NETNS=0 both workers share this
+# namespace on 127.0.0.1 and the test says so.
 NETNS=kd-cluster-w2-$$
 VETH=kdclu$$
 HOST=127.0.0.1
@@ -89,7 +87,7 @@ W2_HOST=127.0.0.1
 W2_PREFIX=()
 DRIVER_TMP="$WORK/driver-tmp"
 mkdir -p "$DRIVER_TMP"
-if [ "${KD_CLUSTER_NETNS:-0}" = 1 ] && ip netns add "$NETNS" 2>/dev/null; then
+if [ "${KD_CLUSTER_NETNS:-1}" = 1 ] && ip netns add "$NETNS" 2>/dev/null; then
   netns_made=1
   net=10.213.$(( $$ % 250 ))
   ip link add "${VETH}h" type veth peer name "${VETH}w"
