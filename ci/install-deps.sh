@@ -30,12 +30,14 @@ fi
 # system-wide pip installs). torch is only a test reference (CPU use);
 # pandas and matplotlib are optional for users (model.history as a
 # DataFrame, model.plot_history()), installed here so the tests cover them.
+# scikit-build-core is the PEP 517 backend of the kindling-spark wheel
+# (spark-barrier/pyproject.toml), used without build isolation in CI.
 source "$(dirname "$0")/venv.sh"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-if ! "$VENV/bin/python" -c "import numpy, h5py, pytest, torch, pyspark, pyarrow, atheris, pandas, matplotlib" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import numpy, h5py, pytest, torch, pyspark, pyarrow, atheris, pandas, matplotlib, scikit_build_core" 2>/dev/null; then
   echo "ci/install-deps: installing Python packages into $VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q numpy h5py pytest torch pyspark pyarrow atheris "pandas>=2.2,<3" matplotlib
+  "$VENV/bin/pip" install -q numpy h5py pytest torch pyspark pyarrow atheris "pandas>=2.2,<3" matplotlib scikit-build-core
 fi

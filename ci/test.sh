@@ -47,6 +47,9 @@ stage "fuzz (regression inputs, then each harness for a bounded time)" \
 
 stage "pytest" env KD_LIB="$PWD/build/libkindling.so" KD_CLI="$PWD/build/kindling" \
   "$KD_PYTHON" -m pytest -q tests/python
+# A Spark standalone master and two workers whose executors run only the
+# installed kindling-spark wheel (built here by CMake through scikit-build-core).
+stage "Spark standalone cluster (the kindling-spark wheel)" bash tests/cluster/standalone.sh
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then

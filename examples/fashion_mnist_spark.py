@@ -82,6 +82,8 @@ def main(argv=None, spark=None):
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--servers", type=int, default=1, help="parameter servers (async mode)")
     ap.add_argument("--mode", choices=("async", "sync"), default="async")
+    ap.add_argument("--train-rows", type=int, default=None, help="train on the first N training images (default all)")
+    ap.add_argument("--test-rows", type=int, default=None, help="test on the first N test images (default all)")
     ap.add_argument("--model", default=None, help="where to save the model (default: a temporary directory)")
     ap.add_argument("--master", default=None, help="Spark master when not run by spark-submit (default local[4])")
     ap.add_argument("--json", default=None, help="also write what happened (times, the ranks' lines, history, "
@@ -107,6 +109,8 @@ def main(argv=None, spark=None):
     try:
         x_train, y_train = load_fashion(args.data, "train")
         x_test, y_test = load_fashion(args.data, "t10k")
+        x_train, y_train = x_train[:args.train_rows], y_train[:args.train_rows]
+        x_test, y_test = x_test[:args.test_rows], y_test[:args.test_rows]
         train = to_dataframe(spark, x_train, y_train, args.workers)
         test = to_dataframe(spark, x_test, y_test, 4)
 

@@ -186,7 +186,7 @@ def run_attempts(make_stage, cfg, cli, host, local, direct=False, on_line=None, 
             job = JobSpec(job_id=job_id, attempt=attempt, secret=secret, hub=tuple(hub.address), cfg=cfg, cli=cli,
                           spool_dir=spool_dir, checkpoint=checkpoint, resume=resume,
                           fault=fault if attempt == 0 else None, fault_env=fault_env if attempt == 0 else None,
-                          timeout=timeout, test_hosts=test_hosts)
+                          timeout=timeout, test_hosts=test_hosts, own_checkpoint_dir=own_dir)
             t0 = time.time()
             hub.expect(attempt, cfg.ranks)
             try:

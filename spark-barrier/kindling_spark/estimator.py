@@ -354,7 +354,10 @@ class Kindling:
         if cfg.mode == "async" and cfg.servers < 1:
             raise ValueError("async mode needs numServers >= 1 (setNumServer) or mode 'sync' (setMode('sync'))")
         rows = _rows_of(data, self._label, self._features)
-        ckpt, record = driver.run_training(sc, rows, cfg, native.cli_path(), on_line=self._on_progress,
+        # KINDLING_CLI on the driver names the binary for every host; without
+        # it each executor runs its own (the kindling-spark wheel's).
+        ckpt, record = driver.run_training(sc, rows, cfg, os.environ.get("KINDLING_CLI") or None,
+                                           on_line=self._on_progress,
                                            timeout=self._timeout, label_name=self._label,
                                            features_name=self._features)
         params = {"featuresCol": self._features, "labelCol": self._label}

@@ -29,7 +29,7 @@ import pickle
 import sys
 import threading
 
-from . import driver, native
+from . import driver
 from .errors import TrainingCancelled
 from .estimator import Kindling
 from .files import write_atomic
@@ -102,7 +102,10 @@ def main():
 
         master = settings["master"]
         driver.check_slots(None, cfg, slots=slots, master=master)
-        ckpt, record = driver.run_attempts(lambda direct: JvmStage(channel), cfg, native.cli_path(),
+        # As a PySpark fit: KINDLING_CLI names the binary for every host, else
+        # each host finds its own (the wheel's, wherever it is installed there).
+        cli = os.environ.get("KINDLING_CLI") or None
+        ckpt, record = driver.run_attempts(lambda direct: JvmStage(channel), cfg, cli,
                                            settings.get("host") or "127.0.0.1", master.startswith("local"),
                                            on_line=lambda line: channel.send("LINE", line),
                                            timeout=settings.get("timeout"),

@@ -7,10 +7,15 @@ the C library (native.NativeNet, cached per Python worker) and runs its
 forward pass over batches of rows.
 
     model = KindlingModel.from_checkpoint("model.h5")
-    model.predict(x)                          # numpy, on the driver
+    model.predict(x)                          # numpy batch -> (n, classes), on this process
+    model.predict(points)                     # iterable of LabeledPoints, (label, vector),
+    model.predict_classes(points)             #   vectors, lists, arrays -> probabilities / argmax
     model.transform(df)                       # adds probability, prediction
     model.write().overwrite().save(path)      # ML persistence (a directory)
     KindlingModel.load(path)
+    model.save(sc, path)                      # the seed's forms: the same directory
+    KindlingModel.load(sc, path)
+    bc = sc.broadcast(model)                  # then, in mapPartitions: bc.value.predict(points)
     model.save_checkpoint("copy.h5")          # the bare checkpoint file
 
 Saved layout (readable by DefaultParamsReader.loadMetadata, so a Pipeline
@@ -115,7 +120,8 @@ def features_array(value, index, column, net):
     try:
         return data.features(value, net.input_size, f"input shape {'x'.join(map(str, net.input_shape))}")
     except ValueError as e:
-        raise ValueError(f"KindlingModel: row {index} of the partition, column '{column}': {e}") from None
+        where = f"point {index}" if column is None else f"row {index} of the partition, column '{column}'"
+        raise ValueError(f"KindlingModel: {where}: {e}") from None
 
 
 def predict_batches(payload, features, batch_size=256, column="features", first_index=0):
@@ -159,6 +165,26 @@ def _transform_partition(payload, rows, col_index, column, batch_size, want_prob
             if want_pred:
                 extra += (float(np.argmax(p)),)
             yield tuple(row) + extra
+
+
+def _is_vector(v):
+    """A pyspark.ml or mllib vector (dense or sparse)."""
+    return hasattr(v, "toArray") and hasattr(v, "size") and not isinstance(v, np.ndarray)
+
+
+def _point_features(point, column="features"):
+    """The features of one point given to predict: a LabeledPoint's or a
+    Row's features, the vector of a (label, vector) pair, or the point itself
+    (a vector, list or array of features)."""
+    fields = getattr(point, "__fields__", None)  # pyspark Row
+    if fields is not None:
+        return point[column] if column in fields else point
+    if not isinstance(point, np.ndarray) and hasattr(point, "label") and hasattr(point, "features"):
+        return point.features  # mllib LabeledPoint
+    if isinstance(point, (tuple, list)) and len(point) == 2 and isinstance(point[0], (int, float, np.number)) \
+            and (_is_vector(point[1]) or isinstance(point[1], (np.ndarray, list, tuple))):
+        return point[1]  # (label, vector): the seed's pairs; a tuple of two numbers stays features
+    return point
 
 
 # ------------------------------------------------------------------- model
@@ -261,18 +287,44 @@ class KindlingModel(Model, KindlingModelParams, MLWritable, MLReadable):
 
     # ----------------------------------------------------------- predicting
     def predict(self, x):
-        """Class probabilities (n, num_classes) for a numpy batch
-        (n, *input_shape) or (n, input_size), on this process."""
+        """Class probabilities, one row per input, as float32 (n, num_classes).
+
+        x is a numpy batch (n, *input_shape) or (n, input_size) (one sample of
+        input_size features is a batch of one), or, as in the seed's
+        `brModel.value.predict(points)` inside mapPartitions, an iterable or
+        iterator of points: LabeledPoints, (label, vector) pairs, Rows with a
+        features column, pyspark.ml / mllib vectors, lists or numpy arrays.
+        Labels are ignored. Points are read predictBatchSize at a time, so an
+        iterator over a partition is never held in memory whole; an empty one
+        (an empty partition) gives (0, num_classes)."""
+        if isinstance(x, np.ndarray):
+            return self._predict_array(x)
+        if _is_vector(x) or isinstance(x, (str, bytes)) or not hasattr(x, "__iter__"):
+            raise TypeError(f"KindlingModel.predict takes a numpy batch or an iterable of points "
+                            f"(LabeledPoints, (label, vector) pairs, vectors, lists or arrays), got "
+                            f"{type(x).__name__}; for one vector v use predict([v])")
+        column = self.getFeaturesCol()
+        values = (_point_features(p, column) for p in x)
+        probs = list(predict_batches(self._payload, values, self.getPredictBatchSize(), column=None))
+        if not probs:
+            return np.zeros((0, self.num_classes), np.float32)
+        return np.stack(probs)
+
+    def _predict_array(self, x):
         x = np.asarray(x, dtype=np.float32)
         if x.ndim == 1 and x.shape[0] == self.input_size:
             x = x.reshape(1, -1)
         if x.ndim < 2 or int(np.prod(x.shape[1:])) != self.input_size:
             raise ValueError(f"KindlingModel.predict: samples of shape {x.shape[1:]} have "
                              f"{int(np.prod(x.shape[1:]))} features; the model expects {self.input_size} "
-                             f"(input shape {'x'.join(map(str, self.input_shape))})")
+                             f"(input shape {'x'.join(map(str, self.input_shape))}); pass a batch "
+                             f"(n, {self.input_size})")
+        if x.shape[0] == 0:
+            return np.zeros((0, self.num_classes), np.float32)
         return self._payload.net().predict(x)
 
     def predict_classes(self, x):
+        """The most probable class of each input (int64), for the same inputs as predict."""
         return np.argmax(self.predict(x), axis=1)
 
     def broadcast(self, sc):
@@ -340,6 +392,43 @@ class KindlingModel(Model, KindlingModelParams, MLWritable, MLReadable):
     def read(cls):
         return KindlingModelReader(cls)
 
+    def save(self, *args):
+        """model.save(path) (pyspark.ml) or model.save(sc, path) (the seed's
+        form, as mllib's Saveable): the same directory either way, through
+        sc's Hadoop configuration when sc is given. An existing path is an
+        error; model.write().overwrite().save(path) replaces it."""
+        sc, path = _context_and_path("save", args)
+        writer = self.write()
+        if sc is not None:
+            writer._sc = sc
+        writer.save(path)
+
+    @classmethod
+    def load(cls, *args):
+        """KindlingModel.load(path) (pyspark.ml) or KindlingModel.load(sc,
+        path) (the seed's form): a directory written by either save."""
+        sc, path = _context_and_path("load", args)
+        reader = cls.read()
+        if sc is not None:
+            reader._sc = sc
+        return reader.load(path)
+
+
+def _context_and_path(verb, args):
+    """(SparkContext or None, path) from (path,) or (sc, path)."""
+    from pyspark import SparkContext
+
+    if len(args) == 2 and isinstance(args[0], SparkContext):
+        sc, path = args
+    elif len(args) == 1 and not isinstance(args[0], SparkContext):
+        sc, path = None, args[0]
+    else:
+        got = ", ".join(type(a).__name__ for a in args)
+        raise TypeError(f"KindlingModel.{verb} takes (path) or (sc, path) with sc a SparkContext; got ({got})")
+    if not isinstance(path, str):
+        raise TypeError(f"path should be a string, got {type(path).__name__}")
+    return sc, path
+
 
 def _checkpoint_info(checkpoint):
     with native.NativeNet.from_bytes(checkpoint) as net:
@@ -394,10 +483,9 @@ class _LocalFS:
 
 
 class _HadoopFS:
-    """The Hadoop FileSystem of the active SparkSession (hdfs://, s3a://, ...)."""
+    """The Hadoop FileSystem of a SparkContext (hdfs://, s3a://, ...)."""
 
-    def __init__(self, path, spark):
-        sc = spark.sparkContext
+    def __init__(self, path, sc):
         self._jvm = sc._jvm
         self.path = path
         self._root = self._jvm.org.apache.hadoop.fs.Path(path)
@@ -444,19 +532,23 @@ def _exists_message(path):
     return f"Path {path} already exists. To overwrite it, use model.write().overwrite().save(path)"
 
 
-def _filesystem(path, spark_getter):
+def _filesystem(path, sc_getter, sc=None):
+    """Where path lives: plain file IO for local paths, else the Hadoop
+    FileSystem of sc (given: model.save(sc, path)) or of sc_getter()."""
     scheme = urllib.parse.urlparse(path).scheme
     if scheme == "file" or len(scheme) <= 1:  # "" or a Windows drive letter
         if scheme == "":
-            from pyspark.sql import SparkSession
+            if sc is None:
+                from pyspark.sql import SparkSession
 
-            spark = SparkSession.getActiveSession()
-            if spark is not None:
-                default_fs = spark.sparkContext._jsc.hadoopConfiguration().get("fs.defaultFS", "file:///")
+                spark = SparkSession.getActiveSession()
+                sc = spark.sparkContext if spark is not None else None
+            if sc is not None:
+                default_fs = sc._jsc.hadoopConfiguration().get("fs.defaultFS", "file:///")
                 if not str(default_fs).startswith("file:"):
-                    return _HadoopFS(path, spark)
+                    return _HadoopFS(path, sc)
         return _LocalFS(path)
-    return _HadoopFS(path, spark_getter())
+    return _HadoopFS(path, sc if sc is not None else sc_getter())
 
 
 def _spark_version():
@@ -499,7 +591,8 @@ class KindlingModelWriter(MLWriter):
             "metadata/_SUCCESS": b"",
             CHECKPOINT_FILE: ckpt,
         }
-        _filesystem(path, lambda: self.sparkSession).write_dir(contents, self.shouldOverwrite)
+        _filesystem(path, lambda: self.sparkSession.sparkContext, getattr(self, "_sc", None)).write_dir(
+            contents, self.shouldOverwrite)
 
     def saveImpl(self, path):
         self.save(path)
@@ -513,7 +606,7 @@ class KindlingModelReader(MLReader):
     def load(self, path):
         if not isinstance(path, str):
             raise TypeError(f"path should be a string, got {type(path).__name__}")
-        fs = _filesystem(path, lambda: self.sparkSession)
+        fs = _filesystem(path, lambda: self.sparkSession.sparkContext, getattr(self, "_sc", None))
         raw = fs.read(METADATA_FILE)
         try:
             metadata = json.loads(raw.decode())

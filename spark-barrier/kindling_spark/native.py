@@ -4,12 +4,15 @@ by the C library. No MPI here; training runs in `kindling` child processes.
 
 Where things are found (first hit wins; every path tried is listed in the
 error when nothing is found):
-  library  $KINDLING_LIB, the package directory, <repo>/build/libkindling.so,
-           then the system loader (ldconfig, after `cmake --install`)
-  CLI      $KINDLING_CLI, the package directory, <repo>/build/kindling, $PATH
+  library  $KINDLING_LIB, the wheel's kindling_spark/_native/, the package
+           directory, <repo>/build/libkindling.so, then the system loader
+           (ldconfig, after `cmake --install`)
+  CLI      $KINDLING_CLI, kindling_spark/_native/, the package directory,
+           <repo>/build/kindling, $PATH
 A variable that is set must name an existing file (no fallback then).
-<repo> is the source tree this package was installed from (recorded at build
-time in _build_info.py) or the tree this file sits in.
+_native/ is what the kindling-spark wheel carries (built by CMake through
+scikit-build-core), so an installed wheel needs nothing else of Kindling.
+<repo> is the checkout this file sits in (PYTHONPATH=spark-barrier).
 
 Each process loads the library once. Structs and signatures come from
 capi.py, the package's one mirror of kindling.h. Every kd_status call is
@@ -30,6 +33,7 @@ from . import capi
 from .capi import F32P, Dataset, EpochRecord, Shape, TrainState
 
 PACKAGE_DIR = pathlib.Path(__file__).resolve().parent
+NATIVE_DIR = PACKAGE_DIR / "_native"  # the wheel's libkindling.so and kindling
 
 
 class KindlingError(RuntimeError):
@@ -48,20 +52,10 @@ class NotFound(RuntimeError):
 
 # ---------------------------------------------------------------- locating
 def repo_root():
-    """The Kindling source tree: recorded at install time, else the tree
-    this file is in (a checkout or an editable install); None if neither."""
-    candidates = []
-    try:
-        from . import _build_info  # written by setup.py at build time
-
-        candidates.append(pathlib.Path(_build_info.REPO_ROOT))
-    except ImportError:
-        pass
-    candidates.append(PACKAGE_DIR.parent.parent)
-    for c in candidates:
-        if (c / "include" / "kindling.h").is_file():
-            return c
-    return None
+    """The Kindling checkout this file is in (PYTHONPATH=spark-barrier);
+    None for an installed wheel."""
+    c = PACKAGE_DIR.parent.parent
+    return c if (c / "include" / "kindling.h").is_file() else None
 
 
 def _candidates(env, name):
@@ -71,8 +65,7 @@ def _candidates(env, name):
         if not p.is_file():
             raise NotFound(f"{env}={p} does not exist (unset it to search the usual places)")
         return [p]
-    out = []
-    out.append(PACKAGE_DIR / name)
+    out = [NATIVE_DIR / name, PACKAGE_DIR / name]
     root = repo_root()
     if root is not None:
         out.append(root / "build" / name)
@@ -93,7 +86,8 @@ def library_path():
     if system:
         return system
     raise NotFound("libkindling.so not found; tried " + ", ".join(map(str, tried)) +
-                   " and the system loader (ldconfig). Build it (cmake --build build) or set KINDLING_LIB.")
+                   " and the system loader (ldconfig). Install the kindling-spark wheel, build it (cmake --build build) "
+                   "or set KINDLING_LIB.")
 
 
 def cli_path():
@@ -106,7 +100,7 @@ def cli_path():
     if on_path:
         return on_path
     raise NotFound("the kindling binary was not found; tried " + ", ".join(map(str, tried)) +
-                   " and $PATH. Build it (cmake --build build) or set KINDLING_CLI.")
+                   " and $PATH. Install the kindling-spark wheel, build it (cmake --build build) or set KINDLING_CLI.")
 
 
 # ----------------------------------------------------------------- loading

@@ -61,7 +61,7 @@ class JobSpec:
     secret: str
     hub: tuple
     cfg: TrainConfig
-    cli: str
+    cli: str         # the kindling binary the driver names (KINDLING_CLI there); None: each host finds its own
     spool_dir: str
     checkpoint: str
     resume: bool
@@ -69,6 +69,7 @@ class JobSpec:
     fault_env: tuple = None  # ("NAME=VALUE", ...) for the ranks (tests/faults: the failpoint preload)
     timeout: float = None
     test_hosts: int = 0      # test hook: deal the tasks into this many hosts (TEST_HOSTS_ENV)
+    own_checkpoint_dir: bool = False  # the checkpoint's directory is the driver's temporary one, not the user's
 
 
 def _local_address_towards(host):
@@ -121,7 +122,7 @@ def _fault_watch(job, stop):
     rank, step = job.fault
     while not stop.wait(0.05):
         if checkpoint_step(job.checkpoint) >= step:
-            pid = rank_pid(job.job_id, rank, job.cli)
+            pid = rank_pid(job.job_id, rank, job.cli or "kindling")
             if pid is not None:
                 print(f"kindling: test hook: killing rank {rank} (pid {pid}) at checkpoint step >= {step}",
                       file=sys.stderr)
@@ -208,9 +209,11 @@ def group_hosts(infos, order, local_name):
     return hosts
 
 
-def app_contexts(infos, order, hosts, cfg):
-    """mpirun's MPMD contexts in rank order: (host name, slots, ranks, env)
-    for each run of consecutive ranks on one host with the same GPU."""
+def app_contexts(infos, order, hosts, cfg, cli=None):
+    """mpirun's MPMD contexts in rank order: (host name, slots, ranks, env,
+    kindling binary) for each run of consecutive ranks on one host with the
+    same GPU. The binary is the one the host's leader task found (a packed
+    venv sits in a different directory on every executor), else `cli`."""
     contexts = []
     for t in order:
         h = hosts[infos[t]["host"]]
@@ -219,8 +222,39 @@ def app_contexts(infos, order, hosts, cfg):
         if contexts and contexts[-1][0] == h.name and contexts[-1][3] == env and not gpus:
             contexts[-1][2] += 1
         else:
-            contexts.append([h.name, len(h.tasks), 1, env])
+            contexts.append([h.name, len(h.tasks), 1, env, infos[h.leader].get("cli") or cli])
     return contexts
+
+
+def local_tools(job, t, env):
+    """This host's `kindling` binary (job.cli, else native.cli_path() here:
+    KINDLING_CLI, the installed wheel's, a build tree's, $PATH) and a check
+    that Open MPI's runtime is on the PATH the task's processes get: mpirun
+    for task 0, orted (prted in Open MPI 5) for the hosts it reaches through
+    the agent. Returns (cli, None) or (None, error record naming the host)."""
+    from . import native
+
+    where = f"executor host {socket.gethostname()} (task {t})"
+    path = env.get("PATH", "")
+    wanted = [("mpirun",)] if t == 0 else []
+    wanted.append(("orted", "prted"))
+    for names in wanted:
+        if not any(shutil.which(n, path=path) for n in names):
+            return None, {"kind": "setup", "message": (
+                f"{where}: Open MPI's {' / '.join(names)} is not on the PATH of the Spark executor "
+                f"(PATH={path}). Install Open MPI's runtime on every Spark worker (Debian/Ubuntu: apt-get install "
+                f"openmpi-bin; RHEL: openmpi, then add its bin directory), or set spark.executorEnv.PATH to "
+                f"include it")}
+    if job.cli:
+        if not os.access(job.cli, os.X_OK):
+            return None, {"kind": "setup", "message": f"{where}: the kindling binary {job.cli} named by the driver "
+                                                      f"is not here; unset KINDLING_CLI on the driver so each "
+                                                      f"executor uses its own (the kindling-spark wheel's)"}
+        return job.cli, None
+    try:
+        return native.cli_path(), None
+    except native.NotFound as e:
+        return None, {"kind": "setup", "message": f"{where}: {e}"}
 
 
 def _task_env(job, workdir):
@@ -258,12 +292,32 @@ def mpirun_command(job, infos, order, hosts, agent):
     cmd += list(cfg.mpi_args)
     common = ["-x", "OPENBLAS_NUM_THREADS", "-x", "OMP_NUM_THREADS", "-x", JOB_ENV,
               *[a for kv in job.fault_env or () for a in ("-x", kv)]]
-    for i, (name, slots, n, env) in enumerate(app_contexts(infos, order, hosts, cfg)):
+    for i, (name, slots, n, env, cli) in enumerate(app_contexts(infos, order, hosts, cfg, job.cli)):
         if i:
             cmd.append(":")
         cmd += ["-np", str(n), "--host", f"{name}:{slots}", *common, *[a for kv in env for a in ("-x", kv)],
-                job.cli, *argv]
+                cli, *argv]
     return cmd, argv
+
+
+def agent_path(job):
+    """mpirun's rsh agent: one path on every host (the job's spool
+    directory), because mpirun hands its MCA settings, plm_rsh_agent among
+    them, to every orted, and an orted whose agent path does not exist on
+    its host stops at once ("plm_rsh_agent ... could not be found")."""
+    return os.path.join(job.spool_dir, "rsh-agent")
+
+
+def write_agent(job):
+    """This host's copy of the agent (its own Python: a packed venv lives at
+    a different path on every executor); every task writes it before the
+    tasks join, atomically, so mpirun and each orted find it."""
+    path = agent_path(job)
+    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+    with os.fdopen(fd, "w") as f:
+        f.write("#!/bin/sh\nexec " + " ".join(map(shlex.quote, module_command("rendezvous"))) + ' agent "$@"\n')
+    os.replace(tmp, path)
 
 
 def _run_mpirun(job, infos, order, hosts, workdir, env, relay):
@@ -272,14 +326,11 @@ def _run_mpirun(job, infos, order, hosts, workdir, env, relay):
     table = {h.name: infos[h.leader]["address"] for h in hosts.values() if h.leader != 0}
     table_path = os.path.join(workdir, "table.json")
     secret_path = os.path.join(workdir, "secret")
-    agent = os.path.join(workdir, "rsh-agent")
+    agent = agent_path(job)
     write_atomic(table_path, json.dumps(table))
     fd = os.open(secret_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(job.secret)
-    with open(agent, "w") as f:
-        f.write("#!/bin/sh\nexec " + " ".join(map(shlex.quote, module_command("rendezvous"))) + ' agent "$@"\n')
-    os.chmod(agent, 0o700)
     env = dict(env, KINDLING_RDV_TABLE=table_path, KINDLING_RDV_SECRET_FILE=secret_path)
     cmd, argv = mpirun_command(job, infos, order, hosts, agent)
     where = ", ".join(f"{h.ranks} on {'this host' if h.leader == 0 else h.name}"
@@ -288,7 +339,7 @@ def _run_mpirun(job, infos, order, hosts, workdir, env, relay):
     relay.send_line(f"kindling: attempt {job.attempt + 1}, " +
                     (f"resuming from {job.checkpoint}" if job.resume else "starting") +
                     f": {job.cfg.ranks} ranks on {sum(1 for h in hosts.values() if h.ranks)} host(s) ({where}): "
-                    + " ".join(shlex.quote(c) for c in [job.cli, *argv]))
+                    + " ".join(shlex.quote(c) for c in [infos[0].get("cli") or job.cli, *argv]))
     tail = []
     try:
         proc = KeptProcess(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=workdir)
@@ -329,6 +380,10 @@ def spool_rows(job, t, rows):
     return w.count
 
 
+class _SetupFailed(Exception):
+    pass
+
+
 def barrier_task(job, rows, ctx=None):
     """One barrier task: spool its rows, join the others, (a host's leader)
     serve its orted, (task 0) run mpirun; returns one record per task (the
@@ -349,6 +404,14 @@ def barrier_task(job, rows, ctx=None):
         return [(t, {"status": "partitions", "tasks": tasks})]
     server = t < cfg.server_ranks
     os.makedirs(job.spool_dir, exist_ok=True)
+    # The driver's temporary checkpoint directory exists only on the driver's
+    # machine; the writer rank may run on another (`kindling train` refuses a
+    # --checkpoint whose directory is missing). A user's checkpointDir must be
+    # shared storage instead (README: Run on a Spark cluster).
+    ckpt_dir = os.path.dirname(job.checkpoint)
+    made_ckpt_dir = job.own_checkpoint_dir and not os.path.isdir(ckpt_dir)
+    if made_ckpt_dir:
+        os.makedirs(ckpt_dir, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix=f"t{t}-", dir=job.spool_dir)  # private: the daemons' TMPDIR, the agent's files
     env = _task_env(job, workdir)
     error, count = None, 0
@@ -358,14 +421,20 @@ def barrier_task(job, rows, ctx=None):
     my_rank = None  # known once every task has joined
     stop_fault = threading.Event()
     try:
+        cli, error = local_tools(job, t, env)
         try:
+            if error is not None:
+                raise _SetupFailed()
             if not is_preset(cfg.network):
                 write_atomic(os.path.join(job.spool_dir, "net.json"), cfg.network)
+            write_agent(job)
             if server:
                 for _ in rows:
                     pass
             else:
                 count = spool_rows(job, t, rows)
+        except _SetupFailed:
+            pass
         except (ValueError, TypeError) as e:
             error = {"kind": "data", "message": str(e)}
         except OSError as e:
@@ -383,7 +452,7 @@ def barrier_task(job, rows, ctx=None):
             address = list(service.address)
         link = rendezvous.TaskLink(job.hub, job.secret, job.attempt, t)
         infos = link.join({"task": t, "error": error, "rows": count, "address": address, "host": host_key(t, job.test_hosts),
-                           "cores": usable_cores(), "gpus": task_gpus(ctx),
+                           "cores": usable_cores(), "gpus": task_gpus(ctx), "cli": cli,
                            "spool_seconds": round(time.time() - started, 3)})
         errors = [i["error"] for i in infos if i["error"]]
         if not errors and sum(i["rows"] for i in infos) == 0:
@@ -416,6 +485,8 @@ def barrier_task(job, rows, ctx=None):
         if rc == 0 and my_rank == cfg.server_ranks:  # the writer: worker 0
             with open(job.checkpoint, "rb") as f:
                 record["checkpoint"] = f.read()
+            if job.own_checkpoint_dir:  # its bytes go to the driver; nothing is left on this host
+                os.unlink(job.checkpoint)
         return [(t, record)]
     finally:
         stop_fault.set()
@@ -435,8 +506,13 @@ def barrier_task(job, rows, ctx=None):
                 except OSError:
                     pass
         shutil.rmtree(workdir, ignore_errors=True)
+        if made_ckpt_dir:
+            try:
+                os.rmdir(ckpt_dir)  # only when empty: another task's checkpoint stays
+            except OSError:
+                pass
         if my_rank is not None:  # training is over for every task: the last one out removes the directory
-            for leftover in ("net.json",):
+            for leftover in ("net.json", "rsh-agent"):
                 try:
                     os.unlink(os.path.join(job.spool_dir, leftover))
                 except OSError:

@@ -259,7 +259,8 @@ def test_hadoop_filesystem_persistence(spark, model, test_set, tmp_path, monkeyp
     is forced for a file: URI so the code path runs without HDFS."""
     import kindling_spark.model as model_module
 
-    monkeypatch.setattr(model_module, "_filesystem", lambda path, getter: model_module._HadoopFS(path, spark))
+    monkeypatch.setattr(model_module, "_filesystem",
+                        lambda path, getter, sc=None: model_module._HadoopFS(path, spark.sparkContext))
     x, _ = test_set
     uri = "file://" + str(tmp_path / "hadoop")
     model.write().save(uri)

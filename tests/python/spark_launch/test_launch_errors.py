@@ -131,15 +131,22 @@ def test_gpu_context_reaches_the_ranks_with_the_tasks_gpu():
     cpu = params.TrainConfig(network="mlp", input_size=784, num_classes=10)
     assert "--context" not in params.train_argv(cpu, "mlp", "part-%w.spool", "ck.h5")
     # One GPU per rank: the first address Spark gave the rank's task, in that rank's app context.
-    infos = [{"host": "a", "cores": 4, "gpus": None}, {"host": "a", "cores": 4, "gpus": ["3", "5"]},
-             {"host": "b", "cores": 4, "gpus": ["1"]}]
+    # Each host's ranks run the kindling binary its leader task found (a packed venv differs per executor).
+    infos = [{"host": "a", "cores": 4, "gpus": None, "cli": "/a/env/kindling"},
+             {"host": "a", "cores": 4, "gpus": ["3", "5"], "cli": "/a/other"},
+             {"host": "b", "cores": 4, "gpus": ["1"], "cli": "/b/env/kindling"}]
     order = [0, 2, 1]  # server, then worker 0 on host b, worker 1 on host a
     hosts = task.group_hosts(infos, order, "here")
     assert task.app_contexts(infos, order, hosts, cfg) == [
-        ["here", 2, 1, ()], [f"{task.HOST_PREFIX}2", 1, 1, ("CUDA_VISIBLE_DEVICES=1",)],
-        ["here", 2, 1, ("CUDA_VISIBLE_DEVICES=3",)]]
+        ["here", 2, 1, (), "/a/env/kindling"],
+        [f"{task.HOST_PREFIX}2", 1, 1, ("CUDA_VISIBLE_DEVICES=1",), "/b/env/kindling"],
+        ["here", 2, 1, ("CUDA_VISIBLE_DEVICES=3",), "/a/env/kindling"]]
     assert task.app_contexts(infos, order, hosts, cpu) == [
-        ["here", 2, 1, ()], [f"{task.HOST_PREFIX}2", 1, 1, ()], ["here", 2, 1, ()]]
+        ["here", 2, 1, (), "/a/env/kindling"], [f"{task.HOST_PREFIX}2", 1, 1, (), "/b/env/kindling"],
+        ["here", 2, 1, (), "/a/env/kindling"]]
+    for i in infos:
+        del i["cli"]
+    assert [c[4] for c in task.app_contexts(infos, order, hosts, cpu, "/driver/kindling")] == ["/driver/kindling"] * 3
     assert Kindling().setContext("gpu")._config(_FakeSc())[0].context == "gpu"
 
 
@@ -225,3 +232,29 @@ def test_bad_dataframe_rows_are_named_through_arrow(spark, bad, message, no_stra
     df = spark.createDataFrame(data, "label double, features array<double>").coalesce(1)
     with pytest.raises(DataError, match=message):
         KindlingClassifier(network=json.dumps(SPEC), numEpochs=1, batchSize=16).fit(df)
+
+
+def test_missing_open_mpi_on_an_executor_names_the_host(tmp_path):
+    """Open MPI's runtime comes from the OS: a task whose PATH has no mpirun
+    (task 0) or orted (the others) fails before spooling, naming its host."""
+    import socket
+    import types
+
+    job = types.SimpleNamespace(cli=None)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for t, prog in ((0, "mpirun"), (2, "orted / prted")):
+        cli, err = task.local_tools(job, t, {"PATH": str(empty)})
+        assert cli is None and err["kind"] == "setup"
+        assert f"executor host {socket.gethostname()} (task {t}): Open MPI's {prog} is not on the PATH" in err["message"]
+        assert f"PATH={empty}" in err["message"] and "apt-get install openmpi-bin" in err["message"]
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for name in ("mpirun", "orted"):
+        (fake / name).write_text("#!/bin/sh\n")
+        (fake / name).chmod(0o755)
+    cli, err = task.local_tools(job, 0, {"PATH": str(fake)})
+    assert err is None and cli == native.cli_path()
+    # A binary the driver names must exist on the executor.
+    cli, err = task.local_tools(types.SimpleNamespace(cli=str(tmp_path / "nope")), 1, {"PATH": str(fake)})
+    assert cli is None and "the kindling binary" in err["message"] and "is not here" in err["message"]
