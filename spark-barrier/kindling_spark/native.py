@@ -217,7 +217,7 @@ class NativeNet:
             return cls(path)
         except KindlingError as e:
             label = name or f"the checkpoint ({len(checkpoint)} bytes)"
-            raise KindlingError(e.status, str(e).replace(path, label)) from None
+            raise KindlingError(e.code, str(e).replace(path, label)) from None
         finally:
             os.unlink(path)
 
