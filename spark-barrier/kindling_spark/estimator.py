@@ -158,8 +158,9 @@ class Kindling:
     """The seed-style builder: every setter checks its value and returns
     self; fit(data) trains through a Spark barrier stage and returns a
     KindlingModel. Defaults (params.DEFAULTS, those of `kindling train` and
-    KindlingClassifier): mlp, 5 epochs, batch 64 per worker, 2 workers and 1
-    parameter server (async), Adam with a cosine schedule. Messages name
+    KindlingClassifier): mlp, 10 epochs, batch 64 per worker, 2 workers and 1
+    parameter server (async, in synchronous rounds: maxStaleness 0), Adam
+    (lr 0.002) with a cosine schedule. Messages name
     settings as the KindlingClassifier params do (numWorkers for
     setNumWorker)."""
 
@@ -235,7 +236,8 @@ class Kindling:
         return self
 
     def setMaxStaleness(self, k):
-        """async: a worker runs at most k steps ahead of the slowest (-1: unbounded)."""
+        """async: a worker runs at most k steps ahead of the slowest (-1: unbounded;
+        default 0, synchronous rounds: unbounded staleness costs accuracy)."""
         self._staleness = _positive_int("maxStaleness", k, -1)
         return self
 
@@ -446,7 +448,8 @@ class KindlingClassifier(Estimator, KindlingModelParams, DefaultParamsReadable, 
     numWorkers = _p("numWorkers", "worker ranks, one Spark partition each (>= 1)", TypeConverters.toInt)
     numServers = _p("numServers", "parameter-server ranks in async mode (>= 1)", TypeConverters.toInt)
     mode = _p("mode", "async (parameter servers) or sync (allreduce)", TypeConverters.toString)
-    maxStaleness = _p("maxStaleness", "async: steps a worker may run ahead (-1 unbounded)", TypeConverters.toInt)
+    maxStaleness = _p("maxStaleness", "async: steps a worker may run ahead (-1 unbounded, default 0)",
+                      TypeConverters.toInt)
     optimizer = _p("optimizer", "sgd, momentum, adam or adamw", TypeConverters.toString)
     learningRate = _p("learningRate", "learning rate (default per optimizer)", TypeConverters.toFloat)
     momentum = _p("momentum", "momentum optimizer: momentum", TypeConverters.toFloat)

@@ -42,3 +42,13 @@ def test_min_delta_alone_is_left_out():
     argv = params.train_argv(cfg(min_delta=0.5), "mlp", "/s/part-%w.spool", "/c/job.h5")
     assert "--min-delta" not in argv
 
+
+
+def test_the_defaults_command_line():
+    """The ranks take the CLI's learning rate (no --lr unless one is set) and
+    the Spark default of synchronous rounds through the servers."""
+    c = params.TrainConfig(network="mlp", input_size=784, num_classes=10)
+    argv = params.train_argv(c, "mlp", "/s/part-%w.spool", "/c/job.h5")
+    assert "--lr" not in argv and flag(argv, "--optimizer") == "adam" and flag(argv, "--schedule") == "cosine"
+    assert flag(argv, "--dist") == "async" and flag(argv, "--max-staleness") == "0"
+    assert flag(argv, "--epochs") == "10" and flag(argv, "--batch-size") == "64"
