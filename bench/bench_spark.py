@@ -141,7 +141,9 @@ def main_job_pairs(args, env, logdir):
         for who in order:
             print(f"  pair {i + 1}/{args.pairs}: {who} (load {load()})", flush=True)
             if who == "kindling":
-                wall, r = spark_submit(example, common, env, os.path.join(logdir, f"kindling-{i}.log"))
+                # The same training rows as the torch job: no validation hold-out.
+                wall, r = spark_submit(example, common + ["--validation", "0"], env,
+                                       os.path.join(logdir, f"kindling-{i}.log"))
                 kd.append(kindling_metrics(wall, r))
             else:
                 wall, r = spark_submit(torch_job, common, env, os.path.join(logdir, f"torch-{i}.log"))

@@ -10,6 +10,11 @@ trains on the whole training set and is scored once on the t10k test set.
 
     python bench/defaults_search.py --cli build/kindling --net mlp --phase val
     python bench/defaults_search.py --cli build/kindling --net mlp --phase test --seeds 42 7 1234
+    python bench/defaults_search.py --net mlp --phase spark     # KindlingClassifier() as it comes
+
+Phase "spark": the Spark defaults (KindlingClassifier(network=NET) with
+nothing else set: 2 workers and 1 parameter server, async, in local[4]) on
+the whole training set as a DataFrame, scored on t10k by the model.
 
 Prints one row per run and a summary table (markdown) with the machine's
 1-minute load average when each run started (the runs are single-threaded;
@@ -91,23 +96,69 @@ def train(cli, net, flags, seed, val, workdir):
             "seconds": seconds, "load": load}
 
 
+def train_spark(net, seed, extra=None):
+    """KindlingClassifier with its defaults (only the network and seed set);
+    returns the test accuracy and the fit's seconds."""
+    import importlib.util
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = importlib.util.spec_from_file_location("fashion_mnist_spark",
+                                                  os.path.join(here, "..", "examples", "fashion_mnist_spark.py"))
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)  # puts the checkout's kindling_spark on the path
+    from pyspark.sql import SparkSession
+
+    from kindling_spark.estimator import KindlingClassifier
+
+    spark = example.quiet_session(SparkSession.builder.master("local[4]").appName("kindling-defaults")).getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    try:
+        x, y = example.load_fashion(example.DEFAULT_DATA, "train")
+        xt, yt = example.load_fashion(example.DEFAULT_DATA, "t10k")
+        clf = KindlingClassifier(network=net, seed=seed, **(extra or {}))
+        df = example.to_dataframe(spark, x, y, clf.getOrDefault("numWorkers"))
+        load = load_average()
+        t0 = time.monotonic()
+        model = clf.fit(df)
+        seconds = time.monotonic() - t0
+        test = float((model.predict_classes(xt.reshape(len(xt), *model.input_shape)) == yt).mean())
+        return {"val": None, "test": test, "epochs": len(model.history_records), "seconds": seconds, "load": load}
+    finally:
+        spark.stop()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cli", default="build/kindling")
     ap.add_argument("--net", choices=sorted(CANDIDATES), default="mlp")
-    ap.add_argument("--phase", choices=["val", "test"], default="val")
+    ap.add_argument("--phase", choices=["val", "test", "spark"], default="val")
     ap.add_argument("--seeds", type=int, nargs="+", default=[42])
     ap.add_argument("--only", type=int, nargs="*", help="candidate indices to run (val phase)")
+    ap.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="spark phase: a KindlingClassifier param to set (e.g. mode=sync), to try a candidate")
     args = ap.parse_args()
+    extra = {}
+    for kv in args.param:
+        name, _, value = kv.partition("=")
+        for kind in (int, float, str):
+            try:
+                extra[name] = kind(value)
+                break
+            except ValueError:
+                pass
     runs = []
     with tempfile.TemporaryDirectory() as work:
         if args.phase == "val":
             todo = [c for i, c in enumerate(CANDIDATES[args.net]) if args.only is None or i in args.only]
         else:
-            todo = [("the defaults", [])]
+            todo = [("the defaults" if args.phase == "test" else
+                     "the Spark defaults" + "".join(f", {k}={v}" for k, v in extra.items()), [])]
         for label, flags in todo:
             for seed in args.seeds:
-                r = train(args.cli, args.net, flags, seed, args.phase == "val", work)
+                if args.phase == "spark":
+                    r = train_spark(args.net, seed, extra)
+                else:
+                    r = train(args.cli, args.net, flags, seed, args.phase == "val", work)
                 r.update(label=label, seed=seed)
                 runs.append(r)
                 figure = r["val"] if args.phase == "val" else r["test"]

@@ -9,4 +9,6 @@ bash ci/install-deps.sh
 bash ci/build.sh build
 source ci/venv.sh
 export KINDLING_CLI="$PWD/build/kindling" KINDLING_LIB="$PWD/build/libkindling.so" PYSPARK_PYTHON="$KD_PYTHON"
-"$VENV/bin/spark-submit" --master 'local[4]' examples/fashion_mnist_spark.py "$@"
+"$VENV/bin/spark-submit" --master 'local[4]' \
+    --driver-java-options "-Dlog4j2.configurationFile=file:$PWD/examples/log4j2-quiet.properties" \
+    --conf spark.ui.showConsoleProgress=false examples/fashion_mnist_spark.py "$@"

@@ -55,7 +55,7 @@ static void train_help(void)
         "  --min-delta X          an improvement must be larger than X (default 0)\n"
         "\n"
         "Training:\n"
-        "  --epochs N             total epochs (default 5)\n"
+        "  --epochs N             total epochs (default 10)\n"
         "  --batch-size N         (default 64)\n"
         "  --seed N               initialisation, data order, dropout and the validation\n"
         "                         split (default 42)\n"
@@ -68,7 +68,7 @@ static void train_help(void)
         "\n"
         "Optimizer:\n"
         "  --optimizer NAME       sgd, momentum, adam or adamw (default adam)\n"
-        "  --lr X                 learning rate (default 0.01 for sgd/momentum, 0.001 for adam/adamw)\n"
+        "  --lr X                 learning rate (default 0.01 for sgd/momentum, 0.002 for adam/adamw)\n"
         "  --momentum X           momentum only (default 0.9)\n"
         "  --nesterov             momentum only: Nesterov update\n"
         "  --beta1 X --beta2 X --eps X   adam/adamw only (defaults 0.9, 0.999, 1e-8)\n"
@@ -323,8 +323,12 @@ static int parse_train_args(int argc, char **argv, train_args *a, int *help)
     char names[128];
 
     memset(a, 0, sizeof *a);
+    /* The defaults (10 epochs, batch 64, Adam at 2e-3 (below) with a cosine
+     * schedule) bring mlp to >= 0.885 and lenet to >= 0.91 on Fashion-MNIST's
+     * test set (docs/benchmarks.md, "Defaults"); kindling_spark/params.py
+     * mirrors epochs and batch, and its ranks take the learning rate from here. */
     a->net = "mlp";
-    a->epochs = 5;
+    a->epochs = 10;
     a->batch = 64;
     a->seed = 42;
     a->threads = 1;
@@ -332,7 +336,6 @@ static int parse_train_args(int argc, char **argv, train_args *a, int *help)
     a->max_staleness = -1;
     a->ps_protocol = "auto";
     a->opt = kd_optim_config_default();
-    /* Adam with a cosine schedule trains both presets well without tuning. */
     a->opt.kind = KD_OPT_ADAM;
     a->opt.schedule = KD_SCHED_COSINE;
     cli_data_opts_init(&a->data);
@@ -424,7 +427,7 @@ static int parse_train_args(int argc, char **argv, train_args *a, int *help)
                                : GIVEN(a, OPT_MAX_STALENESS) ? "--max-staleness" : "--ps-protocol");
     kd_optim_kind k = a->opt.kind;
     if (!GIVEN(a, OPT_LR))
-        a->opt.lr = (k == KD_OPT_ADAM || k == KD_OPT_ADAMW) ? 0.001 : 0.01;
+        a->opt.lr = (k == KD_OPT_ADAM || k == KD_OPT_ADAMW) ? 0.002 : 0.01;
     if (a->resume)
         return CLI_OK;
     if (k != KD_OPT_MOMENTUM && (GIVEN(a, OPT_MOMENTUM) || GIVEN(a, OPT_NESTEROV)))

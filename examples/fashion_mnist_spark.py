@@ -1,7 +1,10 @@
 """Fashion-MNIST through Spark: load the IDX files into DataFrames, train
 Kindling's MLP with 2 workers and 1 parameter server in one barrier stage,
-save the model, load it back, predict the test set with the loaded model
-and print the test accuracy.
+save the model and its training curves (a PNG beside it), load the model
+back, predict the test set with the loaded model and print the test
+accuracy. Spark logs warnings only (examples/log4j2-quiet.properties), so
+the console shows Kindling's lines: each epoch with its figures and ETA,
+and the summary.
 
     spark-submit --master 'local[4]' examples/fashion_mnist_spark.py
     python examples/fashion_mnist_spark.py --epochs 8 --model /tmp/fmnist-model
@@ -32,6 +35,7 @@ else:
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (CHECKOUT_PACKAGE, os.environ.get("PYTHONPATH")) if p)
 
 DEFAULT_DATA = os.environ.get("KD_FASHION_MNIST_DIR", "/usr/share/datasets/fashion-mnist")
+QUIET_LOG4J = os.path.join(HERE, "log4j2-quiet.properties")
 
 
 def read_idx(path):
@@ -71,6 +75,43 @@ def ship_package(spark, package_parent):
     spark.sparkContext.addPyFile(archive)
 
 
+def quiet_session(builder):
+    """Spark's driver logs warnings only, from its first line: the log4j
+    configuration goes to the JVM this process starts (a log level set once
+    the session runs would come after the start-up's INFO lines), and no
+    console progress bar. Settings the user gave (spark-defaults.conf,
+    PYSPARK_SUBMIT_ARGS) win."""
+    from pyspark import SparkConf
+
+    given = dict(SparkConf().getAll())
+    if "spark.driver.extraJavaOptions" not in given:
+        builder = builder.config("spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile=file:{QUIET_LOG4J}")
+    if "spark.ui.showConsoleProgress" not in given:
+        builder = builder.config("spark.ui.showConsoleProgress", "false")
+    return builder
+
+
+def plot_curves(model, path):
+    """The training curves beside the saved model: a PNG with matplotlib, or
+    the SVG `kindling plot` draws from the checkpoint without it. Returns
+    the picture's path."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        import subprocess
+
+        from kindling_spark import native
+
+        ckpt = os.path.join(tempfile.mkdtemp(prefix="kindling-plot-"), "model.h5")
+        model.save_checkpoint(ckpt)
+        out = f"{path}-curves.svg"
+        subprocess.run([native.cli_path(), "plot", ckpt, "-o", out], check=True)
+        return out
+    out = f"{path}-curves.png"
+    model.plot_history(out, title="Kindling MLP on Fashion-MNIST through Spark")
+    return out
+
+
 def main(argv=None, spark=None):
     """Returns the loaded model's test accuracy. A given SparkSession is
     used and left running; otherwise one is made (local[4] outside
@@ -84,6 +125,10 @@ def main(argv=None, spark=None):
     ap.add_argument("--mode", choices=("async", "sync"), default="async")
     ap.add_argument("--train-rows", type=int, default=None, help="train on the first N training images (default all)")
     ap.add_argument("--test-rows", type=int, default=None, help="test on the first N test images (default all)")
+    ap.add_argument("--validation", type=float, default=0.1, metavar="F",
+                    help="fraction of the training rows held out for validation (0: none)")
+    ap.add_argument("--max-samples", type=int, default=None, metavar="N",
+                    help="train on N training rows drawn at random (a quick try)")
     ap.add_argument("--model", default=None, help="where to save the model (default: a temporary directory)")
     ap.add_argument("--master", default=None, help="Spark master when not run by spark-submit (default local[4])")
     ap.add_argument("--json", default=None, help="also write what happened (times, the ranks' lines, history, "
@@ -101,13 +146,16 @@ def main(argv=None, spark=None):
     if own_session:
         builder = SparkSession.builder.appName("kindling-fashion-mnist")
         if args.master or "PYSPARK_GATEWAY_PORT" not in os.environ:  # not under spark-submit: local mode
-            builder = builder.master(args.master or "local[4]")
+            builder = quiet_session(builder.master(args.master or "local[4]"))
         spark = builder.getOrCreate()
-        spark.sparkContext.setLogLevel("ERROR")
+        spark.sparkContext.setLogLevel("WARN")
         if CHECKOUT_PACKAGE and "PYSPARK_GATEWAY_PORT" in os.environ:
             ship_package(spark, CHECKOUT_PACKAGE)
     try:
         x_train, y_train = load_fashion(args.data, "train")
+        if args.max_samples:
+            pick = np.random.default_rng(42).permutation(len(y_train))[:args.max_samples]
+            x_train, y_train = x_train[pick], y_train[pick]
         x_test, y_test = load_fashion(args.data, "t10k")
         x_train, y_train = x_train[:args.train_rows], y_train[:args.train_rows]
         x_test, y_test = x_test[:args.test_rows], y_test[:args.test_rows]
@@ -117,7 +165,7 @@ def main(argv=None, spark=None):
         clf = KindlingClassifier(network="mlp", inputShape=[1, 28, 28], numEpochs=args.epochs,
                                  batchSize=args.batch_size, numWorkers=args.workers, numServers=args.servers,
                                  mode=args.mode, maxStaleness=2, optimizer="adam", learningRate=0.001,
-                                 checkpointEvery=500)
+                                 checkpointEvery=500, validationFraction=args.validation)
         lines = []  # (time, line) of everything the ranks and the launcher said
 
         class Lines(logging.Handler):
@@ -133,12 +181,15 @@ def main(argv=None, spark=None):
             logging.getLogger("kindling_spark").removeHandler(catch)
         t1 = time.time()
         servers = f" + {args.servers} server(s)" if args.mode == "async" else " (sync)"
+        last = model.history_records[-1]
+        val = (f", validation loss {last['val_loss']:.4f}, accuracy {last['val_accuracy']:.4f}"
+               if last["val_loss"] is not None else "")
         print(f"trained in {time.time() - t0:.1f} s with {args.workers} workers{servers}; "
-              f"last epoch: loss {model.history[-1]['train_loss']:.4f}, "
-              f"accuracy {model.history[-1]['train_accuracy']:.4f}")
+              f"last epoch: loss {last['train_loss']:.4f}, accuracy {last['train_accuracy']:.4f}{val}")
 
         path = args.model or os.path.join(tempfile.mkdtemp(prefix="kindling-fmnist-"), "model")
         model.write().overwrite().save(path)
+        print(f"training curves: {plot_curves(model, path.rstrip('/'))}")
         loaded = KindlingModel.load(path)
         from pyspark.sql import functions as F
 
@@ -152,7 +203,7 @@ def main(argv=None, spark=None):
             import json
 
             with open(args.json, "w") as f:
-                json.dump({"fit_start": t0, "fit_end": t1, "lines": lines, "history": model.history,
+                json.dump({"fit_start": t0, "fit_end": t1, "lines": lines, "history": model.history_records,
                            "test_accuracy": correct / total, "workers": args.workers, "servers": args.servers,
                            "mode": args.mode, "batch_size": args.batch_size, "epochs": args.epochs}, f)
         return correct / total

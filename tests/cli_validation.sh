@@ -127,7 +127,7 @@ grep -q "early stopping" "$T/err" && bad "a run whose loss kept falling stopped 
 
 # ---------------------------------------------------- --max-samples, warmup
 run "max-samples" "$CLI" train "${DATA[@]}" --epochs 2 --max-samples 50 -q --checkpoint "$T/ms.h5" \
-    --schedule constant --warmup-epochs 1
+    --schedule constant --warmup-epochs 1 --lr 0.001
 "$CLI" inspect "$T/ms.h5" --json >"$T/ms.json"
 py "$T/ms.json" <<'PY' && ok || bad "--max-samples 50: 4 steps an epoch; --warmup-epochs 1: 4 warmup steps"
 import json, sys
@@ -137,7 +137,8 @@ assert d["optimizer"]["warmup_steps"] == 4
 # The rate after epoch 1 (the next step's) is the full one; warming up it was lr * (t + 1) / 4.
 assert abs(d["history"][0]["learning_rate"] - 0.001) < 1e-15
 PY
-run "warmup-steps" "$CLI" train "${DATA[@]}" --epochs 1 -q --checkpoint "$T/ws.h5" --schedule constant --warmup-steps 40
+run "warmup-steps" "$CLI" train "${DATA[@]}" --epochs 1 -q --checkpoint "$T/ws.h5" --schedule constant --warmup-steps 40 \
+    --lr 0.001
 "$CLI" inspect "$T/ws.h5" --json | "$PY" -c '
 import json, sys
 d = json.load(sys.stdin)

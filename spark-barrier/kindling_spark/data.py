@@ -319,3 +319,35 @@ def blocks_from_arrow(batches, cfg):
             yield "error", f"input partition {origin >> 33}, row {origin & ((1 << 33) - 1)}: {e.problem}"
             return
         yield "block", y, x
+
+
+# ------------------------------------------------------- validation data set
+def validation_shares(data, cfg, label_name="label", features_name="features"):
+    """A validation data set (an RDD of rows as_pair reads, or a DataFrame's
+    label and features columns) collected on the driver and dealt in
+    contiguous shares, one (int32 labels, float32 [k, size]) per worker (a
+    share may be empty: the workers add their figures up). Validation sets
+    are meant to be small next to the training data: they pass through the
+    driver. ValueError naming the first bad row."""
+    from pyspark.sql import DataFrame
+
+    size, classes = cfg.input_size, cfg.num_classes
+    note = "the network's input size"
+    if isinstance(data, DataFrame):
+        for name in (label_name, features_name):
+            if name not in data.schema.names:
+                raise ValueError(f"column {name!r} is not in the validation DataFrame (columns: "
+                                 f"{', '.join(data.schema.names)})")
+        rows = [(r[0], r[1]) for r in training_frame(data, label_name, features_name).collect()]
+    elif hasattr(data, "collect"):
+        rows = data.collect()
+    else:
+        raise TypeError(f"validation data must be a DataFrame or an RDD, got {type(data).__name__}")
+    if not rows:
+        raise ValueError("the validation data set has no rows")
+    try:
+        y, x = labelled_block(rows, size, classes, 0, label_name, features_name, note=note)
+    except RowError as e:
+        raise ValueError(f"validation data, row {e.index}: {e.problem}") from None
+    bounds = np.linspace(0, len(y), cfg.workers + 1).astype(int)
+    return [(y[a:b], x[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]

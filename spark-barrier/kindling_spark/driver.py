@@ -17,8 +17,9 @@ import tempfile
 import time
 import uuid
 
-from .data import frame_for_ranks, frame_partitions, partition_for_ranks, training_frame
+from .data import frame_for_ranks, frame_partitions, partition_for_ranks, training_frame, validation_shares
 from .errors import DataError, KindlingSparkError, NotEnoughSlotsError, TrainingCancelled, TrainingError
+from .files import write_atomic
 from .task import RESULT_SCHEMA, TEST_HOSTS_ENV, JobSpec, barrier_task, checkpoint_step, frame_task
 
 log = logging.getLogger("kindling_spark")
@@ -135,25 +136,37 @@ def input_partitions(data):
     return frame_partitions(data) if isinstance(data, DataFrame) else data.getNumPartitions()
 
 
-def run_training(sc, data, cfg, cli, on_line=None, timeout=None, label_name="label", features_name="features"):
+def run_training(sc, data, cfg, cli, on_line=None, timeout=None, label_name="label", features_name="features",
+                 validation=None):
     """Train on an RDD's (label, features) rows or a DataFrame's label and
     features columns; returns (checkpoint bytes, driver-side record of the
     run). Retries the barrier stage up to cfg.max_retries times, resuming
-    from the last checkpoint."""
+    from the last checkpoint. `validation`: a validation data set (RDD or
+    DataFrame, the same columns), scored every epoch by the workers, each on
+    its share. With cfg.keep_best the best epoch's checkpoint is written
+    there (on the driver)."""
     check_slots(sc, cfg)
+    val = None
+    if validation is not None:
+        try:
+            val = sc.broadcast(validation_shares(validation, cfg, label_name, features_name))
+        except ValueError as e:
+            raise DataError(f"kindling: {e}") from None
     host = sc.getConf().get("spark.driver.host", "127.0.0.1")
     direct = cfg.server_ranks == 0 and input_partitions(data) == cfg.workers
     return run_attempts(lambda direct: Stage(data, cfg, label_name, features_name, direct), cfg, cli,
                         host, sc.master.startswith("local"), direct, on_line=on_line, timeout=timeout,
-                        spark_is_gone=lambda e: _spark_is_gone(sc, e))
+                        spark_is_gone=lambda e: _spark_is_gone(sc, e), val=val)
 
 
-def run_attempts(make_stage, cfg, cli, host, local, direct=False, on_line=None, timeout=None, spark_is_gone=None):
+def run_attempts(make_stage, cfg, cli, host, local, direct=False, on_line=None, timeout=None, spark_is_gone=None,
+                 val=None):
     """The launcher's driver side for any stage runner (Python's Stage, or
     the JVM's through jvm_driver): the job's id, secret and hub, then the
     attempts, each one barrier stage of make_stage(direct).run(job), retried
     with --resume. `host`: the driver's address as the tasks reach it
-    (127.0.0.1 when `local`). Returns (checkpoint bytes, record)."""
+    (127.0.0.1 when `local`); `val`: the validation shares (a Broadcast).
+    Returns (checkpoint bytes, record)."""
     from . import rendezvous
 
     job_id = uuid.uuid4().hex[:12]
@@ -186,7 +199,7 @@ def run_attempts(make_stage, cfg, cli, host, local, direct=False, on_line=None, 
             job = JobSpec(job_id=job_id, attempt=attempt, secret=secret, hub=tuple(hub.address), cfg=cfg, cli=cli,
                           spool_dir=spool_dir, checkpoint=checkpoint, resume=resume,
                           fault=fault if attempt == 0 else None, fault_env=fault_env if attempt == 0 else None,
-                          timeout=timeout, test_hosts=test_hosts, own_checkpoint_dir=own_dir)
+                          timeout=timeout, test_hosts=test_hosts, own_checkpoint_dir=own_dir, val=val)
             t0 = time.time()
             hub.expect(attempt, cfg.ranks)
             try:
@@ -233,6 +246,9 @@ def run_attempts(make_stage, cfg, cli, host, local, direct=False, on_line=None, 
                                        "resumed": resume, "seconds": time.time() - t0})
             if first["status"] == "ok":
                 writer = next(r for r in results.values() if "checkpoint" in r)
+                if cfg.keep_best and "best" in writer:
+                    write_atomic(cfg.keep_best, writer["best"])
+                    record["best_checkpoint"] = cfg.keep_best
                 record["finished"] = time.time()
                 return writer["checkpoint"], record
             tail = "\n".join(first["tail"])
@@ -251,6 +267,8 @@ def run_attempts(make_stage, cfg, cli, host, local, direct=False, on_line=None, 
         raise TrainingError(f"kindling: training failed on all {cfg.max_retries + 1} attempts; last: {last}")
     finally:
         hub.close()
+        if val is not None:
+            val.unpersist()
         shutil.rmtree(spool_dir, ignore_errors=True)  # what tasks on this host left (killed ones)
         if own_dir:
             shutil.rmtree(ckpt_dir, ignore_errors=True)

@@ -158,8 +158,9 @@ class Kindling:
     """The seed-style builder: every setter checks its value and returns
     self; fit(data) trains through a Spark barrier stage and returns a
     KindlingModel. Defaults (params.DEFAULTS, those of `kindling train` and
-    KindlingClassifier): mlp, 5 epochs, batch 64 per worker, 2 workers and 1
-    parameter server (async), Adam with a cosine schedule. Messages name
+    KindlingClassifier): mlp, 10 epochs, batch 64 per worker, 2 workers and 1
+    parameter server (async, in synchronous rounds: maxStaleness 0), Adam
+    (lr 0.002) with a cosine schedule. Messages name
     settings as the KindlingClassifier params do (numWorkers for
     setNumWorker)."""
 
@@ -184,6 +185,11 @@ class Kindling:
         self._on_progress = None
         self._timeout = None
         self._spool_root = None
+        self._val_fraction = DEFAULTS.validation_fraction
+        self._val_data = None
+        self._patience = DEFAULTS.patience
+        self._min_delta = DEFAULTS.min_delta
+        self._keep_best = None
 
     # --------------------------------------------------------- setters
     def setNetwork(self, network):
@@ -230,7 +236,8 @@ class Kindling:
         return self
 
     def setMaxStaleness(self, k):
-        """async: a worker runs at most k steps ahead of the slowest (-1: unbounded)."""
+        """async: a worker runs at most k steps ahead of the slowest (-1: unbounded;
+        default 0, synchronous rounds: unbounded staleness costs accuracy)."""
         self._staleness = _positive_int("maxStaleness", k, -1)
         return self
 
@@ -331,7 +338,65 @@ class Kindling:
         self._spool_root = None if path is None else os.fspath(path)
         return self
 
+    def setValidationFraction(self, fraction):
+        """Hold out this fraction (0 <= f < 1; 0: none) of the training rows
+        for validation, chosen at random from the seed (each worker from
+        its own rows, as `kindling train --val-split` under --local-data).
+        Every epoch then reports val_loss and val_accuracy, and early
+        stopping and keepBest follow the validation loss."""
+        if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0 <= fraction < 1:
+            raise ValueError(f"validationFraction must be a number in [0, 1), got {fraction!r}")
+        self._val_fraction = float(fraction)
+        return self
+
+    def setValidationData(self, data):
+        """A validation data set instead: a DataFrame (the same label and
+        features columns as the training data) or an RDD of rows, scored
+        every epoch (it is collected on the driver and dealt to the workers:
+        meant for validation sets, not for a second training set). None
+        removes it."""
+        if data is not None and not hasattr(data, "collect"):
+            raise TypeError(f"setValidationData takes a DataFrame or an RDD, got {type(data).__name__}")
+        self._val_data = data
+        return self
+
+    def setPatience(self, epochs):
+        """Early stopping: end training when the validation loss (the
+        training loss without validation data) has not improved for this
+        many epochs (0: train every epoch)."""
+        self._patience = _positive_int("patience", epochs, 0)
+        return self
+
+    def setMinDelta(self, delta):
+        """An improvement must be larger than this (patience and keepBest)."""
+        if isinstance(delta, bool) or not isinstance(delta, numbers.Real) or not math.isfinite(delta) or delta < 0:
+            raise ValueError(f"minDelta must be a finite number >= 0, got {delta!r}")
+        self._min_delta = float(delta)
+        return self
+
+    def setKeepBest(self, path):
+        """Also write the checkpoint of the best epoch so far (lowest
+        validation loss, else training loss) to this path on the driver, a
+        file `kindling eval` and KindlingModel.from_checkpoint read. None:
+        do not keep it."""
+        self._keep_best = None if path is None else os.fspath(path)
+        return self
+
     # ------------------------------------------------------------- fit
+    def _check_training_settings(self):
+        if self._val_fraction and self._val_data is not None:
+            raise ValueError("validationFraction and a validation data set exclude each other: hold out part "
+                             "of the training data or give a validation set, not both")
+        if self._min_delta and not (self._patience or self._keep_best):
+            raise ValueError("minDelta only applies with patience or keepBest")
+        if self._keep_best is not None:
+            d = os.path.dirname(os.path.abspath(self._keep_best)) or "."
+            if os.path.isdir(self._keep_best):
+                raise ValueError(f"keepBest {self._keep_best} is a directory; name a file")
+            if not os.path.isdir(d) or not os.access(d, os.W_OK):
+                raise ValueError(f"keepBest {self._keep_best}: the directory {d} does not exist or is not "
+                                 f"writable")
+
     def _config(self, sc):
         text, shape, classes = resolve_network(self._network, self._dimension)
         threads = self._threads or max(1, int(sc.getConf().get("spark.task.cpus", "1")))
@@ -342,7 +407,8 @@ class Kindling:
             mode=mode, max_staleness=self._staleness, seed=self._seed, threads=threads,
             optimizer=dict(self._optimizer), checkpoint_every=self._ckpt_every, checkpoint_dir=self._ckpt_dir,
             max_retries=self._retries, mpi_args=self._mpi_args, spool_root=self._spool_root,
-            context=self._context), shape
+            context=self._context, val_split=self._val_fraction, patience=self._patience,
+            min_delta=self._min_delta, keep_best=self._keep_best), shape
 
     def fit(self, data, **model_params):
         """Train on an RDD ((label, features) pairs, LabeledPoints, Rows,
@@ -350,6 +416,7 @@ class Kindling:
         setFeaturesName columns). Returns a KindlingModel whose history is
         the checkpoint's; `model.training_summary` tells how it ran."""
         sc = data.context if hasattr(data, "context") else data.sparkSession.sparkContext
+        self._check_training_settings()
         cfg, shape = self._config(sc)
         if cfg.mode == "async" and cfg.servers < 1:
             raise ValueError("async mode needs numServers >= 1 (setNumServer) or mode 'sync' (setMode('sync'))")
@@ -359,7 +426,7 @@ class Kindling:
         ckpt, record = driver.run_training(sc, rows, cfg, os.environ.get("KINDLING_CLI") or None,
                                            on_line=self._on_progress,
                                            timeout=self._timeout, label_name=self._label,
-                                           features_name=self._features)
+                                           features_name=self._features, validation=self._val_data)
         params = {"featuresCol": self._features, "labelCol": self._label}
         params.update(model_params)
         model = KindlingModel(checkpoint=ckpt, **params)
@@ -384,7 +451,8 @@ class KindlingClassifier(Estimator, KindlingModelParams, DefaultParamsReadable, 
     numWorkers = _p("numWorkers", "worker ranks, one Spark partition each (>= 1)", TypeConverters.toInt)
     numServers = _p("numServers", "parameter-server ranks in async mode (>= 1)", TypeConverters.toInt)
     mode = _p("mode", "async (parameter servers) or sync (allreduce)", TypeConverters.toString)
-    maxStaleness = _p("maxStaleness", "async: steps a worker may run ahead (-1 unbounded)", TypeConverters.toInt)
+    maxStaleness = _p("maxStaleness", "async: steps a worker may run ahead (-1 unbounded, default 0)",
+                      TypeConverters.toInt)
     optimizer = _p("optimizer", "sgd, momentum, adam or adamw", TypeConverters.toString)
     learningRate = _p("learningRate", "learning rate (default per optimizer)", TypeConverters.toFloat)
     momentum = _p("momentum", "momentum optimizer: momentum", TypeConverters.toFloat)
@@ -398,6 +466,15 @@ class KindlingClassifier(Estimator, KindlingModelParams, DefaultParamsReadable, 
     checkpointEvery = _p("checkpointEvery", "checkpoint every N steps too (0: per epoch)", TypeConverters.toInt)
     threadsPerRank = _p("threadsPerRank", "BLAS threads per rank (0: spark.task.cpus)", TypeConverters.toInt)
     context = _p("context", "cpu or gpu", TypeConverters.toString)
+    validationFraction = _p("validationFraction", "fraction of the training rows held out for validation, "
+                            "seeded (0: none)", TypeConverters.toFloat)
+    validationIndicatorCol = _p("validationIndicatorCol", "boolean column: true marks a validation row (as in "
+                                "GBTClassifier)", TypeConverters.toString)
+    patience = _p("patience", "early stopping: epochs without improvement of the validation loss (the training "
+                  "loss without validation data) before training stops (0: off)", TypeConverters.toInt)
+    minDelta = _p("minDelta", "an improvement must be larger than this (patience, keepBest)",
+                  TypeConverters.toFloat)
+    keepBest = _p("keepBest", "path on the driver for the checkpoint of the best epoch", TypeConverters.toString)
 
     @keyword_only
     def __init__(self, *, featuresCol="features", labelCol="label", probabilityCol="probability",
@@ -407,14 +484,17 @@ class KindlingClassifier(Estimator, KindlingModelParams, DefaultParamsReadable, 
                  optimizer=DEFAULTS.optimizer, learningRate=None, momentum=None, weightDecay=None,
                  schedule=DEFAULTS.schedule, seed=DEFAULTS.seed, maxRetries=DEFAULTS.max_retries, checkpointDir=None,
                  checkpointEvery=DEFAULTS.checkpoint_every, threadsPerRank=DEFAULTS.threads,
-                 context=DEFAULTS.context):
+                 context=DEFAULTS.context, validationFraction=DEFAULTS.validation_fraction,
+                 validationIndicatorCol=None, patience=DEFAULTS.patience, minDelta=DEFAULTS.min_delta,
+                 keepBest=None):
         super().__init__()
         self._setDefault(network=DEFAULTS.network, numEpochs=DEFAULTS.epochs, batchSize=DEFAULTS.batch_size,
                          numWorkers=DEFAULTS.workers, numServers=DEFAULTS.servers, mode=DEFAULTS.mode,
                          maxStaleness=DEFAULTS.max_staleness, optimizer=DEFAULTS.optimizer,
                          schedule=DEFAULTS.schedule, seed=DEFAULTS.seed, maxRetries=DEFAULTS.max_retries,
                          checkpointEvery=DEFAULTS.checkpoint_every, threadsPerRank=DEFAULTS.threads,
-                         context=DEFAULTS.context)
+                         context=DEFAULTS.context, validationFraction=DEFAULTS.validation_fraction,
+                         patience=DEFAULTS.patience, minDelta=DEFAULTS.min_delta)
         self._set(**{k: v for k, v in self._input_kwargs.items() if v is not None})
 
     @keyword_only
@@ -432,7 +512,9 @@ class KindlingClassifier(Estimator, KindlingModelParams, DefaultParamsReadable, 
              .setSeed(self._get(self.seed)).setMaxRetries(self._get(self.maxRetries))
              .setCheckpointDir(self._get(self.checkpointDir))
              .setCheckpointEvery(self._get(self.checkpointEvery)).setContext(self._get(self.context))
-             .setLabelName(self.getLabelCol()).setFeaturesName(self.getFeaturesCol()))
+             .setLabelName(self.getLabelCol()).setFeaturesName(self.getFeaturesCol())
+             .setValidationFraction(self._get(self.validationFraction)).setPatience(self._get(self.patience))
+             .setMinDelta(self._get(self.minDelta)).setKeepBest(self._get(self.keepBest)))
         if self._get(self.mode) == "async":
             k.setNumServer(self._get(self.numServers))
         if self._get(self.inputShape):
@@ -449,7 +531,22 @@ class KindlingClassifier(Estimator, KindlingModelParams, DefaultParamsReadable, 
         return k
 
     def _fit(self, dataset):
-        return self.builder().fit(dataset, probabilityCol=self.getProbabilityCol(),
+        k = self.builder()
+        indicator = self._get(self.validationIndicatorCol)
+        if indicator:
+            from pyspark.sql import functions as F
+            from pyspark.sql.types import BooleanType
+
+            if indicator not in dataset.schema.names:
+                raise ValueError(f"validationIndicatorCol {indicator!r} is not in the DataFrame (columns: "
+                                 f"{', '.join(dataset.schema.names)})")
+            if not isinstance(dataset.schema[indicator].dataType, BooleanType):
+                raise ValueError(f"validationIndicatorCol {indicator!r} has type "
+                                 f"{dataset.schema[indicator].dataType.simpleString()}; it must be boolean")
+            flag = F.coalesce(F.col(indicator), F.lit(False))
+            k.setValidationData(dataset.filter(flag))
+            dataset = dataset.filter(~flag)
+        return k.fit(dataset, probabilityCol=self.getProbabilityCol(),
                                   predictionCol=self.getPredictionCol(),
                                   predictBatchSize=self.getPredictBatchSize())
 

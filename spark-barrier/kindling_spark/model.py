@@ -49,7 +49,7 @@ from pyspark.ml.param.shared import HasFeaturesCol, HasLabelCol, HasPredictionCo
 from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql.types import ArrayType, DoubleType, NumericType, StructField, StructType
 
-from . import data, files, native
+from . import data, files, history, native
 
 FORMAT = "kindling-spark-model"
 FORMAT_VERSION = 1
@@ -277,9 +277,32 @@ class KindlingModel(Model, KindlingModelParams, MLWritable, MLReadable):
 
     @property
     def history(self):
-        """Per-epoch records (epoch, train_loss, train_accuracy, test_loss,
-        test_accuracy, seconds, learning_rate; None where not measured)."""
-        return [dict(h) for h in self._history]
+        """The training history, one row per epoch: a pandas DataFrame
+        indexed by epoch with columns train_loss, train_accuracy, val_loss,
+        val_accuracy, test_loss, test_accuracy, seconds, learning_rate (NaN
+        where an epoch has no such figure) when pandas is installed, else
+        history_records."""
+        return history.as_frame(self._history)
+
+    @property
+    def history_records(self):
+        """The training history as a list of dicts, one per epoch (every
+        column, None where not measured)."""
+        return history.records(self._history)
+
+    @property
+    def best_epoch(self):
+        """(epoch, monitored figure, value) of the best epoch by the rule
+        patience and keepBest follow (lowest validation loss, else training
+        loss), or None without history."""
+        return history.best_epoch(self._history)
+
+    def plot_history(self, path=None, ax=None, title=None):
+        """Loss and accuracy curves per epoch (training, validation and test;
+        the best epoch dashed) with matplotlib, an optional dependency
+        (ImportError naming it when missing). With `path` the picture is
+        saved there (.png, .svg, .pdf). Returns the matplotlib Figure."""
+        return history.plot(self._history, path=path, ax=ax, title=title)
 
     def __repr__(self):
         return (f"KindlingModel(uid={self.uid}, input_shape={self.input_shape}, num_classes={self.num_classes}, "
@@ -583,7 +606,7 @@ class KindlingModelWriter(MLWriter):
                 "checkpointSha256": hashlib.sha256(ckpt).hexdigest(),
                 "inputShape": list(m.input_shape),
                 "numClasses": m.num_classes,
-                "history": m.history,
+                "history": m.history_records,
             },
         }
         contents = {

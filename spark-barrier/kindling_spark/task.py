@@ -46,7 +46,7 @@ import time
 
 from .files import write_atomic
 from .keeper import JOB_ENV, KeptProcess, job_processes, module_command
-from .params import TrainConfig, is_preset, train_argv
+from .params import TrainConfig, best_path, is_preset, train_argv
 
 HOST_PREFIX = "kdspark-t"     # + the leader task's id: the name of a host mpirun reaches through the agent
 TEST_HOSTS_ENV = "KINDLING_SPARK_TEST_HOSTS"  # test hook "N": deal the tasks into N hosts (one machine as N)
@@ -70,6 +70,7 @@ class JobSpec:
     timeout: float = None
     test_hosts: int = 0      # test hook: deal the tasks into this many hosts (TEST_HOSTS_ENV)
     own_checkpoint_dir: bool = False  # the checkpoint's directory is the driver's temporary one, not the user's
+    val: object = None       # a validation data set: a Broadcast of [(labels, features)] per worker task
 
 
 def _local_address_towards(host):
@@ -281,7 +282,9 @@ def mpirun_command(job, infos, order, hosts, agent):
     """The mpirun command line: one app context per run of ranks on a host."""
     cfg = job.cfg
     net_arg = cfg.network if is_preset(cfg.network) else os.path.join(job.spool_dir, "net.json")
-    argv = train_argv(cfg, net_arg, os.path.join(job.spool_dir, "part-%w.spool"), job.checkpoint, job.resume)
+    val_pattern = os.path.join(job.spool_dir, "val-%w.spool") if job.val is not None else None
+    argv = train_argv(cfg, net_arg, os.path.join(job.spool_dir, "part-%w.spool"), job.checkpoint, job.resume,
+                      val_pattern)
     # The test hook's hosts share one machine, where Open MPI's view of who
     # shares memory differs from rank to rank: TCP only, as between machines.
     btl = "self,tcp" if job.test_hosts else "self,vader,tcp"
@@ -380,6 +383,18 @@ def spool_rows(job, t, rows):
     return w.count
 
 
+def spool_validation(job, t):
+    """A worker task's share of the validation data set into its spool file
+    (every worker gets one, possibly empty: the ranks add their figures up)."""
+    from . import spool
+
+    y, x = job.val.value[t - job.cfg.server_ranks]
+    with spool.SpoolWriter(os.path.join(job.spool_dir, f"val-task-{t}.spool"), (job.cfg.input_size,),
+                           labelled=True) as w:
+        if len(y):
+            w.append(x, y)
+
+
 class _SetupFailed(Exception):
     pass
 
@@ -433,6 +448,8 @@ def barrier_task(job, rows, ctx=None):
                     pass
             else:
                 count = spool_rows(job, t, rows)
+                if job.val is not None:
+                    spool_validation(job, t)
         except _SetupFailed:
             pass
         except (ValueError, TypeError) as e:
@@ -469,6 +486,13 @@ def barrier_task(job, rows, ctx=None):
             except FileNotFoundError:
                 pass
             os.symlink(f"task-{t}.spool", part)
+            if job.val is not None:
+                val = os.path.join(job.spool_dir, f"val-{my_rank - cfg.server_ranks}.spool")
+                try:
+                    os.unlink(val)
+                except FileNotFoundError:
+                    pass
+                os.symlink(f"val-task-{t}.spool", val)
         if job.fault and hosts[infos[order[job.fault[0]]]["host"]].leader == t:
             threading.Thread(target=_fault_watch, args=(job, stop_fault), daemon=True).start()
 
@@ -485,8 +509,13 @@ def barrier_task(job, rows, ctx=None):
         if rc == 0 and my_rank == cfg.server_ranks:  # the writer: worker 0
             with open(job.checkpoint, "rb") as f:
                 record["checkpoint"] = f.read()
+            if cfg.keep_best and os.path.exists(best_path(job.checkpoint)):
+                with open(best_path(job.checkpoint), "rb") as f:
+                    record["best"] = f.read()
             if job.own_checkpoint_dir:  # its bytes go to the driver; nothing is left on this host
-                os.unlink(job.checkpoint)
+                for path in (job.checkpoint, best_path(job.checkpoint)):
+                    if os.path.exists(path):
+                        os.unlink(path)
         return [(t, record)]
     finally:
         stop_fault.set()
@@ -497,9 +526,9 @@ def barrier_task(job, rows, ctx=None):
         for p in kept:
             p.kill()
         if not server:
-            names = [f"task-{t}.spool"]
+            names = [f"task-{t}.spool", f"val-task-{t}.spool"]
             if my_rank is not None:
-                names.append(f"part-{my_rank - cfg.server_ranks}.spool")
+                names += [f"part-{my_rank - cfg.server_ranks}.spool", f"val-{my_rank - cfg.server_ranks}.spool"]
             for name in names:
                 try:
                     os.unlink(os.path.join(job.spool_dir, name))

@@ -102,7 +102,7 @@ def main():
                  .setBatchSize(64).setNumWorker(2).setNumServer(1).setContext("cpu").setLabelName("label")
                  .setOptimizer("adam", lr=0.001).setMaxStaleness(2).fit(points))
         out["fit_seconds"] = round(time.time() - t0, 1)
-        out["history"] = [{k: h[k] for k in ("epoch", "train_loss", "train_accuracy")} for h in model.history]
+        out["history"] = [{k: h[k] for k in ("epoch", "train_loss", "train_accuracy")} for h in model.history_records]
 
         path = args.model or os.path.join(tempfile.mkdtemp(prefix="kindling-seed-"), "model")
         model.save(sc, path)

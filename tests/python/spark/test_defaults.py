@@ -30,3 +30,14 @@ def test_every_entry_point_has_the_same_defaults(cli):
     assert (cfg.epochs, cfg.batch_size) == (epochs, batch)
     built = clf.builder()
     assert (built._epochs, built._batch) == (epochs, batch)
+
+
+def test_the_optimizer_and_schedule_are_the_cli_defaults(cli):
+    helptext = subprocess.run([cli, "train", "--help"], capture_output=True, text=True, check=True).stdout
+    optimizer = re.search(r"^\s+--optimizer NAME\s.*\(default (\w+)\)", helptext, re.M)
+    schedule = re.search(r"^\s+--schedule NAME\s.*\(default (\w+)\)", helptext, re.M)
+    assert optimizer and schedule, "`kindling train --help` names no default optimizer or schedule"
+    assert (params.DEFAULTS.optimizer, params.DEFAULTS.schedule) == (optimizer.group(1), schedule.group(1))
+    clf = KindlingClassifier()
+    assert (clf.getOrDefault("optimizer"), clf.getOrDefault("schedule")) == (optimizer.group(1), schedule.group(1))
+    assert clf.getOrDefault("validationFraction") == 0 and clf.getOrDefault("patience") == 0

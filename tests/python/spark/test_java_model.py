@@ -105,7 +105,7 @@ def test_round_trip_keeps_uid_and_params(java, trained, tmp_path):
     model.write().save(str(tmp_path / "a"))
     java("resave", tmp_path / "a", tmp_path / "b")
     back = KindlingModel.load(str(tmp_path / "b"))
-    assert back.uid == model.uid and back.getPredictBatchSize() == 17 and back.history == model.history
+    assert back.uid == model.uid and back.getPredictBatchSize() == 17 and back.history_records == model.history_records
     # Java, like Python, will not write over an existing save without being told.
     err = java("resave", tmp_path / "a", tmp_path / "b", ok=False)
     assert "already exists" in err

@@ -74,7 +74,7 @@ def test_local_predict_matches_numpy_reference(model, trained, test_set):
 
 
 def test_history_comes_from_the_checkpoint(model):
-    h = model.history
+    h = model.history_records
     assert [r["epoch"] for r in h] == list(range(1, EPOCHS + 1))
     assert h[-1]["train_loss"] < h[0]["train_loss"]
     assert h[0]["test_loss"] is None  # trained without a test set
@@ -209,7 +209,7 @@ def test_save_load_round_trip(spark, model, trained, test_set, tmp_path):
     m.write().save(path)
     loaded = KindlingModel.load(path)
     assert loaded.uid == m.uid and loaded.getPredictionCol() == "cls" and loaded.getPredictBatchSize() == 32
-    assert loaded.checkpoint == m.checkpoint and loaded.history == m.history
+    assert loaded.checkpoint == m.checkpoint and loaded.history_records == m.history_records
 
     df = vector_df(spark, x)
     before = collect_sorted(m.transform(df), pred_col="cls")

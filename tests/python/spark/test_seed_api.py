@@ -131,7 +131,7 @@ def test_save_and_load_with_a_spark_context(spark, model, test_set, tmp_path):
     for path in (seed_path, ml_path, "file://" + seed_path):
         for loaded in (KindlingModel.load(sc, path), KindlingModel.load(path)):
             assert loaded.uid == m.uid and loaded.getPredictBatchSize() == 17
-            assert loaded.checkpoint == m.checkpoint and loaded.history == m.history
+            assert loaded.checkpoint == m.checkpoint and loaded.history_records == m.history_records
             np.testing.assert_array_equal(loaded.predict(x), m.predict(x))
 
     # mllib's Saveable semantics: an existing path is not replaced silently.

@@ -72,8 +72,8 @@ def test_java_sync_fit_trains_what_python_trains(java_fit, spark, tmp_path, no_s
     pmodel = (Kindling().setNetwork(SPEC).setNumEpoch(6).setBatchSize(32).setNumWorker(2).setNumServer(0).setSeed(7)
               .setOptimizer("momentum", lr=0.01).setSchedule("constant").setThreadsPerRank(1).fit(rdd))
     np.testing.assert_allclose(jmodel.predict(TEST_X), pmodel.predict(TEST_X), rtol=0, atol=1e-6)
-    assert [h["train_loss"] for h in jmodel.history] == pytest.approx([h["train_loss"] for h in pmodel.history],
-                                                                      abs=1e-6)
+    assert [h["train_loss"] for h in jmodel.history_records] == pytest.approx(
+        [h["train_loss"] for h in pmodel.history_records], abs=1e-6)
     assert accuracy(jmodel) > 0.8
 
 

@@ -83,10 +83,10 @@ def test_task_killed_mid_checkpoint_write_is_retried_and_resumed(spark, failpoin
     assert seen.get("at_retry") == 40, seen
     assert len(seen["tmp_at_retry"]) == 1, seen
     assert not [p.name for p in ckdir.iterdir() if ".tmp" in p.name]
-    assert [h["epoch"] for h in broken.history] == [1, 2, 3, 4]
+    assert [h["epoch"] for h in broken.history_records] == [1, 2, 3, 4]
     # The retry resumed the planned schedule: the same rates as the clean run, above 0 until the end.
-    rates = [h["learning_rate"] for h in broken.history]
-    assert rates == [h["learning_rate"] for h in clean.history], (rates, clean.history)
+    rates = [h["learning_rate"] for h in broken.history_records]
+    assert rates == [h["learning_rate"] for h in clean.history_records], (rates, clean.history_records)
     assert all(r > 0 for r in rates[:-1]) and rates[0] > rates[1] > rates[2], rates
     acc = lambda m: float(np.mean(m.predict_classes(TEST_X) == TEST_Y))  # noqa: E731
     assert abs(acc(clean) - acc(broken)) <= 0.005, (acc(clean), acc(broken))

@@ -77,8 +77,8 @@ def test_builder_async_fit_logs_progress_and_transforms(spark, caplog, no_strays
     assert re.search(r"^epoch 1/4 .* samples/s per worker, \d+ global", epochs[0][1]), epochs[0][1]
     assert any(r.getMessage().startswith("epoch 1/4") for r in caplog.records)
     # The model carries the training history from the checkpoint.
-    assert [h["epoch"] for h in model.history] == [1, 2, 3, 4]
-    assert model.history[-1]["train_loss"] < model.history[0]["train_loss"]
+    assert [h["epoch"] for h in model.history_records] == [1, 2, 3, 4]
+    assert model.history_records[-1]["train_loss"] < model.history_records[0]["train_loss"]
     assert accuracy(model) > 0.9
 
     x, y = make_blobs(50, seed=5)
@@ -111,7 +111,7 @@ def test_classifier_sync_fit_save_load_round_trip(spark, tmp_path, no_strays):
     assert [r.prediction for r in a] == [r.prediction for r in b]
     np.testing.assert_array_equal(np.array([r.probability.toArray() for r in a]),
                                   np.array([r.probability.toArray() for r in b]))
-    assert loaded.history == model.history
+    assert loaded.history_records == model.history_records
 
     clf_path = str(tmp_path / "clf")
     clf.write().overwrite().save(clf_path)
@@ -189,7 +189,7 @@ def test_killed_rank_is_retried_and_resumed(spark, monkeypatch, tmp_path, no_str
     assert attempts[1]["resumed"]
     lines = [t for _, _, t in broken.training_summary["lines"]]
     assert any("killing rank 1" in t or "signal 9" in t for t in lines), "\n".join(lines[-20:])
-    assert [h["epoch"] for h in broken.history] == [1, 2, 3, 4]
+    assert [h["epoch"] for h in broken.history_records] == [1, 2, 3, 4]
     a_clean, a_broken = accuracy(clean), accuracy(broken)
     assert abs(a_clean - a_broken) <= 0.005, (a_clean, a_broken)
 
@@ -302,7 +302,7 @@ def test_tasks_on_two_hosts_use_messages_and_recover_a_killed_rank(spark, monkey
     attempts = broken.training_summary["attempts"]
     assert [a["status"] for a in attempts] == ["failed", "ok"], attempts
     assert attempts[1]["resumed"]
-    assert [h["epoch"] for h in broken.history] == [1, 2, 3, 4]
+    assert [h["epoch"] for h in broken.history_records] == [1, 2, 3, 4]
     a_clean, a_broken = accuracy(clean), accuracy(broken)
     assert a_clean > 0.9 and abs(a_clean - a_broken) <= 0.01, (a_clean, a_broken)
 
