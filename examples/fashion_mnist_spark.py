@@ -164,8 +164,7 @@ def main(argv=None, spark=None):
 
         clf = KindlingClassifier(network="mlp", inputShape=[1, 28, 28], numEpochs=args.epochs,
                                  batchSize=args.batch_size, numWorkers=args.workers, numServers=args.servers,
-                                 mode=args.mode, maxStaleness=2, optimizer="adam", learningRate=0.001,
-                                 checkpointEvery=500, validationFraction=args.validation)
+                                 mode=args.mode, checkpointEvery=500, validationFraction=args.validation)
         lines = []  # (time, line) of everything the ranks and the launcher said
 
         class Lines(logging.Handler):
