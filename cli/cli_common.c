@@ -10,6 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli_signals.h"
 
 /* ----------------------------------------------------------------- errors */
 int cli_usage_error(const char *cmd, const char *fmt, ...)
@@ -39,6 +42,39 @@ int cli_fail(const char *fmt, ...)
     va_end(ap);
     fputc('\n', stderr);
     return CLI_FAIL;
+}
+
+int cli_write_file(const char *path, int (*fill)(FILE *f, void *ctx), void *ctx)
+{
+    size_t len = strlen(path) + 100;
+    char *tmp = malloc(len);
+    if (!tmp)
+        return cli_fail("out of memory");
+    if (kd_save_temp_path(path, tmp, len) != KD_OK) {
+        free(tmp);
+        return cli_library_error();
+    }
+    cli_signals_remove_on_exit(tmp);
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        int rc = cli_fail("%s: cannot create %s: %s", path, tmp, strerror(errno));
+        free(tmp);
+        return rc;
+    }
+    int err = fill(f, ctx);
+    if (!err && fsync(fileno(f)) != 0)
+        err = errno;
+    if (fclose(f) != 0 && !err)
+        err = errno ? errno : EIO;
+    if (!err && rename(tmp, path) != 0)
+        err = errno;
+    int rc = CLI_OK;
+    if (err) {
+        rc = cli_fail("writing %s: %s", path, strerror(err));
+        remove(tmp);
+    }
+    free(tmp);
+    return rc;
 }
 
 int cli_getopt_error(const char *cmd, int c, char *const argv[])

@@ -6,6 +6,7 @@
 
 #include <getopt.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "kindling.h"
 
@@ -26,6 +27,13 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) CLI_PRINTF(2, 3);
 int cli_library_error(void);
 /* "kindling: <problem>" on stderr for failures found by the tool itself; returns 1. */
 int cli_fail(const char *fmt, ...) CLI_PRINTF(1, 2);
+
+/* Write the file `path` whole or not at all: fill(f, ctx) (0 or an errno)
+ * writes into the temporary name every Kindling save uses (a signal
+ * mid-write removes it), which is synced, closed and renamed over `path`;
+ * on any failure the temporary is removed. Prints the error; returns an
+ * exit code. */
+int cli_write_file(const char *path, int (*fill)(FILE *f, void *ctx), void *ctx);
 /* Report getopt_long's '?' (unknown flag) or ':' (missing value); returns 2.
  * `c` is what getopt_long returned, argv/optind as after that call. */
 int cli_getopt_error(const char *cmd, int c, char *const argv[]);

@@ -1,15 +1,12 @@
 /* `kindling plot`: a checkpoint's training curves as an SVG picture
  * (cli/plot_svg.c draws it). */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include "cli_common.h"
-#include "cli_signals.h"
 #include "commands.h"
 #include "plot_svg.h"
 
@@ -99,42 +96,25 @@ static void subtitle_of(const kd_net *net, const kd_train_state *st, const kd_be
 #undef ADD
 }
 
+typedef struct picture {
+    const kd_train_state *st;
+    const plot_info *info;
+} picture;
+
+static int fill_picture(FILE *f, void *ctx)
+{
+    const picture *p = ctx;
+    return plot_svg_write(f, p->st, p->info);
+}
+
 static int write_picture(const char *path, const kd_train_state *st, const plot_info *info)
 {
+    picture p = {st, info};
     if (strcmp(path, "-") == 0) {
-        int err = plot_svg_write(stdout, st, info);
+        int err = fill_picture(stdout, &p);
         return err ? cli_fail("writing the picture: %s", strerror(err)) : CLI_OK;
     }
-    /* The name every Kindling save uses; a signal mid-write removes it. */
-    size_t len = strlen(path) + 100;
-    char *tmp = malloc(len);
-    if (!tmp)
-        return cli_fail("out of memory");
-    if (kd_save_temp_path(path, tmp, len) != KD_OK) {
-        free(tmp);
-        return cli_library_error();
-    }
-    cli_signals_remove_on_exit(tmp);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        int rc = cli_fail("-o %s: cannot create %s: %s", path, tmp, strerror(errno));
-        free(tmp);
-        return rc;
-    }
-    int err = plot_svg_write(f, st, info);
-    if (!err && fsync(fileno(f)) != 0)
-        err = errno;
-    if (fclose(f) != 0 && !err)
-        err = errno ? errno : EIO;
-    if (!err && rename(tmp, path) != 0)
-        err = errno;
-    int rc = CLI_OK;
-    if (err) {
-        rc = cli_fail("writing %s: %s", path, strerror(err));
-        remove(tmp);
-    }
-    free(tmp);
-    return rc;
+    return cli_write_file(path, fill_picture, &p);
 }
 
 int cmd_plot(int argc, char **argv)

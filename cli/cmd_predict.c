@@ -4,10 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "cli_common.h"
-#include "cli_signals.h"
 #include "commands.h"
 
 static const char *const CMD = "predict";
@@ -117,42 +115,27 @@ static int write_predictions(FILE *f, const float *probs, int64_t n, int k, char
     return 0;
 }
 
+typedef struct predictions {
+    const float *probs;
+    int64_t n;
+    int k;
+    char *const *ids;
+} predictions;
+
+static int fill_predictions(FILE *f, void *ctx)
+{
+    const predictions *p = ctx;
+    return write_predictions(f, p->probs, p->n, p->k, p->ids);
+}
+
 static int write_output(const char *path, const float *probs, int64_t n, int k, char *const *ids)
 {
+    predictions p = {probs, n, k, ids};
     if (!path) {
-        int err = write_predictions(stdout, probs, n, k, ids);
+        int err = fill_predictions(stdout, &p);
         return err ? cli_fail("writing predictions: %s", strerror(err)) : CLI_OK;
     }
-    /* The name every Kindling save uses; a signal mid-write removes it. */
-    size_t len = strlen(path) + 100;
-    char *tmp = malloc(len);
-    if (!tmp)
-        return cli_fail("out of memory");
-    if (kd_save_temp_path(path, tmp, len) != KD_OK) {
-        free(tmp);
-        return cli_library_error();
-    }
-    cli_signals_remove_on_exit(tmp);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        int rc = cli_fail("cannot create %s: %s", tmp, strerror(errno));
-        free(tmp);
-        return rc;
-    }
-    int err = write_predictions(f, probs, n, k, ids);
-    if (!err && fsync(fileno(f)) != 0)
-        err = errno;
-    if (fclose(f) != 0 && !err)
-        err = errno ? errno : EIO;
-    if (!err && rename(tmp, path) != 0)
-        err = errno;
-    int rc = CLI_OK;
-    if (err) {
-        rc = cli_fail("writing %s: %s", path, strerror(err));
-        remove(tmp);
-    }
-    free(tmp);
-    return rc;
+    return cli_write_file(path, fill_predictions, &p);
 }
 
 int cmd_predict(int argc, char **argv)
