@@ -33,15 +33,21 @@ int cli_library_error(void)
     return CLI_FAIL;
 }
 
+int cli_vfail(const char *fmt, va_list ap)
+{
+    fputs("kindling: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    return CLI_FAIL;
+}
+
 int cli_fail(const char *fmt, ...)
 {
     va_list ap;
-    fputs("kindling: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    int rc = cli_vfail(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-    return CLI_FAIL;
+    return rc;
 }
 
 int cli_write_file(const char *path, int (*fill)(FILE *f, void *ctx), void *ctx)

@@ -5,6 +5,7 @@
 #define KD_CLI_COMMON_H
 
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -27,6 +28,7 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) CLI_PRINTF(2, 3);
 int cli_library_error(void);
 /* "kindling: <problem>" on stderr for failures found by the tool itself; returns 1. */
 int cli_fail(const char *fmt, ...) CLI_PRINTF(1, 2);
+int cli_vfail(const char *fmt, va_list ap); /* cli_fail for a variadic caller */
 
 /* Write the file `path` whole or not at all: fill(f, ctx) (0 or an errno)
  * writes into the temporary name every Kindling save uses (a signal

@@ -52,12 +52,10 @@ static int watch_fail(cli_train_watch *w, const char *fmt, ...)
         w->print.line_open = 0;
     }
     va_list ap;
-    fputs("kindling: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    int rc = cli_vfail(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-    return CLI_FAIL;
+    return rc;
 }
 
 /* One JSON line: an epoch's record, or the running figures every N steps. */
