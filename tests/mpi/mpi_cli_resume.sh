@@ -41,20 +41,23 @@ done
 same() { test "$(ckpt_diff "$1" "$2")" = "0.0"; }
 P=(--net "$WORK/spec.json" --train-csv "$WORK/d.csv" --optimizer momentum --lr 0.05 --schedule constant --seed 5 -q
    --dist sync --batch-size 4)
+# Long enough (seconds of training) that a signal relayed by a busy mpirun
+# still arrives before the end.
+EPOCHS=1000
 # The unbroken run, timed from its first checkpoint (training runs) to its
 # end: the kill below lands within the first 40 % of that span, so it comes
 # before the end however long MPI takes to start.
-kd_mpirun -np 2 "$KD_CLI" train "${P[@]}" --epochs 400 --checkpoint "$WORK/pfull.h5" > "$WORK/pfull.out" 2>&1 &
+kd_mpirun -np 2 "$KD_CLI" train "${P[@]}" --epochs "$EPOCHS" --checkpoint "$WORK/pfull.h5" > "$WORK/pfull.out" 2>&1 &
 pid=$!
 for i in $(seq 600); do [ -e "$WORK/pfull.h5" ] && break; sleep 0.05; done
 t0=$(date +%s%N)
 wait "$pid"
 rc=$?
 ms=$((($(date +%s%N) - t0) / 1000000))
-check "sync: unbroken 400 epochs (exit $rc)" test "$rc" = 0
+check "sync: unbroken $EPOCHS epochs (exit $rc)" test "$rc" = 0
 for target in rank mpirun; do
     rm -f "$WORK/p.h5"
-    env --default-signal=INT,TERM "$KD_MPIEXEC" --oversubscribe -np 2 "$KD_CLI" train "${P[@]}" --epochs 400 \
+    env --default-signal=INT,TERM "$KD_MPIEXEC" --oversubscribe -np 2 "$KD_CLI" train "${P[@]}" --epochs "$EPOCHS" \
         --checkpoint "$WORK/p.h5" > "$WORK/p.out" 2>&1 &
     pid=$!
     # Once training runs (the first epoch's checkpoint is there), at a random
@@ -72,7 +75,7 @@ for target in rank mpirun; do
     [ "$target" = rank ] && check "SIGTERM to one rank: mpirun exits 143 (got $rc)" test "$rc" = 143
     check "SIGTERM to $target: the writer says where it stopped" grep -q "stopped by SIGTERM at epoch" "$WORK/p.out"
     check "SIGTERM to $target: no temporary left" test -z "$(ls "$WORK" | grep 'p.h5.tmp')"
-    check "SIGTERM to $target: resumed" kd_mpirun -np 2 "$KD_CLI" train "${P[@]}" --epochs 400 --resume "$WORK/p.h5"
+    check "SIGTERM to $target: resumed" kd_mpirun -np 2 "$KD_CLI" train "${P[@]}" --epochs "$EPOCHS" --resume "$WORK/p.h5"
     check "SIGTERM to $target: the resumed run equals the unbroken one bit for bit" same "$WORK/pfull.h5" "$WORK/p.h5"
 done
 finish
