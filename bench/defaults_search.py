@@ -116,7 +116,7 @@ def train_spark(net, seed, extra=None):
         x, y = example.load_fashion(example.DEFAULT_DATA, "train")
         xt, yt = example.load_fashion(example.DEFAULT_DATA, "t10k")
         clf = KindlingClassifier(network=net, seed=seed, **(extra or {}))
-        df = example.to_dataframe(spark, x, y, clf.getOrDefault("numWorkers"))
+        df = example.to_dataframe(spark, x, y)
         load = load_average()
         t0 = time.monotonic()
         model = clf.fit(df)

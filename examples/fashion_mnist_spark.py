@@ -56,13 +56,15 @@ def load_fashion(data_dir, split):
     return (x.reshape(len(x), -1) / np.float32(255)).astype(np.float32), y.astype(np.int32)
 
 
-def to_dataframe(spark, x, y, partitions):
-    """A DataFrame (label int, features array<float>) built through Arrow."""
+def to_dataframe(spark, x, y):
+    """A DataFrame (label int, features array<float>) built through Arrow.
+    Not repartitioned: the fit deals the rows to its ranks in one shuffle
+    anyway, and a repartition here would be a second shuffle of the data."""
     import pyarrow as pa
 
     features = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1]).cast(pa.list_(pa.float32()))
     table = pa.table({"label": pa.array(y), "features": features})
-    return spark.createDataFrame(table).repartition(partitions)
+    return spark.createDataFrame(table)
 
 
 def ship_package(spark, package_parent):
@@ -159,8 +161,8 @@ def main(argv=None, spark=None):
         x_test, y_test = load_fashion(args.data, "t10k")
         x_train, y_train = x_train[:args.train_rows], y_train[:args.train_rows]
         x_test, y_test = x_test[:args.test_rows], y_test[:args.test_rows]
-        train = to_dataframe(spark, x_train, y_train, args.workers)
-        test = to_dataframe(spark, x_test, y_test, 4)
+        train = to_dataframe(spark, x_train, y_train)
+        test = to_dataframe(spark, x_test, y_test)
 
         clf = KindlingClassifier(network="mlp", inputShape=[1, 28, 28], numEpochs=args.epochs,
                                  batchSize=args.batch_size, numWorkers=args.workers, numServers=args.servers,
