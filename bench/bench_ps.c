@@ -40,24 +40,12 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_stats.h"
 #include "kindling_mpi.h"
 #include "ps.h"
 
 /* A step descriptor for direct exchange calls (the parameter server ignores it). */
 static const kd_step ONE_STEP = {0, 1, 1};
-
-static double now_seconds(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
 
 static int fail(const char *what)
 {
