@@ -65,7 +65,9 @@ mkdir -p "$WORK/no/such/dir"
     --dist async --servers 1 --checkpoint "$WORK/no/such/dir/c.h5" > "$WORK/out.txt" 2>&1 &
 pid=$!
 for i in $(seq 300); do [ -e "$WORK/no/such/dir/c.h5" ] && break; sleep 0.1; done
-rm -rf "$WORK/no"
+# Moved away in one rename: an `rm -rf` raced the writer's next temporary
+# and could leave the directory in place (then the run just finished).
+mv "$WORK/no" "$WORK/gone"
 timeout 60 tail --pid="$pid" -f /dev/null
 wait "$pid"
 rc=$?
@@ -74,6 +76,7 @@ check "writer cannot save its checkpoint: exit $rc, the writer names itself" \
 # Open MPI's own "MPI_ABORT was invoked on rank 1" help text is sometimes lost
 # in 4.1.4 (show_help unpack error), so only the job's end is checked here.
 check "... and no rank of that job is left running" bash -c "! pgrep -f '$WORK/[n]o/such/dir' >/dev/null"
+rm -rf "$WORK/gone"
 
 # Without mpirun the program is a one-rank world: sync training just works.
 # No leak check here: in an MPI singleton LeakSanitizer's stop-the-world
