@@ -8,7 +8,8 @@
  * MPI_Get from a double-buffered copy the server is not writing (checked
  * afterwards; see ps_internal.h), so a server's window holds two copies of
  * its shard plus the accumulator. A stale-synchronous clock bounds how far
- * a worker may run ahead.
+ * a worker may run ahead of the others and how old the parameters it reads
+ * may be (k > 0: they hold every worker's pushes up to k clocks back).
  *
  * What one optimizer step applies (the "mean"):
  *   max_staleness == 0 (synchronous rounds): the server waits for one push

@@ -60,10 +60,26 @@ static kd_status read_counters_of(kd_ps *ps, int first, int count, int64_t *out,
     return KD_OK;
 }
 
+/* Pushes every server must have applied before a worker at clock c reads
+ * (bound k > 0): each worker's first c - k, or all of a finished worker's
+ * if it made fewer. */
+static int64_t pushes_due(const kd_ps *ps, int k)
+{
+    int64_t due = 0, upto = ps->clock - k;
+    for (int w = 0; w < ps->workers; w++) {
+        int64_t made = ps->clocks[w] >= PS_CLOCK_DONE ? ps->clocks[w] - PS_CLOCK_DONE : ps->clocks[w];
+        due += made < upto ? made : upto;
+    }
+    return due;
+}
+
 /* The counters as the staleness bound needs them before a pull, read in
- * one round per wait: k = 0: every server has applied this round. k > 0:
- * no worker is more than k pushes behind this one (stale-synchronous
- * parallel). k = -1: whatever they are. */
+ * one round per wait: k = 0: every server has applied this round. k > 0
+ * (stale-synchronous parallel): no worker is more than k pushes behind
+ * this one, and the parameters read hold every worker's pushes up to k
+ * behind this one's, so a server that falls behind (descheduled on a busy
+ * host) holds the workers back instead of letting them train for many
+ * steps on old parameters. k = -1: whatever they are. */
 static kd_status counters_within_bound(kd_ps *ps, int64_t *c)
 {
     long backoff = PS_BACKOFF_START_NS;
@@ -79,6 +95,9 @@ static kd_status counters_within_bound(kd_ps *ps, int64_t *c)
             for (int w = 1; w < ps->workers; w++)
                 slowest = ps->clocks[w] < slowest ? ps->clocks[w] : slowest;
             ready = slowest >= ps->clock - k;
+            int64_t due = ready ? pushes_due(ps, k) : 0;
+            for (int s = 0; ready && s < ps->servers; s++)
+                ready = c[PS_PULL_COUNTERS * s + PS_TAKEN - PS_PULL_FIRST] >= due;
         }
         if (ready)
             return KD_OK;
@@ -93,7 +112,7 @@ static kd_status counters_within_bound(kd_ps *ps, int64_t *c)
  * counter read waits for the staleness bound. */
 static kd_status pull(kd_ps *ps, float *params, int bounded)
 {
-    int64_t *c = ps->pull_counters; /* per server: SAMPLES, VERSION, FINISHED, STEPS */
+    int64_t *c = ps->pull_counters; /* per server: SAMPLES, VERSION, FINISHED, STEPS, TAKEN */
     const int V = PS_VERSION - PS_PULL_FIRST;
     for (int s = 0; s < ps->servers; s++)
         ps->pull_retry[s] = 1;

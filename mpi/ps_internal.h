@@ -43,13 +43,14 @@ enum {
     PS_VERSION = 2,  /* optimizer steps this server applied in this run */
     PS_FINISHED = 3, /* workers that called kd_ps_worker_finish */
     PS_STEPS = 4,    /* the shard optimizer's step count (resume included) */
-    PS_WRITING = 5,  /* the version whose parameters are being (or were last) written */
-    PS_NCOUNTERS = 6 /* then W clocks, used on server 0 when max_staleness > 0 */
+    PS_TAKEN = 5,    /* pushes applied in this run; set after the version holding them is announced */
+    PS_WRITING = 6,  /* the version whose parameters are being (or were last) written */
+    PS_NCOUNTERS = 7 /* then W clocks, used on server 0 when max_staleness > 0 */
 };
 /* A push bumps [PS_PUSHES, PS_SAMPLES] in one call per server; a pull
- * reads [PS_SAMPLES, PS_STEPS] in one call per server. */
+ * reads [PS_SAMPLES, PS_TAKEN] in one call per server. */
 #define PS_PULL_FIRST PS_SAMPLES
-#define PS_PULL_COUNTERS (PS_STEPS - PS_SAMPLES + 1)
+#define PS_PULL_COUNTERS (PS_TAKEN - PS_SAMPLES + 1)
 
 /* Point-to-point tags on the private communicator. */
 enum {

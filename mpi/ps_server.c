@@ -32,8 +32,11 @@ static kd_status take_gradients(kd_ps *ps, int64_t divisor)
 }
 
 /* Version v + 1 into the copy no worker reads (see ps_internal.h): WRITING
- * first, the parameters, then VERSION, each completed before the next. */
-static kd_status publish(kd_ps *ps)
+ * first, the parameters, then VERSION, each completed before the next.
+ * TAKEN (the pushes version v + 1 holds) comes last, so a worker that reads
+ * it also reads a VERSION whose parameters hold those pushes; one reading
+ * the old TAKEN with the new VERSION only waits a poll longer. */
+static kd_status publish(kd_ps *ps, int64_t taken)
 {
     int64_t one = 1, next = ps->version + 1, steps = kd_optim_steps(ps->opt);
     KD_TRY(ps_accumulate(ps, &one, 1, MPI_INT64_T, ps->rank, ps_counter_disp(PS_WRITING), MPI_SUM));
@@ -43,6 +46,8 @@ static kd_status publish(kd_ps *ps)
     KD_TRY(ps_flush(ps, ps->rank));
     KD_TRY(ps_accumulate(ps, &steps, 1, MPI_INT64_T, ps->rank, ps_counter_disp(PS_STEPS), MPI_REPLACE));
     KD_TRY(ps_accumulate(ps, &one, 1, MPI_INT64_T, ps->rank, ps_counter_disp(PS_VERSION), MPI_SUM));
+    KD_TRY(ps_flush(ps, ps->rank));
+    KD_TRY(ps_accumulate(ps, &taken, 1, MPI_INT64_T, ps->rank, ps_counter_disp(PS_TAKEN), MPI_REPLACE));
     KD_TRY(ps_flush(ps, ps->rank));
     ps->version = next;
     return KD_OK;
@@ -80,7 +85,7 @@ static kd_status maybe_step(kd_ps *ps, int *worked)
     kd_status s = kd_optim_step(ps->opt, ps->params, ps->grad);
     if (s != KD_OK)
         return kd_fail_context(s, "parameter server rank %d", ps->rank);
-    KD_TRY(publish(ps));
+    KD_TRY(publish(ps, ps->taken + pending));
     ps->taken += pending;
     *worked = 1;
     return KD_OK;

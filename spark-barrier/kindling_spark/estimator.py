@@ -236,7 +236,8 @@ class Kindling:
         return self
 
     def setMaxStaleness(self, k):
-        """async: a worker runs at most k steps ahead of the slowest (-1: unbounded;
+        """async: a worker runs at most k steps ahead of the slowest and reads
+        parameters holding every push up to k steps back (-1: unbounded;
         default 0, synchronous rounds: unbounded staleness costs accuracy)."""
         self._staleness = _positive_int("maxStaleness", k, -1)
         return self

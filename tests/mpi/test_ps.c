@@ -7,7 +7,8 @@
  * 3. gather returns what pull returns, the Adam state pieces land at their
  *    offsets (checked against a full-vector optimizer), and a resume on a
  *    different number of servers continues exactly;
- * 4. the stale-synchronous bound holds (and async does not wait);
+ * 4. the stale-synchronous bound holds (and async does not wait), also on
+ *    what a worker reads when the server falls behind;
  * 5. errors: no workers, too many servers, missing initial parameters.
  * Each under both protocols: one-sided RMA (in shared memory on one host)
  * and two-sided messages (what ranks on several hosts use). */
@@ -442,6 +443,57 @@ static void test_staleness(int k)
     kd_net_free(net);
 }
 
+/* The bound also covers what a worker reads: with k > 0 the parameters a
+ * worker pulls at clock c hold every worker's first c - k pushes, even when
+ * the server falls behind (here it starts serving late, as a server rank
+ * descheduled on a busy host does). Every push is a gradient of ones with
+ * SGD at lr 1, so a parameter started at 0 reads -(pushes applied) / W. */
+static void test_fresh_reads(int k)
+{
+    enum { R = 8 };
+    kd_net *net = NULL;
+    CHECK_OK(kd_net_create(MLP_SPEC, 1, &net));
+    if (!net)
+        return;
+    size_t n = kd_net_param_count(net);
+    float *p0 = calloc(n, sizeof(float));
+    kd_optim_config oc = kd_optim_config_default(); /* SGD */
+    oc.lr = 1.0;
+    kd_ps_config pc = {1, k, 0, g_protocol};
+    kd_ps *ps = NULL;
+    CHECK_OK(kd_ps_create(MPI_COMM_WORLD, &pc, n, &oc, p0, NULL, &ps));
+    MPI_Comm wc = worker_comm(MPI_COMM_WORLD, 1);
+    if (ps && kd_ps_is_server(ps)) {
+        struct timespec late = {0, 250000000L};
+        nanosleep(&late, NULL);
+        CHECK_OK(kd_ps_serve(ps));
+    } else if (ps) {
+        int W = g_size - 1, bad = 0;
+        long first_seen = 0, first_due = 0;
+        kd_exchange ex = kd_ps_exchange(ps);
+        for (int r = 0; r < R; r++) {
+            float *g = kd_net_grads(net);
+            for (size_t i = 0; i < n; i++)
+                g[i] = 1.0f;
+            CHECK_OK(ex.step(ex.ctx, net, NULL, &ONE_STEP));
+            long seen = lround(-(double)kd_net_params(net)[0] * W), due = (long)W * (r + 1 - k);
+            if (seen < due && !bad++) {
+                first_seen = seen;
+                first_due = due;
+            }
+        }
+        CHECK(bad == 0, "staleness %d: %d pull(s) older than the bound, first holding %ld pushes where %ld were due", k, bad,
+              first_seen, first_due);
+        MPI_Barrier(wc);
+        CHECK_OK(kd_ps_worker_finish(ps));
+    }
+    if (wc != MPI_COMM_NULL)
+        MPI_Comm_free(&wc);
+    kd_ps_free(ps);
+    kd_net_free(net);
+    free(p0);
+}
+
 /* ------------------------------------------------------------ 5. errors */
 
 static void test_errors(void)
@@ -539,6 +591,8 @@ int main(int argc, char **argv)
         test_staleness(1);
         test_staleness(0);
         test_staleness(-1);
+        test_fresh_reads(1);
+        test_fresh_reads(2);
     }
     int failed = check_failed_, any = 0;
     MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
