@@ -261,21 +261,37 @@ def frame_partitions(df):
     return n if n > 0 else df.rdd.getNumPartitions()
 
 
-def keys_for_partitions(spark, n):
-    """key_of[p]: an int whose rows `repartition(n, key)` puts in partition
-    p. Spark's hash partitioning sends a row to pmod(hash(key), n), with the
-    same Murmur3 as functions.hash, so Spark itself tells which keys land
-    where."""
-    from pyspark.sql import functions as F
+def spark_hash_int(value, seed=42):
+    """functions.hash of one int column: Spark's Murmur3_x86_32.hashInt
+    (seed 42), as a signed 32-bit int. Computed here, so finding the keys
+    costs no Spark job (about a second before the first step)."""
+    m = 0xFFFFFFFF
 
-    probe = spark.range(0, 64 * n).select(F.col("id").cast("int").alias("k"))
-    rows = probe.select("k", F.pmod(F.hash("k"), F.lit(n)).alias("p")).collect()
+    def rotl(x, r):
+        return ((x << r) | (x >> (32 - r))) & m
+
+    k1 = rotl((value & m) * 0xCC9E2D51 & m, 15) * 0x1B873593 & m
+    h1 = (rotl((seed & m) ^ k1, 13) * 5 + 0xE6546B64) & m
+    h1 ^= 4
+    h1 ^= h1 >> 16
+    h1 = h1 * 0x85EBCA6B & m
+    h1 ^= h1 >> 13
+    h1 = h1 * 0xC2B2AE35 & m
+    h1 ^= h1 >> 16
+    return h1 - (1 << 32) if h1 >= 1 << 31 else h1
+
+
+def keys_for_partitions(n):
+    """key_of[p]: an int whose rows `repartition(n, key)` puts in partition
+    p. Spark's hash partitioning sends a row to pmod(hash(key), n), the
+    Murmur3 of functions.hash (spark_hash_int; a test checks it against
+    Spark's own)."""
     key_of = {}
-    for r in rows:
-        key_of.setdefault(r.p, r.k)
-    if len(key_of) < n:
-        raise RuntimeError(f"kindling: found no key for partitions {sorted(set(range(n)) - set(key_of))} of {n}")
-    return [key_of[p] for p in range(n)]
+    for k in range(64 * n):
+        key_of.setdefault(spark_hash_int(k) % n, k)  # Python's % is pmod
+        if len(key_of) == n:
+            return [key_of[p] for p in range(n)]
+    raise RuntimeError(f"kindling: found no key for partitions {sorted(set(range(n)) - set(key_of))} of {n}")
 
 
 def frame_for_ranks(df, cfg, label_name="label", features_name="features", direct=False):
@@ -300,7 +316,7 @@ def frame_for_ranks(df, cfg, label_name="label", features_name="features", direc
     part = F.spark_partition_id()
     row = F.col("origin").bitwiseAND(F.lit((1 << 33) - 1))
     rank = F.lit(S) + (part % W if frame_partitions(frame) == W else (part + row) % W)
-    key_of = F.array(*[F.lit(k) for k in keys_for_partitions(df.sparkSession, cfg.ranks)])
+    key_of = F.array(*[F.lit(k) for k in keys_for_partitions(cfg.ranks)])
     return frame.withColumn("key", key_of[rank.cast("int")]).repartition(cfg.ranks, "key").drop("key")
 
 
