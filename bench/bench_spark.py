@@ -12,6 +12,9 @@ server's exchange on each transport, in one run on this machine.
    TorchDistributor.run()) to the first training step; training samples/s
    (every worker's samples over the time from the first step to the last);
    the exchange's share of a step; the test accuracy; and Kindling/Torch.
+   Each pair also runs one `kindling train` process on the same data,
+   network, optimizer and batch (2 epochs, one thread: the default): the Spark job's
+   samples/s against it (target: at least 1x).
 2. The exchange per step (ms, and its share of the step) of the same async
    job (1 server, 2 workers, staleness 2, 1 epoch) in Spark local mode (from
    part 1), under plain mpirun on one host, and between two network
@@ -126,21 +129,41 @@ def torch_metrics(wall, r):
             "accuracy": r["test_accuracy"]}
 
 
+EPOCH_RATE = re.compile(r"^epoch \d+/\d+ .* (\d+) samples/s", re.M)
+
+
+def single_process(cli, env, log):
+    """Samples/s of one `kindling train` process on the main job's data,
+    network, optimizer and batch (2 epochs; the median epoch)."""
+    cmd = [cli, "train", "--net", "mlp", "--epochs", "2", "--batch-size", "64", "--optimizer", "adam", "--lr", "0.002"]
+    r = subprocess.run(cmd, env=dict(env, KD_FASHION_MNIST_DIR=DATA), capture_output=True, text=True, timeout=600)
+    with open(log, "w") as f:
+        f.write(r.stdout + r.stderr)
+    rates = [int(x) for x in EPOCH_RATE.findall(r.stdout + r.stderr)]
+    if r.returncode != 0 or not rates:
+        sys.exit(f"bench_spark: one kindling train process failed (exit {r.returncode}), see {log}")
+    return statistics.median(rates)
+
+
 def med(runs, key):
     vals = [x[key] for x in runs if x.get(key) is not None]
     return statistics.median(vals) if vals else None
 
 
-def main_job_pairs(args, env, logdir):
+def main_job_pairs(args, env, logdir, single):
     example = os.path.join(REPO, "examples", "fashion_mnist_spark.py")
     torch_job = os.path.join(REPO, "bench", "torch_distributor_job.py")
     common = ["--data", DATA, "--epochs", str(args.epochs)]
     kd, th = [], []
+    cli = env["KINDLING_CLI"]
     for i in range(args.pairs):
-        order = ("kindling", "torch") if i % 2 == 0 else ("torch", "kindling")
+        order = ("kindling", "torch", "single") if i % 2 == 0 else ("single", "torch", "kindling")
         for who in order:
             print(f"  pair {i + 1}/{args.pairs}: {who} (load {load()})", flush=True)
-            if who == "kindling":
+            if who == "single":
+                rate = single_process(cli, env, os.path.join(logdir, f"single-{i}.log"))
+                single.append(rate)
+            elif who == "kindling":
                 # The same training rows as the torch job: no validation hold-out.
                 wall, r = spark_submit(example, common + ["--validation", "0"], env,
                                        os.path.join(logdir, f"kindling-{i}.log"))
@@ -153,7 +176,7 @@ def main_job_pairs(args, env, logdir):
     return kd, th
 
 
-def print_main_table(kd, th, pairs):
+def print_main_table(kd, th, pairs, single=()):
     rows = [("whole spark-submit wall (s)", "wall", "{:.1f}", "<= 0.5"),
             ("fit() to the end (s)", "fit", "{:.1f}", ""),
             ("fit() to first training step (s)", "first_step", "{:.1f}", "<= 0.5"),
@@ -167,6 +190,10 @@ def print_main_table(kd, th, pairs):
         ratio = f"{a / b:.2f}" if a is not None and b else ""
         print(f"| {label} | {fmt.format(a) if a is not None else '-'} | {fmt.format(b) if b is not None else '-'} "
               f"| {ratio} | {target} |")
+    if single:
+        one, job = statistics.median(single), med(kd, "samples_per_sec")
+        print(f"| one `kindling train` process, samples/s (same data, net, optimizer, batch) | {job:,.0f} "
+              f"(the Spark job) | {one:,.0f} (one process) | {job / one:.2f} | Spark job >= 1x one process |")
     sp = med(kd, "spooled")
     if sp is not None:
         print(f"\nKindling: fit() to the rows spooled on the workers {sp:.1f} s (median); the exchange "
@@ -302,10 +329,11 @@ def main():
     kd = []
     if not args.skip_main:
         print(f"## 1. The README's main job against TorchDistributor ({args.epochs} epochs)\n")
-        kd, th = main_job_pairs(args, env, logdir)
+        single = []
+        kd, th = main_job_pairs(args, env, logdir, single)
         print()
-        print_main_table(kd, th, args.pairs)
-        result["main"] = {"kindling": kd, "torch": th}
+        print_main_table(kd, th, args.pairs, single)
+        result["main"] = {"kindling": kd, "torch": th, "one_process_samples_per_sec": single}
 
     print(f"\n## 2. Exchange per step: async, 1 server + 2 workers, staleness 2, MLP, batch 64 (load {load()})\n")
     rows = []
