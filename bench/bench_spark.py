@@ -16,8 +16,9 @@ server's exchange on each transport, in one run on this machine.
    network, optimizer and batch (2 epochs, one thread: the default): the Spark job's
    samples/s against it (target: at least 1x).
 2. The exchange per step (ms, and its share of the step) of the same async
-   job (1 server, 2 workers, staleness 2, 1 epoch) in Spark local mode (from
-   part 1), under plain mpirun on one host, and between two network
+   job (1 server, 2 workers, 1 epoch) in Spark local mode (from part 1,
+   staleness 0), under plain mpirun on one host (staleness 0 as the main
+   job, and 2), and between two network
    namespaces over TCP (the server on one "host", the workers on the
    other: root and `ip netns` needed, else skipped with the reason). Next to
    the namespaces' row, bench_exchange's probe: the parameter server's
@@ -218,10 +219,16 @@ ASYNC_JOB = ["train", "--dist", "async", "--servers", "1", "--max-staleness", "2
              "--optimizer", "adam", "--lr", "0.001", "--threads", "1"]
 
 
-def one_host_runs(cli, env, runs):
+def with_staleness(job, k):
+    i = job.index("--max-staleness")
+    return job[:i + 1] + [str(k)] + job[i + 2:]
+
+
+def one_host_runs(cli, env, runs, staleness=2):
     out = []
     for _ in range(runs):
-        rc, text = run_capture(["mpirun", "--oversubscribe", "-np", "3", cli, *ASYNC_JOB], env)
+        rc, text = run_capture(["mpirun", "--oversubscribe", "-np", "3", cli, *with_staleness(ASYNC_JOB, staleness)],
+                               env)
         s = summary_of(text)
         if rc != 0 or not s:
             sys.exit(f"bench_spark: plain mpirun failed (exit {rc}):\n{text[-2000:]}")
@@ -335,13 +342,18 @@ def main():
         print_main_table(kd, th, args.pairs, single)
         result["main"] = {"kindling": kd, "torch": th, "one_process_samples_per_sec": single}
 
-    print(f"\n## 2. Exchange per step: async, 1 server + 2 workers, staleness 2, MLP, batch 64 (load {load()})\n")
+    print(f"\n## 2. Exchange per step: async, 1 server + 2 workers, MLP, batch 64 (load {load()})\n")
     rows = []
     if kd:
-        rows.append(("Spark local mode (the main job)", med(kd, "exchange_ms"), med(kd, "exchange_share"),
-                     kd[0]["exchange_by"], ""))
+        rows.append(("Spark local mode (the main job: staleness 0, Adam 2e-3, 8 epochs)", med(kd, "exchange_ms"),
+                     med(kd, "exchange_share"), kd[0]["exchange_by"], ""))
+    # Staleness 0 as the main job (synchronous rounds: every step waits for
+    # the server), then 2 as the namespaces' rows.
+    one0 = one_host_runs(cli, env, args.runs, 0)
+    rows.append(("plain mpirun, one host, staleness 0", med(one0, "exchange_ms"), med(one0, "share"), one0[0]["by"],
+                 ""))
     one = one_host_runs(cli, env, args.runs)
-    rows.append(("plain mpirun, one host", med(one, "exchange_ms"), med(one, "share"), one[0]["by"], ""))
+    rows.append(("plain mpirun, one host, staleness 2", med(one, "exchange_ms"), med(one, "share"), one[0]["by"], ""))
     ns_result = None
     reason = "skipped (--skip-namespaces)" if args.skip_namespaces else Namespaces().why_not()
     if not reason:
@@ -362,7 +374,7 @@ def main():
                 big = median_probe([ns.mpirun(f"{ns.a}:1,{ns.b}:1", 2, [probe_bin, "200", "0", "0", "5"])],
                                    env, 1)
                 ns_result = {"train": two, "probe": pr, "small": small, "big": big}
-                rows.append(("two namespaces over TCP", med(two, "exchange_ms"), med(two, "share"), two[0]["by"],
+                rows.append(("two namespaces over TCP, staleness 2", med(two, "exchange_ms"), med(two, "share"), two[0]["by"],
                              f"probe: {pr[2]['ps_ms']:.3f} ms vs MPI_Sendrecv {pr[2]['sendrecv_ms']:.3f} ms "
                              f"({pr[2]['ratio']:.2f}x; 1 worker {pr[1]['ratio']:.2f}x)"))
         except RuntimeError as e:
