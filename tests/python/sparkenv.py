@@ -2,7 +2,8 @@
 this checkout's package, in the driver and in Spark's Python workers (they
 inherit the environment through the JVM), the build under test named by
 ci/test.sh (KD_LIB / KD_CLI, as the package's KINDLING_LIB / KINDLING_CLI),
-and the reason Spark cannot start when Java is missing."""
+the reason Spark cannot start when Java is missing, and the command
+that runs the JVM API's test driver."""
 import os
 import pathlib
 import shutil
@@ -34,3 +35,23 @@ def java_missing():
     if shutil.which("java"):
         return None
     return "Java not found (Spark needs Java 17: set JAVA_HOME or put java on PATH)"
+
+
+def model_tool():
+    """The command line that runs kindling-tests.jar's ModelTool (the JVM
+    API's test driver) with the build's jars and pyspark's; skips the test
+    with the reason when the jars or java are missing."""
+    import pytest
+    import pyspark
+
+    build = pathlib.Path(os.environ.get("KD_BUILD_DIR") or (pathlib.Path(os.environ["KD_LIB"]).parent
+                                                            if os.environ.get("KD_LIB") else REPO / "build"))
+    jars = [build / "kindling.jar", build / "kindling-tests.jar", build / "libkindling_jni.so"]
+    missing = [str(j) for j in jars if not j.is_file()]
+    if missing:
+        pytest.skip(f"the JVM API is not built ({', '.join(missing)} missing: build with javac 17, see java/CMakeLists.txt)")
+    exe = shutil.which("java")
+    if exe is None:
+        pytest.skip("java not found")
+    cp = os.pathsep.join([str(jars[0]), str(jars[1]), str(pathlib.Path(pyspark.__file__).parent / "jars" / "*")])
+    return [exe, "-cp", cp, "org.kindling.spark.ModelTool"]

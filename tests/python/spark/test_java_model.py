@@ -7,7 +7,6 @@ Skipped with the reason when Java or the jars are not built."""
 import hashlib
 import json
 import os
-import pathlib
 import shutil
 import subprocess
 
@@ -16,32 +15,18 @@ import pytest
 
 pytest.importorskip("pyspark", reason="pyspark is not installed (pip install pyspark)")
 
-import pyspark  # noqa: E402
-
 from kdspark_data import make_blobs  # noqa: E402
+from sparkenv import model_tool  # noqa: E402
 from kindling_spark.model import KindlingModel  # noqa: E402
-
-REPO = pathlib.Path(__file__).resolve().parents[3]
-BUILD = pathlib.Path(os.environ.get("KD_BUILD_DIR") or (pathlib.Path(os.environ["KD_LIB"]).parent
-                                                         if os.environ.get("KD_LIB") else REPO / "build"))
-SPARK_JARS = pathlib.Path(pyspark.__file__).parent / "jars"
 
 
 @pytest.fixture(scope="module")
 def java():
-    jars = [BUILD / "kindling.jar", BUILD / "kindling-tests.jar", BUILD / "libkindling_jni.so"]
-    missing = [str(j) for j in jars if not j.is_file()]
-    if missing:
-        pytest.skip(f"the JVM API is not built ({', '.join(missing)} missing: build with javac 17, see java/CMakeLists.txt)")
-    exe = shutil.which("java")
-    if exe is None:
-        pytest.skip("java not found")
-    cp = os.pathsep.join([str(jars[0]), str(jars[1]), str(SPARK_JARS / "*")])
+    tool = model_tool()
 
     def run(*args, ok=True, timeout=300):
         env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-        r = subprocess.run([exe, "-cp", cp, "org.kindling.spark.ModelTool", *map(str, args)], capture_output=True,
-                           text=True, timeout=timeout, env=env)
+        r = subprocess.run([*tool, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
         out = [line for line in r.stdout.splitlines() if line.startswith(("OK", "ERROR"))]
         assert out, f"ModelTool {args} printed nothing (rc {r.returncode}):\n{r.stdout}\n{r.stderr[-3000:]}"
         if ok:

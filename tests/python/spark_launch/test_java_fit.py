@@ -7,37 +7,25 @@ learns; a bad row is a DataError and a bad setting the Python builder's
 message, before any stage; a rank killed mid-run is retried and resumed;
 no process outlives a fit. Skipped when the jars are not built."""
 import os
-import pathlib
-import shutil
 import subprocess
 
 import numpy as np
 import pytest
 from conftest import SPEC, make_blobs
 
-import pyspark
+from sparkenv import model_tool
 from kindling_spark import driver
 from kindling_spark.estimator import Kindling
 from kindling_spark.model import KindlingModel
 
 import json
 
-REPO = pathlib.Path(__file__).resolve().parents[3]
-BUILD = pathlib.Path(os.environ.get("KD_BUILD_DIR") or (pathlib.Path(os.environ["KD_LIB"]).parent
-                                                         if os.environ.get("KD_LIB") else REPO / "build"))
 TEST_X, TEST_Y = make_blobs(600, seed=99)
 
 
 @pytest.fixture(scope="module")
 def java_fit(tmp_path_factory):
-    jars = [BUILD / "kindling.jar", BUILD / "kindling-tests.jar", BUILD / "libkindling_jni.so"]
-    missing = [str(j) for j in jars if not j.is_file()]
-    if missing:
-        pytest.skip(f"the JVM API is not built ({', '.join(missing)} missing)")
-    exe = shutil.which("java")
-    if exe is None:
-        pytest.skip("java not found")
-    cp = os.pathsep.join([str(jars[0]), str(jars[1]), str(pathlib.Path(pyspark.__file__).parent / "jars" / "*")])
+    tool = model_tool()
     d = tmp_path_factory.mktemp("java_fit")
     x, y = make_blobs(400, seed=1)
     (d / "x.f32").write_bytes(x.astype("<f4").tobytes())
@@ -46,7 +34,7 @@ def java_fit(tmp_path_factory):
     def run(out, kind="rdd", servers=0, extra="", env=None, ok=True):
         e = dict(os.environ, OPENBLAS_NUM_THREADS="1", KINDLING_PYTHON=os.environ.get("KD_PYTHON", "python3"))
         e.update(env or {})
-        r = subprocess.run([exe, "-cp", cp, "org.kindling.spark.ModelTool", "fit", str(d / "x.f32"), str(d / "y.i32"),
+        r = subprocess.run([*tool, "fit", str(d / "x.f32"), str(d / "y.i32"),
                             str(len(x)), json.dumps(SPEC), str(out), kind, str(servers), extra],
                            capture_output=True, text=True, timeout=600, env=e)
         last = [line for line in r.stdout.splitlines() if line.startswith(("OK", "ERROR"))]
