@@ -4,7 +4,9 @@ The model is the bytes of its HDF5 checkpoint (the file `kindling train`
 writes) plus the training history. Prediction never involves MPI: the
 checkpoint is broadcast once, and each partition rebuilds the network with
 the C library (native.NativeNet, cached per Python worker) and runs its
-forward pass over batches of rows.
+forward pass over batches of rows. On Spark >= 4.1 with pyarrow, transform
+is one Arrow UDF over the features column (no Python object per row);
+otherwise it maps the partitions' rows.
 
     model = KindlingModel.from_checkpoint("model.h5")
     model.predict(x)                          # numpy batch -> (n, classes), on this process
@@ -165,6 +167,56 @@ def _transform_partition(payload, rows, col_index, column, batch_size, want_prob
             if want_pred:
                 extra += (float(np.argmax(p)),)
             yield tuple(row) + extra
+
+
+def _arrow_predictions(payload, arrays, column, batch_size, want_prob, want_pred):
+    """The executor side of KindlingModel.transform on Spark >= 4.1 (an
+    Arrow UDF over one partition): each Arrow batch of feature arrays (a
+    list of numbers per row) becomes one struct array (probability
+    list<double>, prediction double), with no Python object per row. A
+    batch with a null, a wrong length or a non-finite value goes row by row
+    to name the first bad row, as the row path does."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    threads = _task_threads()
+    if threads:
+        native.set_threads(threads)
+    net = payload.net()
+    size = net.input_size
+    done = 0
+    for arr in arrays:
+        n = len(arr)
+        x = None
+        if arr.null_count == 0:
+            values = arr.flatten()
+            lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+            if values.null_count == 0 and (lengths == size).all():
+                x = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, size)
+                if not np.isfinite(x).all():
+                    x = None
+        if x is None:  # name the first bad row (features_array raises for it)
+            x = np.stack([features_array(v, done + i, column, net) for i, v in enumerate(arr.to_pylist())])
+        probs = np.concatenate([net.predict(x[i:i + batch_size]) for i in range(0, n, batch_size)]) if n else \
+            np.zeros((0, net.num_classes), np.float32)
+        done += n
+        fields, names = [], []
+        if want_prob:
+            fields.append(pa.ListArray.from_arrays(pa.array(np.arange(0, probs.size + 1, probs.shape[1], dtype=np.int32)),
+                                                   pa.array(probs.reshape(-1).astype(np.float64))))
+            names.append("probability")
+        if want_pred:
+            fields.append(pa.array(np.argmax(probs, axis=1).astype(np.float64) if n else np.zeros(0)))
+            names.append("prediction")
+        yield pa.StructArray.from_arrays(fields, names=names)
+
+
+def _arrow_udf_available():
+    try:
+        from pyspark.sql.functions import arrow_udf  # noqa: F401  (Spark >= 4.1)
+    except ImportError:
+        return False
+    return data.arrow_available()
 
 
 def _is_vector(v):
@@ -384,12 +436,44 @@ class KindlingModel(Model, KindlingModelParams, MLWritable, MLReadable):
         batch_size = self.getPredictBatchSize()
         want_prob, want_pred = bool(prob_col), bool(pred_col)
 
+        if _arrow_udf_available():
+            return self._transform_arrow(dataset, bc, column, batch_size)
+
         def run(rows):  # captures only plain values and the broadcast
             return _transform_partition(bc.value, rows, col_index, column, batch_size, want_prob, want_pred)
 
         out_schema = StructType(schema.fields + outputs)
         return spark.createDataFrame(dataset.rdd.mapPartitions(run, preservesPartitioning=True), out_schema,
                                      verifySchema=False)
+
+    def _transform_arrow(self, dataset, bc, column, batch_size):
+        """transform through one Arrow UDF: only the features column goes to
+        Python (a vector column as an array, converted in the JVM), and the
+        probabilities come back as arrays that the JVM makes vectors."""
+        from typing import Iterator
+
+        import pyarrow as pa
+        from pyspark.ml.functions import array_to_vector, vector_to_array
+        from pyspark.sql import functions as F
+        from pyspark.sql.functions import arrow_udf
+
+        prob_col, pred_col = self.getProbabilityCol(), self.getPredictionCol()
+        want_prob, want_pred = bool(prob_col), bool(pred_col)
+        result_type = StructType(([StructField("probability", ArrayType(DoubleType(), False), False)] if want_prob
+                                  else []) + ([StructField("prediction", DoubleType(), False)] if want_pred else []))
+
+        def predict(arrays: Iterator[pa.Array]) -> Iterator[pa.Array]:  # captures plain values and the broadcast
+            return _arrow_predictions(bc.value, arrays, column, batch_size, want_prob, want_pred)
+
+        udf = arrow_udf(predict, result_type)
+        feats = F.col(column)
+        if isinstance(dataset.schema[column].dataType, VectorUDT):
+            feats = vector_to_array(feats, "float32")
+        result = f"__kindling_{uuid.uuid4().hex[:8]}"
+        out = dataset.withColumn(result, udf(feats))
+        added = ([array_to_vector(F.col(result)["probability"]).alias(prob_col)] if want_prob else []) + \
+            ([F.col(result)["prediction"].alias(pred_col)] if want_pred else [])
+        return out.select(*[F.col(f"`{c}`") for c in dataset.columns], *added)
 
     def copy(self, extra=None):
         that = super().copy(extra)

@@ -51,6 +51,23 @@ def test_set():
     return make_blobs(120, seed=2)
 
 
+@pytest.fixture(params=["arrow", "rows"])
+def route(request, monkeypatch):
+    """transform's two executor routes: one Arrow UDF (Spark >= 4.1 with
+    pyarrow), or Python rows (older Spark, or no pyarrow)."""
+    import kindling_spark.model as m
+
+    if request.param == "arrow" and not m._arrow_udf_available():
+        pytest.skip("transform's Arrow route needs Spark >= 4.1 with pyarrow and pandas")
+    if request.param == "rows":
+        monkeypatch.setattr(m, "_arrow_udf_available", lambda: False)
+    return request.param
+
+
+def physical_plan(df):
+    return df._jdf.queryExecution().executedPlan().toString()
+
+
 def vector_df(spark, x, partitions=3):
     rows = [(i, Vectors.dense(r.tolist())) for i, r in enumerate(x)]
     return spark.createDataFrame(rows, ["id", "features"]).repartition(partitions)
@@ -121,9 +138,10 @@ def test_from_checkpoint_names_the_users_file(lib, tmp_path):
 
 
 # ---------------------------------------------------------------- transform
-def test_transform_vector_column(spark, model, test_set):
+def test_transform_vector_column(spark, model, test_set, route):
     x, _ = test_set
     out = model.transform(vector_df(spark, x))
+    assert ("ArrowEvalPython" in physical_plan(out)) == (route == "arrow")
     assert isinstance(out.schema["probability"].dataType, VectorUDT)
     assert isinstance(out.schema["prediction"].dataType, DoubleType)
     assert out.columns == ["id", "features", "probability", "prediction"]
@@ -134,7 +152,7 @@ def test_transform_vector_column(spark, model, test_set):
 
 
 @pytest.mark.parametrize("element", [FloatType(), DoubleType(), IntegerType()])
-def test_transform_array_column_in_small_batches(spark, model, test_set, element):
+def test_transform_array_column_in_small_batches(spark, model, test_set, route, element):
     x, _ = test_set
     if isinstance(element, IntegerType):
         x = np.round(x)
@@ -147,21 +165,21 @@ def test_transform_array_column_in_small_batches(spark, model, test_set, element
     assert preds.tolist() == np.argmax(probs, axis=1).astype(float).tolist()
 
 
-def test_transform_can_leave_out_an_output(spark, model, test_set):
+def test_transform_can_leave_out_an_output(spark, model, test_set, route):
     x, _ = test_set
     out = model.copy().setProbabilityCol("").transform(vector_df(spark, x[:10]))
     assert out.columns == ["id", "features", "prediction"]
     assert out.count() == 10
 
 
-def test_wrong_feature_length_is_clear(spark, model):
+def test_wrong_feature_length_is_clear(spark, model, route):
     df = spark.createDataFrame([(0, Vectors.dense([1.0] * 8)), (1, Vectors.dense([1.0] * 5))], ["id", "features"])
     with pytest.raises(Exception) as e:
         model.transform(df).collect()
     assert "column 'features': 5 features, expected 8 (input shape 8)" in str(e.value)
 
 
-def test_null_features_are_clear(spark, model):
+def test_null_features_are_clear(spark, model, route):
     schema = StructType([StructField("id", IntegerType()), StructField("features", ArrayType(DoubleType()))])
     df = spark.createDataFrame([(0, [0.0] * 8), (1, None)], schema)
     with pytest.raises(Exception) as e:
