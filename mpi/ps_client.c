@@ -82,7 +82,8 @@ static int64_t pushes_due(const kd_ps *ps, int k)
  * steps on old parameters. k = -1: whatever they are. */
 static kd_status counters_within_bound(kd_ps *ps, int64_t *c)
 {
-    long backoff = PS_BACKOFF_START_NS;
+    ps_wait wait;
+    ps_wait_start(&wait);
     int k = ps->cfg.max_staleness;
     for (;;) {
         KD_TRY(read_counters_of(ps, PS_PULL_FIRST, PS_PULL_COUNTERS, c, k > 0));
@@ -101,7 +102,7 @@ static kd_status counters_within_bound(kd_ps *ps, int64_t *c)
         }
         if (ready)
             return KD_OK;
-        ps_backoff(&backoff);
+        ps_wait_next(&wait);
     }
 }
 

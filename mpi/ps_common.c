@@ -1,6 +1,7 @@
 /* Parameter server: shards, setup (protocol, window, seeding, resume),
  * teardown and the checked, chunked MPI helpers both sides use. */
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,6 +170,31 @@ void ps_backoff(long *ns)
     struct timespec ts = {0, *ns};
     nanosleep(&ts, NULL);
     *ns = *ns >= 250000L ? 500000L : *ns * 2;
+}
+
+static int64_t monotonic_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+void ps_wait_start(ps_wait *w)
+{
+    w->sleep_ns = 0;
+    w->spin_until_ns = monotonic_ns() + PS_SPIN_NS;
+}
+
+void ps_wait_next(ps_wait *w)
+{
+    if (w->sleep_ns == 0) {
+        if (monotonic_ns() < w->spin_until_ns) {
+            sched_yield();
+            return;
+        }
+        w->sleep_ns = PS_BACKOFF_START_NS;
+    }
+    ps_backoff(&w->sleep_ns);
 }
 
 /* ---------------------------------------------------------------- setup */

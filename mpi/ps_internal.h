@@ -151,6 +151,19 @@ kd_status ps_recv_floats(const kd_ps *ps, float *buf, size_t count, int src, int
 void ps_backoff(long *ns);
 #define PS_BACKOFF_START_NS 20000L
 
+/* A worker waiting for its servers (the staleness bound): polls with
+ * sched_yield for up to PS_SPIN_NS, so it sees a published round at once
+ * while handing its core to any rank that can run (the server applying
+ * that round, on a crowded host), then sleeps as ps_backoff. A server
+ * only sleeps: spinning there takes the cores from computing workers. */
+typedef struct {
+    long sleep_ns;         /* 0 while spinning */
+    int64_t spin_until_ns; /* CLOCK_MONOTONIC */
+} ps_wait;
+void ps_wait_start(ps_wait *w);
+void ps_wait_next(ps_wait *w);
+#define PS_SPIN_NS 2000000L
+
 /* The two-sided protocol (ps_msg.c). */
 kd_status ps_msg_exchange(kd_ps *ps, const float *grads, float *params, int64_t samples);
 kd_status ps_msg_pull(kd_ps *ps, float *params);
