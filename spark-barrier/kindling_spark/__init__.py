@@ -4,6 +4,7 @@ capi       the one ctypes mirror of include/kindling.h
 native     ctypes binding of libkindling.so (prediction, spool files via C)
 spool      the spool row format in numpy (Spark task -> training rank)
 model      KindlingModel, a pyspark.ml Model with ML persistence
+predict    the executor side of prediction (no pyspark.ml: cheap for cold workers)
 estimator  Kindling (builder) and KindlingClassifier (pyspark.ml Estimator): fit
 The launch, by role (as horovod.spark and xgboost.spark split theirs):
 params     defaults, TrainConfig and the ranks' command line

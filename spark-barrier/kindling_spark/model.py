@@ -37,7 +37,6 @@ import hashlib
 import json
 import os
 import shutil
-import threading
 import time
 import urllib.parse
 import uuid
@@ -45,13 +44,14 @@ import uuid
 import numpy as np
 from pyspark import keyword_only
 from pyspark.ml import Model
-from pyspark.ml.linalg import DenseVector, VectorUDT
+from pyspark.ml.linalg import VectorUDT
 from pyspark.ml.param import Param, Params, TypeConverters
 from pyspark.ml.param.shared import HasFeaturesCol, HasLabelCol, HasPredictionCol, HasProbabilityCol
 from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql.types import ArrayType, DoubleType, NumericType, StructField, StructType
 
 from . import data, files, history, native
+from .predict import ModelPayload, arrow_predictions, features_array, predict_batches, transform_rows  # noqa: F401
 
 FORMAT = "kindling-spark-model"
 FORMAT_VERSION = 1
@@ -71,144 +71,6 @@ class KindlingModelParams(HasFeaturesCol, HasLabelCol, HasProbabilityCol, HasPre
 
     def getPredictBatchSize(self):
         return self.getOrDefault(self.predictBatchSize)
-
-
-# ---------------------------------------------------------------- executors
-class ModelPayload:
-    """What is broadcast to executors: the checkpoint bytes and a key
-    naming this model in the per-worker cache of built networks."""
-
-    def __init__(self, checkpoint, key=None):
-        self.checkpoint = bytes(checkpoint)
-        self.key = key or uuid.uuid4().hex
-
-    def net(self):
-        """The network built from the checkpoint, cached per thread (a
-        kd_net is not thread-safe) so a reused Python worker builds it once."""
-        cache = _net_cache()
-        net = cache.get(self.key)
-        if net is None:
-            if len(cache) >= _NET_CACHE_SIZE:
-                cache.pop(next(iter(cache))).close()
-            net = cache[self.key] = native.NativeNet.from_bytes(self.checkpoint)
-        return net
-
-
-_NET_CACHE_SIZE = 4
-_thread_nets = threading.local()
-
-
-def _net_cache():
-    if not hasattr(_thread_nets, "nets"):
-        _thread_nets.nets = {}
-    return _thread_nets.nets
-
-
-def _task_threads():
-    """Inside a Spark task, use the cores Spark gave it (spark.task.cpus)."""
-    try:
-        from pyspark import TaskContext
-
-        tc = TaskContext.get()
-        return max(1, int(tc.cpus())) if tc is not None else None
-    except Exception:  # older Spark without TaskContext.cpus
-        return None
-
-
-def features_array(value, index, column, net):
-    """One row's features as float32 (input_size,), or a ValueError that
-    names the row, the column and what the model expects (data.features
-    is the parser)."""
-    try:
-        return data.features(value, net.input_size, f"input shape {'x'.join(map(str, net.input_shape))}")
-    except ValueError as e:
-        where = f"point {index}" if column is None else f"row {index} of the partition, column '{column}'"
-        raise ValueError(f"KindlingModel: {where}: {e}") from None
-
-
-def predict_batches(payload, features, batch_size=256, column="features", first_index=0):
-    """Probabilities for an iterator of feature values (vectors, lists or
-    arrays), one numpy row per input, computed batch_size rows at a time.
-    This is the executor side of KindlingModel.transform; call it inside
-    mapPartitions with a broadcast payload:
-        bc = model.broadcast(sc)
-        rdd.mapPartitions(lambda it: predict_batches(bc.value, it))"""
-    threads = _task_threads()
-    if threads:
-        native.set_threads(threads)
-    net = payload.net()
-    batch = []
-    for i, value in enumerate(features, first_index):
-        batch.append(features_array(value, i, column, net))
-        if len(batch) >= batch_size:
-            yield from net.predict(np.stack(batch))
-            batch = []
-    if batch:
-        yield from net.predict(np.stack(batch))
-
-
-def _transform_partition(payload, rows, col_index, column, batch_size, want_prob, want_pred):
-    rows = iter(rows)
-    done = 0
-    while True:
-        chunk = []
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) >= batch_size:
-                break
-        if not chunk:
-            return
-        probs = predict_batches(payload, (r[col_index] for r in chunk), batch_size, column, done)
-        done += len(chunk)
-        for row, p in zip(chunk, probs):
-            extra = ()
-            if want_prob:
-                extra += (DenseVector(p.astype(np.float64)),)
-            if want_pred:
-                extra += (float(np.argmax(p)),)
-            yield tuple(row) + extra
-
-
-def _arrow_predictions(payload, arrays, column, batch_size, want_prob, want_pred):
-    """The executor side of KindlingModel.transform on Spark >= 4.1 (an
-    Arrow UDF over one partition): each Arrow batch of feature arrays (a
-    list of numbers per row) becomes one struct array (probability
-    list<double>, prediction double), with no Python object per row. A
-    batch with a null, a wrong length or a non-finite value goes row by row
-    to name the first bad row, as the row path does."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    threads = _task_threads()
-    if threads:
-        native.set_threads(threads)
-    net = payload.net()
-    size = net.input_size
-    done = 0
-    for arr in arrays:
-        n = len(arr)
-        x = None
-        if arr.null_count == 0:
-            values = arr.flatten()
-            lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
-            if values.null_count == 0 and (lengths == size).all():
-                x = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, size)
-                if not np.isfinite(x).all():
-                    x = None
-        if x is None:  # name the first bad row (features_array raises for it)
-            x = np.stack([features_array(v, done + i, column, net) for i, v in enumerate(arr.to_pylist())])
-        probs = np.concatenate([net.predict(x[i:i + batch_size]) for i in range(0, n, batch_size)]) if n else \
-            np.zeros((0, net.num_classes), np.float32)
-        done += n
-        fields, names = [], []
-        if want_prob:
-            fields.append(pa.ListArray.from_arrays(pa.array(np.arange(0, probs.size + 1, probs.shape[1], dtype=np.int32)),
-                                                   pa.array(probs.reshape(-1).astype(np.float64))))
-            names.append("probability")
-        if want_pred:
-            fields.append(pa.array(np.argmax(probs, axis=1).astype(np.float64) if n else np.zeros(0)))
-            names.append("prediction")
-        yield pa.StructArray.from_arrays(fields, names=names)
 
 
 def _arrow_udf_available():
@@ -440,7 +302,7 @@ class KindlingModel(Model, KindlingModelParams, MLWritable, MLReadable):
             return self._transform_arrow(dataset, bc, column, batch_size)
 
         def run(rows):  # captures only plain values and the broadcast
-            return _transform_partition(bc.value, rows, col_index, column, batch_size, want_prob, want_pred)
+            return transform_rows(bc.value, rows, col_index, column, batch_size, want_prob, want_pred)
 
         out_schema = StructType(schema.fields + outputs)
         return spark.createDataFrame(dataset.rdd.mapPartitions(run, preservesPartitioning=True), out_schema,
@@ -463,7 +325,7 @@ class KindlingModel(Model, KindlingModelParams, MLWritable, MLReadable):
                                   else []) + ([StructField("prediction", DoubleType(), False)] if want_pred else []))
 
         def predict(arrays: Iterator[pa.Array]) -> Iterator[pa.Array]:  # captures plain values and the broadcast
-            return _arrow_predictions(bc.value, arrays, column, batch_size, want_prob, want_pred)
+            return arrow_predictions(bc.value, arrays, column, batch_size, want_prob, want_pred)
 
         udf = arrow_udf(predict, result_type)
         feats = F.col(column)

@@ -6,6 +6,7 @@ prediction in mapPartitions, and ML persistence round trips (local,
 file://, Hadoop FileSystem, inside a PipelineModel)."""
 import json
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -299,3 +300,13 @@ def test_pipeline_model_persistence(spark, model, test_set, tmp_path):
     assert isinstance(loaded.stages[0], KindlingModel)
     df = vector_df(spark, x[:20])
     assert np.array_equal(collect_sorted(loaded.transform(df))[0], collect_sorted(pipeline.transform(df))[0])
+
+
+def test_executor_side_does_not_import_pyspark_ml():
+    # What a transform ships refers to kindling_spark.predict: a Python worker
+    # that imports pyspark.ml pays about a second per task in a cold session.
+    code = ("import sys, kindling_spark.predict; "
+            "print(sorted(m for m in sys.modules if m.startswith('pyspark.ml') or m == 'kindling_spark.model'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
