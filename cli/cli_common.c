@@ -505,17 +505,25 @@ int cli_progress_print(const kd_progress *p, void *user)
         fputs("\r\033[K", stderr);
         pr->line_open = 0;
     }
+    /* The line is built first and written in one call: stderr is
+     * unbuffered, and under mpirun pieces written one by one can be split
+     * by another rank's output (a Spark driver then misses the line). */
     const kd_epoch_record *r = p->record;
-    fprintf(stderr, "epoch %d/%d  loss %.4f  acc %.4f", p->epoch, p->epochs, r ? r->train_loss : p->loss,
-            r ? r->train_accuracy : p->accuracy);
+    char line[512];
+    size_t n = 0;
+#define LINE_ADD(...) (n += (size_t)snprintf(line + n, n < sizeof line ? sizeof line - n : 0, __VA_ARGS__))
+    LINE_ADD("epoch %d/%d  loss %.4f  acc %.4f", p->epoch, p->epochs, r ? r->train_loss : p->loss,
+             r ? r->train_accuracy : p->accuracy);
     if (r && !isnan(r->val_loss))
-        fprintf(stderr, "  val_loss %.4f  val_acc %.4f", r->val_loss, r->val_accuracy);
+        LINE_ADD("  val_loss %.4f  val_acc %.4f", r->val_loss, r->val_accuracy);
     if (r && !isnan(r->test_loss))
-        fprintf(stderr, "  test_loss %.4f  test_acc %.4f", r->test_loss, r->test_accuracy);
-    fprintf(stderr, "  %s", rate_text(pr, p, rate, sizeof rate));
+        LINE_ADD("  test_loss %.4f  test_acc %.4f", r->test_loss, r->test_accuracy);
+    LINE_ADD("  %s", rate_text(pr, p, rate, sizeof rate));
     if (r)
-        fprintf(stderr, "  %s", cli_format_seconds(r->seconds, took, sizeof took));
-    fprintf(stderr, "  eta %s\n", cli_format_seconds(p->seconds_left, eta, sizeof eta));
+        LINE_ADD("  %s", cli_format_seconds(r->seconds, took, sizeof took));
+    LINE_ADD("  eta %s\n", cli_format_seconds(p->seconds_left, eta, sizeof eta));
+#undef LINE_ADD
+    fputs(line, stderr);
     fflush(stderr);
     return 0;
 }
