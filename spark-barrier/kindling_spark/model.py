@@ -335,7 +335,7 @@ class KindlingModel(Model, KindlingModelParams, MLWritable, MLReadable):
         out = dataset.withColumn(result, udf(feats))
         added = ([array_to_vector(F.col(result)["probability"]).alias(prob_col)] if want_prob else []) + \
             ([F.col(result)["prediction"].alias(pred_col)] if want_pred else [])
-        return out.select(*[F.col(f"`{c}`") for c in dataset.columns], *added)
+        return out.select(*[F.col("`" + c.replace("`", "``") + "`") for c in dataset.columns], *added)
 
     def copy(self, extra=None):
         that = super().copy(extra)

@@ -173,6 +173,16 @@ def test_transform_can_leave_out_an_output(spark, model, test_set, route):
     assert out.count() == 10
 
 
+def test_transform_keeps_odd_column_names(spark, model, test_set, route):
+    x, _ = test_set
+    df = vector_df(spark, x[:6]).withColumnRenamed("id", "a.b`c")
+    out = model.transform(df)
+    assert out.columns == ["a.b`c", "features", "probability", "prediction"]
+    rows = out.orderBy("`a.b``c`").collect()
+    assert [r[0] for r in rows] == list(range(6))
+    np.testing.assert_allclose(np.stack([r.probability.toArray() for r in rows]), model.predict(x[:6]), atol=1e-6)
+
+
 def test_wrong_feature_length_is_clear(spark, model, route):
     df = spark.createDataFrame([(0, Vectors.dense([1.0] * 8)), (1, Vectors.dense([1.0] * 5))], ["id", "features"])
     with pytest.raises(Exception) as e:
