@@ -483,6 +483,19 @@ static const char *rate_text(const cli_progress *pr, const kd_progress *p, char 
     return buf;
 }
 
+/* printf onto the end of line[cap] (its length in *n), truncating. */
+static void line_add(char *line, size_t cap, size_t *n, const char *fmt, ...)
+{
+    if (*n + 1 >= cap)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(line + *n, cap - *n, fmt, ap);
+    va_end(ap);
+    if (w > 0)
+        *n = *n + (size_t)w < cap ? *n + (size_t)w : cap - 1;
+}
+
 int cli_progress_print(const kd_progress *p, void *user)
 {
     cli_progress *pr = user;
@@ -509,9 +522,9 @@ int cli_progress_print(const kd_progress *p, void *user)
      * unbuffered, and under mpirun pieces written one by one can be split
      * by another rank's output (a Spark driver then misses the line). */
     const kd_epoch_record *r = p->record;
-    char line[512];
+    char line[512] = "";
     size_t n = 0;
-#define LINE_ADD(...) (n += (size_t)snprintf(line + n, n < sizeof line ? sizeof line - n : 0, __VA_ARGS__))
+#define LINE_ADD(...) line_add(line, sizeof line, &n, __VA_ARGS__)
     LINE_ADD("epoch %d/%d  loss %.4f  acc %.4f", p->epoch, p->epochs, r ? r->train_loss : p->loss,
              r ? r->train_accuracy : p->accuracy);
     if (r && !isnan(r->val_loss))
