@@ -111,7 +111,12 @@ int main(int argc, char **argv)
             {4, 2, 0, 8, 2, 192, 0, "dist_ps_2w.h5", 0, 16, 0},
             {4, 2, 0, 12, 2, 192, 5, "dist_ps_resume.h5", 0, 0, 0},
             {4, 1, 0, 8, 2, 192, 0, "dist_ps_resume.h5", 1, 24, 0},
-            {4, 1, -1, 8, 3, 300, 0, "dist_ps_async.h5", 0, 0, 0.9},
+            /* Unbounded staleness has no accuracy floor: on a crowded host
+             * (2 cores, ASan) a descheduled server sums a backlog of pushes
+             * into a few huge steps, 3-5% of runs end at 0.6-0.86. The
+             * floor is asserted with a bound, which holds workers back. */
+            {4, 1, -1, 8, 3, 300, 0, "dist_ps_async.h5", 0, 0, 0},
+            {4, 1, 2, 8, 3, 300, 0, "dist_ps_bounded.h5", 0, 0, 0.9},
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
             ps_run(&cases[i]);
