@@ -231,20 +231,32 @@ def training_frame(df, label_name, features_name):
     return df.select(F.col(label_name).cast("double").alias("label"), feats.alias("features"))
 
 
+def arrow_matrix(features, size):
+    """float32 [n, size] of an Arrow list array of numbers (one row each)
+    without a Python object per row, or None when a row is null, has a
+    null, the wrong length or a non-finite value (the caller then goes row
+    by row to name it)."""
+    import pyarrow.compute as pc
+
+    if features.null_count:
+        return None
+    lengths = pc.list_value_length(features).to_numpy(zero_copy_only=False)
+    values = features.flatten()
+    if values.null_count or not (lengths == size).all():
+        return None
+    x = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(features), size)
+    return x if np.isfinite(x).all() else None
+
+
 def arrow_arrays(batch, size, classes, first, note):
     """(int32 labels, float32 [n, size]) of an Arrow batch (label double,
     features list<float>) without a Python object per row; RowError for
     the first bad row (found row by row, then)."""
-    import pyarrow.compute as pc
-
     label_col, feat_col = batch.column(0), batch.column(1)
-    if label_col.null_count == 0 and feat_col.null_count == 0:
-        lengths = pc.list_value_length(feat_col).to_numpy(zero_copy_only=False)
-        values = feat_col.flatten()
-        if (lengths == size).all() and values.null_count == 0:
-            x = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, size)
-            if np.isfinite(x).all():
-                return labels(label_col.to_numpy(zero_copy_only=False), classes, first), x
+    if label_col.null_count == 0:
+        x = arrow_matrix(feat_col, size)
+        if x is not None:
+            return labels(label_col.to_numpy(zero_copy_only=False), classes, first), x
     # Something is off: name the row.
     rows = list(zip(label_col.to_pylist(), feat_col.to_pylist()))
     return labelled_block(rows, size, classes, first, note=note)

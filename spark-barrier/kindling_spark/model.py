@@ -51,7 +51,7 @@ from pyspark.ml.util import MLReadable, MLReader, MLWritable, MLWriter
 from pyspark.sql.types import ArrayType, DoubleType, NumericType, StructField, StructType
 
 from . import data, files, history, native
-from .predict import ModelPayload, arrow_predictions, features_array, predict_batches, transform_rows  # noqa: F401
+from .predict import ModelPayload, arrow_predictions, predict_batches, transform_rows  # noqa: F401
 
 FORMAT = "kindling-spark-model"
 FORMAT_VERSION = 1

@@ -119,7 +119,6 @@ def arrow_predictions(payload, arrays, column, batch_size, want_prob, want_pred)
     batch with a null, a wrong length or a non-finite value goes row by row
     to name the first bad row, as the row path does."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     threads = _task_threads()
     if threads:
@@ -129,14 +128,7 @@ def arrow_predictions(payload, arrays, column, batch_size, want_prob, want_pred)
     done = 0
     for arr in arrays:
         n = len(arr)
-        x = None
-        if arr.null_count == 0:
-            values = arr.flatten()
-            lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
-            if values.null_count == 0 and (lengths == size).all():
-                x = values.to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(n, size)
-                if not np.isfinite(x).all():
-                    x = None
+        x = data.arrow_matrix(arr, size)
         if x is None:  # name the first bad row (features_array raises for it)
             x = np.stack([features_array(v, done + i, column, net) for i, v in enumerate(arr.to_pylist())])
         probs = np.concatenate([net.predict(x[i:i + batch_size]) for i in range(0, n, batch_size)]) if n else \
