@@ -352,6 +352,20 @@ static kd_status where_ranks_are(kd_ps *ps)
     return KD_OK;
 }
 
+/* Whether this server takes and publishes rounds with plain loads and
+ * stores (see ps_internal.h): only in a shared-memory window whose public
+ * and private copies are one (MPI_WIN_UNIFIED), at staleness 0. */
+static kd_status choose_direct(kd_ps *ps, char *base)
+{
+    ps->own = base;
+    if (!ps->shared || ps->shared_refused || ps->cfg.max_staleness != 0)
+        return KD_OK;
+    int *model = NULL, flag = 0;
+    PS_MPI(ps, MPI_Win_get_attr(ps->win, MPI_WIN_MODEL, &model, &flag), "MPI_Win_get_attr (MPI_WIN_MODEL)");
+    ps->direct = flag && model && *model == MPI_WIN_UNIFIED;
+    return KD_OK;
+}
+
 /* The first worker sends each server its piece of params0 and opt0. */
 static kd_status seed_send(kd_ps *ps, const float *params0, const kd_optim *opt0)
 {
@@ -472,6 +486,8 @@ kd_status kd_ps_create(MPI_Comm comm, const kd_ps_config *pc, size_t n_params, c
             MPI_Info_free(&info);
         if (s == KD_OK && (rc = MPI_Win_set_errhandler(ps->win, MPI_ERRORS_RETURN)) != MPI_SUCCESS)
             s = ps_mpi_fail(ps, rc, "MPI_Win_set_errhandler");
+        if (s == KD_OK && server)
+            s = choose_direct(ps, base);
     }
     if (s == KD_OK)
         s = server ? setup_server(ps, base) : setup_worker(ps);

@@ -28,7 +28,17 @@
  * nobody had begun to rewrite copy v % 2 (that starts only at WRITING =
  * v + 2), so the get did not overlap a write and is exact. Otherwise it
  * tries again; after PS_PULL_TRIES attempts it falls back to a NO_OP read,
- * atomic per element (the guarantee the pull always had). */
+ * atomic per element (the guarantee the pull always had).
+ *
+ * Direct access (ps->direct): with staleness 0 in a shared-memory window
+ * (one host, MPI_WIN_UNIFIED), no RMA can touch the server's accumulator
+ * or the copy it writes while it takes or publishes a round: every worker
+ * still training has pushed the round and waits for its version before it
+ * pulls or pushes again, and a pull reads only the copy of the version it
+ * saw. So the server reads and clears its accumulator and writes the new
+ * copy with plain loads and stores between MPI_Win_sync calls: one pass
+ * each, instead of locked accumulate passes (the take alone was three),
+ * on the path every worker waits on. The counters stay atomic RMA. */
 #ifndef KD_PS_INTERNAL_H
 #define KD_PS_INTERNAL_H
 
@@ -81,6 +91,8 @@ struct kd_ps {
     int shared_refused; /* ... unless the MPI library refused one (no osc/sm) */
     int crowded;   /* more ranks on this host than cores: idle waits sleep */
     MPI_Win win;   /* RMA only */
+    char *own;     /* this rank's window memory (a server's; RMA only) */
+    int direct;    /* server: own accumulator and copies by load/store (see above) */
     int locked;    /* inside MPI_Win_lock_all */
     int rank, size, servers, workers;
     kd_ps_config cfg; /* chunk resolved */

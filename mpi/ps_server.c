@@ -6,29 +6,54 @@
  * gather requests and keeps calling into MPI, which is what moves remote
  * accumulates along on transports without passive-target progress. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "ps_internal.h"
 
-/* Gradients accumulated since the last take, cleared atomically per
- * element: read them (NO_OP), then add their negation (SUM). Whatever a
- * worker adds in between stays for the next take. (In synchronous mode
- * nothing can arrive in between, so the clear is exact.) The negation is
- * made in place and undone on the way out together with the division by
- * `divisor` (negation is exact, so this is the plain quotient). */
+/* Gradients accumulated since the last take, divided by `divisor`
+ * (division, not * (1/d): exact when the sum is a multiple of d), and
+ * cleared. Direct (see ps_internal.h): one pass of loads and stores.
+ * Otherwise atomically per element: read them (NO_OP), then add their
+ * negation (SUM), so whatever a worker adds in between stays for the next
+ * take; the negation is made in place and undone on the way out (negation
+ * is exact, so both ways give the same quotient). */
 static kd_status take_gradients(kd_ps *ps, int64_t divisor)
 {
     MPI_Aint disp = ps_grads_disp(ps, ps->rank);
-    float *g = ps->grad;
+    float *g = ps->grad, d = (float)divisor;
+    if (ps->direct) {
+        float *acc = (float *)(void *)(ps->own + disp);
+        PS_MPI(ps, MPI_Win_sync(ps->win), "MPI_Win_sync"); /* the pushes' stores, seen */
+        for (size_t i = 0; i < ps->count; i++) {
+            g[i] = acc[i] / d;
+            acc[i] = 0.0f;
+        }
+        PS_MPI(ps, MPI_Win_sync(ps->win), "MPI_Win_sync"); /* the zeros, before the next push */
+        return KD_OK;
+    }
     KD_TRY(ps_read(ps, g, ps->count, MPI_FLOAT, ps->rank, disp));
     KD_TRY(ps_flush(ps, ps->rank));
     for (size_t i = 0; i < ps->count; i++)
         g[i] = -g[i];
     KD_TRY(ps_accumulate(ps, g, ps->count, MPI_FLOAT, ps->rank, disp, MPI_SUM));
     KD_TRY(ps_flush(ps, ps->rank)); /* the origin buffer is ours again */
-    float d = (float)divisor; /* division, not * (1/d): exact when the sum is a multiple of d */
     for (size_t i = 0; i < ps->count; i++)
         g[i] = -g[i] / d;
     return KD_OK;
+}
+
+/* The shard's parameters into the copy of version `next`. */
+static kd_status write_copy(kd_ps *ps, int64_t next)
+{
+    MPI_Aint disp = ps_params_disp(ps, ps->rank, next);
+    if (ps->direct) {
+        PS_MPI(ps, MPI_Win_sync(ps->win), "MPI_Win_sync"); /* WRITING first */
+        memcpy(ps->own + disp, ps->params, sizeof(float) * ps->count);
+        PS_MPI(ps, MPI_Win_sync(ps->win), "MPI_Win_sync"); /* the copy, before VERSION */
+        return KD_OK;
+    }
+    KD_TRY(ps_accumulate(ps, ps->params, ps->count, MPI_FLOAT, ps->rank, disp, MPI_REPLACE));
+    return ps_flush(ps, ps->rank);
 }
 
 /* Version v + 1 into the copy no worker reads (see ps_internal.h): WRITING
@@ -41,9 +66,7 @@ static kd_status publish(kd_ps *ps, int64_t taken)
     int64_t one = 1, next = ps->version + 1, steps = kd_optim_steps(ps->opt);
     KD_TRY(ps_accumulate(ps, &one, 1, MPI_INT64_T, ps->rank, ps_counter_disp(PS_WRITING), MPI_SUM));
     KD_TRY(ps_flush(ps, ps->rank));
-    KD_TRY(ps_accumulate(ps, ps->params, ps->count, MPI_FLOAT, ps->rank, ps_params_disp(ps, ps->rank, next),
-                         MPI_REPLACE));
-    KD_TRY(ps_flush(ps, ps->rank));
+    KD_TRY(write_copy(ps, next));
     KD_TRY(ps_accumulate(ps, &steps, 1, MPI_INT64_T, ps->rank, ps_counter_disp(PS_STEPS), MPI_REPLACE));
     KD_TRY(ps_accumulate(ps, &one, 1, MPI_INT64_T, ps->rank, ps_counter_disp(PS_VERSION), MPI_SUM));
     KD_TRY(ps_flush(ps, ps->rank));
