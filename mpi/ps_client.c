@@ -7,7 +7,8 @@
  * Round trips of a step (one flush each): the push's gradients; the
  * counters (version, steps, samples; with a staleness bound also the
  * clocks), which completes the push's counter bumps too; the parameters;
- * the WRITING check. */
+ * the WRITING check. In shared memory, where a flush is no round trip, the
+ * push also completes its counter bumps and rings the servers' doorbells. */
 #include <stdlib.h>
 
 #include "ps_internal.h"
@@ -42,6 +43,10 @@ static kd_status push(kd_ps *ps, const float *grads, int64_t samples)
         KD_TRY(ps_accumulate(ps, &one, 1, MPI_INT64_T, 0, ps_counter_disp(PS_NCOUNTERS + ps_worker_index(ps)),
                              MPI_SUM));
     ps->clock++;
+    if (ps->server_bells) { /* shared memory: the flush costs no round trip */
+        KD_TRY(ps_flush_servers(ps));
+        ps_bell_ring_servers(ps);
+    }
     return KD_OK;
 }
 
@@ -220,6 +225,7 @@ kd_status kd_ps_gather(kd_ps *ps, float *params, kd_optim *opt_full)
             int64_t steps = 0;
             PS_MPI(ps, MPI_Send(&want_state, 1, MPI_INT, s, PS_TAG_GATHER_REQ, ps->comm),
                    "MPI_Send of a gather request to server %d", s);
+            ps_bell_ring(ps, s);
             KD_TRY(ps_recv_shard(ps, s, params, state, want_state, &steps));
             if (s == 0)
                 steps0 = steps;
@@ -250,6 +256,7 @@ kd_status kd_ps_worker_finish(kd_ps *ps)
         KD_TRY(ps_accumulate(ps, &done, 1, MPI_INT64_T, 0, ps_counter_disp(PS_NCOUNTERS + ps_worker_index(ps)),
                              MPI_SUM));
     KD_TRY(ps_flush_servers(ps));
+    ps_bell_ring_servers(ps);
     ps->finished = 1;
     return KD_OK;
 }

@@ -33,10 +33,12 @@ static MPI_Aint region_bytes(const kd_ps *ps, int s)
     return (MPI_Aint)round_up(sizeof(float) * count, 64);
 }
 
-static MPI_Aint first_region_disp(const kd_ps *ps)
+MPI_Aint ps_bell_disp(const kd_ps *ps)
 {
     return (MPI_Aint)round_up(sizeof(int64_t) * (size_t)(PS_NCOUNTERS + ps->workers), 64);
 }
+
+static MPI_Aint first_region_disp(const kd_ps *ps) { return ps_bell_disp(ps) + 64; }
 
 MPI_Aint ps_params_disp(const kd_ps *ps, int s, int64_t version)
 {
@@ -165,11 +167,13 @@ kd_status ps_recv_floats(const kd_ps *ps, float *buf, size_t count, int src, int
     return KD_OK;
 }
 
+void ps_backoff_grow(long *ns) { *ns = *ns >= 250000L ? 500000L : *ns * 2; }
+
 void ps_backoff(long *ns)
 {
     struct timespec ts = {0, *ns};
     nanosleep(&ts, NULL);
-    *ns = *ns >= 250000L ? 500000L : *ns * 2;
+    ps_backoff_grow(ns);
 }
 
 static int64_t monotonic_ns(void)
@@ -488,6 +492,8 @@ kd_status kd_ps_create(MPI_Comm comm, const kd_ps_config *pc, size_t n_params, c
             s = ps_mpi_fail(ps, rc, "MPI_Win_set_errhandler");
         if (s == KD_OK && server)
             s = choose_direct(ps, base);
+        if (s == KD_OK)
+            s = ps_bells_setup(ps, base);
     }
     if (s == KD_OK)
         s = server ? setup_server(ps, base) : setup_worker(ps);
@@ -540,6 +546,7 @@ void kd_ps_free(kd_ps *ps)
     free(ps->pull_counters);
     free(ps->pull_writing);
     free(ps->pull_retry);
+    free(ps->server_bells);
     free(ps->acc);
     free(ps->msg_out);
     free(ps->msg_in);

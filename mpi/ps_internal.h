@@ -5,6 +5,7 @@
  *
  * Window layout on server s (disp_unit 1, byte displacements):
  *   [0, PS_NCOUNTERS + W) int64 counters (see enum below)
+ *   one cache line: the server's doorbell, a uint32 (ps_bell.c)
  *   two parameter copies of count floats: version v lives in copy v % 2
  *   the gradient accumulator (count floats) workers add into
  * Workers' windows are empty.
@@ -43,6 +44,7 @@
 #define KD_PS_INTERNAL_H
 
 #include <stdarg.h>
+#include <stdint.h>
 
 #include "error.h"
 #include "ps.h"
@@ -92,6 +94,8 @@ struct kd_ps {
     int crowded;   /* more ranks on this host than cores: idle waits sleep */
     MPI_Win win;   /* RMA only */
     char *own;     /* this rank's window memory (a server's; RMA only) */
+    uint32_t *bell;          /* server: its doorbell, or NULL (ps_bell.c) */
+    uint32_t **server_bells; /* worker: each server's doorbell, or NULL */
     int direct;    /* server: own accumulator and copies by load/store (see above) */
     int locked;    /* inside MPI_Win_lock_all */
     int rank, size, servers, workers;
@@ -131,6 +135,7 @@ static inline int ps_worker_index(const kd_ps *ps) { return ps->rank - ps->serve
 MPI_Aint ps_params_disp(const kd_ps *ps, int s, int64_t version);
 MPI_Aint ps_grads_disp(const kd_ps *ps, int s);
 MPI_Aint ps_counter_disp(int which);
+MPI_Aint ps_bell_disp(const kd_ps *ps);
 
 /* A failed MPI call as a kd message: "parameter server rank 3 (worker 1):
  * MPI_Accumulate to server 0 failed: <MPI's text>". */
@@ -161,6 +166,7 @@ kd_status ps_recv_floats(const kd_ps *ps, float *buf, size_t count, int src, int
 
 /* Sleep between idle polls: 20 us doubling to 500 us, reset on work. */
 void ps_backoff(long *ns);
+void ps_backoff_grow(long *ns); /* the doubling alone */
 #define PS_BACKOFF_START_NS 20000L
 
 /* A worker waiting for its servers (the staleness bound): polls with
@@ -175,6 +181,17 @@ typedef struct {
 void ps_wait_start(ps_wait *w);
 void ps_wait_next(ps_wait *w);
 #define PS_SPIN_NS 2000000L
+
+/* Doorbells (ps_bell.c). Setup: after the window exists (base: this
+ * rank's part); leaves them off where they cannot work. A worker rings
+ * server s once what it changed there is complete; a server reads its bell
+ * before checking its counters, and waits (up to *ns, which then grows as
+ * ps_backoff's) only while the bell still holds what it read. */
+kd_status ps_bells_setup(kd_ps *ps, char *base);
+void ps_bell_ring(const kd_ps *ps, int s);
+void ps_bell_ring_servers(const kd_ps *ps);
+uint32_t ps_bell_seen(const kd_ps *ps);
+void ps_bell_wait(const kd_ps *ps, uint32_t seen, long *ns);
 
 /* The two-sided protocol (ps_msg.c). */
 kd_status ps_msg_exchange(kd_ps *ps, const float *grads, float *params, int64_t samples);

@@ -4,7 +4,8 @@
  * runs the same kd_optim_step a single process runs (on its shard only),
  * publishes the shard and bumps its version; between polls it answers
  * gather requests and keeps calling into MPI, which is what moves remote
- * accumulates along on transports without passive-target progress. */
+ * accumulates along on transports without passive-target progress. Idle,
+ * it sleeps until a worker rings its doorbell or a timer ends (ps_bell.c). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -139,6 +140,7 @@ kd_status kd_ps_serve(kd_ps *ps)
     for (;;) {
         int worked = 0;
         int64_t finished;
+        uint32_t bell = ps_bell_seen(ps); /* before the counters: see ps_bell.c */
         /* Read before the step: if every worker had finished by then, the
          * step below sees their final pushes. */
         KD_TRY(ps_read_counters(ps, ps->rank, PS_FINISHED, 1, &finished));
@@ -161,6 +163,6 @@ kd_status kd_ps_serve(kd_ps *ps)
         if (worked)
             backoff = PS_BACKOFF_START_NS;
         else
-            ps_backoff(&backoff);
+            ps_bell_wait(ps, bell, &backoff);
     }
 }
