@@ -38,8 +38,9 @@
  * pulls or pushes again, and a pull reads only the copy of the version it
  * saw. So the server reads and clears its accumulator and writes the new
  * copy with plain loads and stores between MPI_Win_sync calls: one pass
- * each, instead of locked accumulate passes (the take alone was three),
- * on the path every worker waits on. The counters stay atomic RMA. */
+ * each on the path every worker waits on, where the take was four passes
+ * (two of them locked accumulates) and the publish a locked MPI_REPLACE.
+ * The counters stay atomic RMA. */
 #ifndef KD_PS_INTERNAL_H
 #define KD_PS_INTERNAL_H
 
