@@ -77,16 +77,16 @@ uint32_t ps_bell_seen(const kd_ps *ps) { return ps->bell ? __atomic_load_n(ps->b
 
 void ps_bell_wait(const kd_ps *ps, uint32_t seen, long *ns)
 {
-    struct timespec ts = {0, *ns};
 #if PS_HAVE_FUTEX
-    if (ps->bell) /* rung since `seen` (EAGAIN), a signal, the timeout: all just return */
+    if (ps->bell) {
+        struct timespec ts = {0, *ns};
+        /* rung since `seen` (EAGAIN), a signal, the timeout: all just return */
         syscall(SYS_futex, ps->bell, FUTEX_WAIT, seen, &ts, NULL, 0);
-    else
-        nanosleep(&ts, NULL);
-#else
+        ps_backoff_grow(ns);
+        return;
+    }
+#endif
     (void)ps;
     (void)seen;
-    nanosleep(&ts, NULL);
-#endif
-    ps_backoff_grow(ns);
+    ps_backoff(ns); /* no doorbell: the timer alone */
 }
