@@ -53,6 +53,14 @@ def _task_threads():
         return None
 
 
+def _task_net(payload):
+    """The payload's network, with the C library on the task's cores."""
+    threads = _task_threads()
+    if threads:
+        native.set_threads(threads)
+    return payload.net()
+
+
 def features_array(value, index, column, net):
     """One row's features as float32 (input_size,), or a ValueError that
     names the row, the column and what the model expects (data.features
@@ -71,10 +79,7 @@ def predict_batches(payload, features, batch_size=256, column="features", first_
     mapPartitions with a broadcast payload:
         bc = model.broadcast(sc)
         rdd.mapPartitions(lambda it: predict_batches(bc.value, it))"""
-    threads = _task_threads()
-    if threads:
-        native.set_threads(threads)
-    net = payload.net()
+    net = _task_net(payload)
     batch = []
     for i, value in enumerate(features, first_index):
         batch.append(features_array(value, i, column, net))
@@ -120,10 +125,7 @@ def arrow_predictions(payload, arrays, column, batch_size, want_prob, want_pred)
     to name the first bad row, as the row path does."""
     import pyarrow as pa
 
-    threads = _task_threads()
-    if threads:
-        native.set_threads(threads)
-    net = payload.net()
+    net = _task_net(payload)
     size = net.input_size
     done = 0
     for arr in arrays:
